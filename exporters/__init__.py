@@ -1,0 +1,1 @@
+"""Asset exporters: pure functions from a trained model to files."""

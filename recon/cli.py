@@ -1,0 +1,67 @@
+"""The ``recon`` command line.
+
+Each subcommand lives in its own module and is imported only when used, so ``recon --help`` is
+fast. A subcommand module exposes a function whose dataclass/typed signature tyro turns into
+options. :class:`recon.errors.ReconError` becomes one line on stderr and exit code 2.
+
+To add a command, add one line to :data:`COMMANDS`: ``name: ("module:function", "one-line help")``.
+Only commands that work are listed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: ("module:function", "help")
+}
+
+
+def _usage() -> str:
+    lines = ["usage: recon COMMAND [options]", "", "commands:"]
+    width = max((len(n) for n in COMMANDS), default=8)
+    for name, (_, help_) in COMMANDS.items():
+        lines.append(f"  {name.ljust(width)}  {help_}")
+    lines += ["", "Run `recon COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> int:
+    """Dispatch ``argv`` (without the program name); returns the exit code."""
+    from recon.errors import ReconError
+
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("--version", "version"):
+        from recon import __version__
+
+        print(f"recon {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"recon: unknown command {name!r}; run `recon --help` for the list", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[name]
+    mod_name, func_name = target.split(":")
+    try:
+        func = getattr(importlib.import_module(mod_name), func_name)
+        import tyro
+
+        result = tyro.cli(func, args=argv[1:], prog=f"recon {name}")
+        return int(result) if isinstance(result, int) else 0
+    except ReconError as e:
+        print(f"recon {name}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"recon {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Camera models: intrinsics, distortion and OpenCV-axes camera-to-world poses.
+
+Pixel centres sit at (i + 0.5, j + 0.5), as in COLMAP and gsplat: the top-left pixel's centre is
+(0.5, 0.5) and a principal point at (W/2, H/2) is the image centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Distortion parameter names per model, in COLMAP/OpenCV order.
+CAMERA_MODELS: dict[str, tuple[str, ...]] = {
+    "PINHOLE": (),
+    "SIMPLE_RADIAL": ("k1",),
+    "RADIAL": ("k1", "k2"),
+    "OPENCV": ("k1", "k2", "p1", "p2"),
+    "FULL_OPENCV": ("k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6"),
+    "OPENCV_FISHEYE": ("k1", "k2", "k3", "k4"),
+}
+
+
+@dataclass
+class Camera:
+    """One view's camera.
+
+    Attributes:
+        K: ``[3, 3]`` float64 intrinsics (fx, fy, cx, cy; pixel centres at +0.5).
+        width, height: image size in pixels at full resolution.
+        c2w: ``[4, 4]`` float64 camera-to-world pose, OpenCV axes (x right, y down, z forward).
+        model: one of :data:`CAMERA_MODELS`.
+        dist: distortion parameters in the order :data:`CAMERA_MODELS` gives for ``model``.
+    """
+
+    K: np.ndarray
+    width: int
+    height: int
+    c2w: np.ndarray = field(default_factory=lambda: np.eye(4))
+    model: str = "PINHOLE"
+    dist: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        self.K = np.asarray(self.K, dtype=np.float64).reshape(3, 3)
+        self.c2w = np.asarray(self.c2w, dtype=np.float64).reshape(4, 4)
+        self.dist = np.asarray(self.dist, dtype=np.float64).reshape(-1)
+        self.width = int(self.width)
+        self.height = int(self.height)
+        if self.model not in CAMERA_MODELS:
+            raise ValueError(f"unknown camera model {self.model!r}; expected one of {sorted(CAMERA_MODELS)}")
+
+    @property
+    def fx(self) -> float:
+        return float(self.K[0, 0])
+
+    @property
+    def fy(self) -> float:
+        return float(self.K[1, 1])
+
+    @property
+    def cx(self) -> float:
+        return float(self.K[0, 2])
+
+    @property
+    def cy(self) -> float:
+        return float(self.K[1, 2])
+
+    @property
+    def viewmat(self) -> np.ndarray:
+        """World-to-camera ``[4, 4]`` (gsplat's ``viewmats`` entry)."""
+        from recon.scene.conventions import c2w_to_viewmat
+
+        return c2w_to_viewmat(self.c2w)
+
+    @property
+    def center(self) -> np.ndarray:
+        """Camera centre in world coordinates ``[3]``."""
+        return self.c2w[:3, 3].copy()
+
+    def scaled(self, factor: float) -> "Camera":
+        """The same camera for an image resized by ``factor`` (e.g. 0.5 for half resolution).
+
+        With pixel centres at +0.5, scaling the image scales fx, fy, cx, cy by the same factor.
+        The new size is rounded, and the factor applied per axis is the exact size ratio.
+        """
+        w = max(1, int(round(self.width * factor)))
+        h = max(1, int(round(self.height * factor)))
+        sx, sy = w / self.width, h / self.height
+        K = self.K.copy()
+        K[0, 0] *= sx
+        K[0, 2] *= sx
+        K[1, 1] *= sy
+        K[1, 2] *= sy
+        return Camera(K=K, width=w, height=h, c2w=self.c2w.copy(), model=self.model, dist=self.dist.copy())
+
+    def project(self, pts_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Project world points ``[N, 3]`` with the pinhole part (distortion ignored).
+
+        Returns ``(uv [N, 2] in pixels, z [N] camera depth)``; the top-left pixel's centre is (0.5, 0.5).
+        """
+        w2c = self.viewmat
+        p = pts_world @ w2c[:3, :3].T + w2c[:3, 3]
+        z = p[:, 2]
+        uv = (p[:, :2] / z[:, None]) @ self.K[:2, :2].T + self.K[:2, 2]
+        return uv, z
+
+
+def intrinsics_from_fov(fov_x: float, width: int, height: int, fov_y: float | None = None) -> np.ndarray:
+    """``[3, 3]`` K for a centred pinhole camera with horizontal field of view ``fov_x`` (radians)."""
+    fx = 0.5 * width / np.tan(0.5 * fov_x)
+    fy = fx if fov_y is None else 0.5 * height / np.tan(0.5 * fov_y)
+    return np.array([[fx, 0.0, width / 2.0], [0.0, fy, height / 2.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,1 @@
+"""Built-in procedural ground-truth scenes."""

@@ -1,0 +1,1 @@
+"""Viewers: viser operator UI and the WebXR page."""
