@@ -1,0 +1,149 @@
+"""Held-out evaluation of a trained method: PSNR, SSIM, LPIPS (when available), render time,
+plus a side-by-side image grid and training curves."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from recon.eval.metrics import LPIPSUnavailable, load_lpips, psnr, ssim
+from recon.scene.scene import Scene
+from recon.train.data import Views
+
+
+def eval_split(scene: Scene) -> tuple[str, list[int]]:
+    """The held-out split to evaluate: test, else val, else every 8th frame."""
+    for name in ("test", "val"):
+        idx = scene.indices(name)
+        if idx:
+            return name, idx
+    return "every-8th", list(range(0, len(scene.frames), 8))
+
+
+def evaluate(
+    method,
+    scene: Scene,
+    downscale: float,
+    max_views: int = 0,
+    lpips_weights: Optional[str] = None,
+    keep_renders: int = 4,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Render every held-out view and score it against the ground truth.
+
+    Returns a dict with mean ``psnr``, ``ssim``, ``lpips`` (``None`` when unavailable, with the reason in
+    ``lpips_note``), ``render_ms`` (median per view), ``eval_views``, ``split``, ``per_view`` and the
+    first ``keep_renders`` (gt, render) pairs as numpy arrays under ``"_samples"``.
+    """
+    split, idx = eval_split(scene)
+    if max_views and len(idx) > max_views:
+        sel = np.linspace(0, len(idx) - 1, max_views).round().astype(int)
+        idx = [idx[i] for i in sel]
+    views = Views(scene, idx, downscale, preload_bytes=0)
+    bg = torch.tensor(scene.background if scene.background is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
+    try:
+        lp = load_lpips(lpips_weights)
+        lp_note = None
+    except LPIPSUnavailable as e:
+        lp, lp_note = None, str(e)
+    per_view, samples, times = [], [], []
+    t_last = time.perf_counter()
+    for k in range(len(views)):
+        v = views.get(k)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            rgb, _, _ = method.render(v.viewmat, v.K, v.width, v.height, bg)
+        times.append(time.perf_counter() - t0)
+        rgb = rgb.clamp(0, 1).cpu()
+        m = v.mask[..., 0] > 0.5 if v.mask is not None else None
+        rec = {"name": v.name, "psnr": psnr(rgb, v.image, m), "ssim": ssim(rgb, v.image)}
+        if lp is not None:
+            rec["lpips"] = lp(rgb, v.image)
+        per_view.append(rec)
+        if len(samples) < keep_renders:
+            samples.append((v.image.numpy(), rgb.numpy()))
+        if time.perf_counter() - t_last > 5 or k == len(views) - 1:
+            log(f"[eval] {k + 1}/{len(views)} views | mean psnr {np.mean([r['psnr'] for r in per_view]):.2f}")
+            t_last = time.perf_counter()
+    res = {
+        "split": split,
+        "eval_views": len(per_view),
+        "resolution": [views.cameras[0].width, views.cameras[0].height] if len(views) else None,
+        "psnr": float(np.mean([r["psnr"] for r in per_view])),
+        "ssim": float(np.mean([r["ssim"] for r in per_view])),
+        "lpips": float(np.mean([r["lpips"] for r in per_view])) if lp is not None else None,
+        "lpips_note": lp_note,
+        "render_ms": float(np.median(times) * 1000),
+        "per_view": per_view,
+        "_samples": samples,
+    }
+    return res
+
+
+def save_grid(samples: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Rows of ground truth | render | error (|difference| x 4, as a heatmap) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import cm
+    from PIL import Image
+
+    from recon.io_utils import atomic_path
+
+    rows = []
+    for gt, pr in samples:
+        err = np.clip(np.abs(gt - pr).mean(-1) * 4, 0, 1)
+        heat = cm.get_cmap("inferno")(err)[..., :3]
+        rows.append(np.concatenate([gt, pr, heat], axis=1))
+    if not rows:
+        return
+    w = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows]
+    img = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+
+
+def save_curves(curves: dict, path: Path, eval_psnr: Optional[float] = None) -> None:
+    """Training loss, training PSNR and number of primitives against step, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recon.io_utils import atomic_path
+
+    if not curves.get("step"):
+        return
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(curves["step"], curves["loss"])
+    ax[0].set_title("loss")
+    ax[0].set_yscale("log")
+    ax[1].plot(curves["step"], curves["psnr"], label="train views")
+    if eval_psnr is not None:
+        ax[1].axhline(eval_psnr, color="C3", ls="--", label=f"held-out {eval_psnr:.2f} dB")
+    ax[1].set_title("PSNR (dB)")
+    ax[1].legend()
+    ax[2].plot(curves["step"], curves["num"])
+    ax[2].set_title("number of Gaussians")
+    for a in ax:
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_metrics(res: dict, extra: dict, path: Path) -> dict:
+    from recon.io_utils import atomic_write_text
+
+    out = {k: v for k, v in res.items() if not k.startswith("_")}
+    out.update(extra)
+    atomic_write_text(path, json.dumps(out, indent=2))
+    return out

@@ -1,0 +1,91 @@
+"""Training views: images, masks and cameras of one split at one downscale, as tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from recon.scene.cameras import Camera
+from recon.scene.scene import Scene
+
+
+@dataclass
+class View:
+    """One view ready for the loss.
+
+    Attributes:
+        image: ``[H, W, 3]`` float32 in [0, 1] (RGBA sources composited on the scene background).
+        alpha: ``[H, W, 1]`` float32 coverage for RGBA sources, else ``None``.
+        mask: ``[H, W, 1]`` float32 (1 = pixel used) or ``None``.
+        viewmat: ``[4, 4]`` float32 world-to-camera (OpenCV axes).
+        K: ``[3, 3]`` float32 intrinsics at this resolution.
+    """
+
+    index: int
+    image: torch.Tensor
+    alpha: Optional[torch.Tensor]
+    mask: Optional[torch.Tensor]
+    viewmat: torch.Tensor
+    K: torch.Tensor
+    camera: Camera
+    name: str
+    time: Optional[float] = None
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+class Views:
+    """The frames ``indices`` of ``scene`` at ``downscale``; images stay in the scene's bounded cache
+    unless they fit in ``preload_bytes``, in which case they are decoded once and kept as tensors."""
+
+    def __init__(self, scene: Scene, indices: list[int], downscale: float, preload_bytes: float = 3e9):
+        self.scene = scene
+        self.indices = list(indices)
+        self.downscale = float(downscale)
+        self.cameras = [scene.camera(i, self.downscale) for i in self.indices]
+        self._cache: dict[int, View] = {}
+        est = sum(c.width * c.height * 4 * 5 for c in self.cameras)
+        self.preload = est <= preload_bytes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, k: int) -> View:
+        """The ``k``-th view of this split."""
+        if k in self._cache:
+            return self._cache[k]
+        i = self.indices[k]
+        cam = self.cameras[k]
+        img = torch.from_numpy(np.ascontiguousarray(self.scene.image(i, self.downscale), dtype=np.float32))
+        a = self.scene.alpha(i, self.downscale)
+        alpha = None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[..., None]
+        m = self.scene.mask(i, self.downscale)
+        mask = None if m is None else torch.from_numpy(np.ascontiguousarray(m)).float()[..., None]
+        if img.shape[0] != cam.height or img.shape[1] != cam.width:
+            raise RuntimeError(
+                f"image {self.scene.frames[i].image_path} is {img.shape[1]}x{img.shape[0]} but its camera "
+                f"says {cam.width}x{cam.height}"
+            )
+        v = View(
+            index=i,
+            image=img,
+            alpha=alpha,
+            mask=mask,
+            viewmat=torch.from_numpy(cam.viewmat.astype(np.float32)),
+            K=torch.from_numpy(cam.K.astype(np.float32)),
+            camera=cam,
+            name=self.scene.frames[i].name,
+            time=self.scene.frames[i].time,
+        )
+        if self.preload:
+            self._cache[k] = v
+        return v

@@ -1,0 +1,270 @@
+"""The one training loop every method plugs into.
+
+The loop samples a training view, asks the method to render it, applies the photometric loss
+(L1 + D-SSIM, masks honoured, random backgrounds for RGBA data), and lets the method step its
+optimisers and strategy. It owns what is common to all methods: seeding, progress, checkpoints
+(atomic, resumable exactly), Ctrl-C handling, a wall-time budget and callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from recon.errors import ReconError
+from recon.scene.scene import Scene
+from recon.train.callbacks import TrainCallback
+from recon.train.config import TrainConfig
+from recon.train.data import Views
+from recon.train.losses import photometric_loss
+
+CHECKPOINT_GLOB = "step_*.pt"
+
+
+def make_method(cfg: TrainConfig, scene: Scene, n_train: int, device: torch.device):
+    if cfg.method == "splat":
+        from recon.train.splat_method import SplatMethod
+
+        return SplatMethod(cfg, scene, n_train, device)
+    raise ReconError(f"unknown method {cfg.method!r}; available: splat")
+
+
+def set_threads(n: int) -> None:
+    import os
+
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_seconds: float
+    interrupted: bool
+    curves: dict = field(default_factory=dict)
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the current step, save, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\n[train] interrupt: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+        try:
+            self._old = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+class Trainer:
+    """Trains ``cfg.method`` on ``scene``'s training split; writes checkpoints under ``run_dir``."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        scene: Scene,
+        run_dir: Path,
+        device: Optional[torch.device] = None,
+        callbacks: Optional[list[TrainCallback]] = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.cfg = cfg
+        self.scene = scene
+        self.run_dir = Path(run_dir)
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.callbacks = list(callbacks or [])
+        self.log = log
+        train_idx = scene.indices("train")
+        if not train_idx:
+            raise ReconError(f"{scene.root}: no training views (every frame is held out)")
+        set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.views = Views(scene, train_idx, cfg.downscale)
+        self.method = make_method(cfg, scene, len(self.views), self.device)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.order: list[int] = []
+        self.step = 0
+        self.curves: dict[str, list] = {"step": [], "loss": [], "psnr": [], "num": [], "time": []}
+        self.elapsed = 0.0
+        bg = scene.background
+        self.scene_bg = torch.tensor(bg if bg is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Optional[Path]:
+        c = sorted(self.ckpt_dir.glob(CHECKPOINT_GLOB))
+        return c[-1] if c else None
+
+    def save_checkpoint(self) -> Path:
+        from recon.io_utils import atomic_path
+
+        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
+        state = {
+            "step": self.step,
+            "config_hash": self.cfg.hash(),
+            "method": self.method.state_dict(),
+            "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "order": list(self.order),
+            "curves": self.curves,
+            "elapsed": self.elapsed,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        for old in sorted(self.ckpt_dir.glob(CHECKPOINT_GLOB))[:-2]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise ReconError(f"cannot read checkpoint {path}: {e}; delete it to resume from the one before") from e
+        if state.get("config_hash") != self.cfg.hash():
+            raise ReconError(
+                f"checkpoint {path} was made with a different config; resume with the same options "
+                "or start a new run with a different --out"
+            )
+        self.method.load_state_dict(state["method"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.order = list(state["order"])
+        self.curves = state["curves"]
+        self.elapsed = float(state["elapsed"])
+        self.step = int(state["step"])
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def _next_view(self) -> int:
+        if not self.order:
+            self.order = torch.randperm(len(self.views), generator=self.gen).tolist()
+        return self.order.pop()
+
+    def _background(self, has_alpha: bool) -> torch.Tensor:
+        mode = self.cfg.background
+        if has_alpha and mode == "random":
+            return torch.rand(3, generator=self.gen)
+        if mode == "white":
+            return torch.ones(3)
+        if mode == "black":
+            return torch.zeros(3)
+        return self.scene_bg.clone()
+
+    def train(self) -> TrainResult:
+        cfg = self.cfg
+        for cb in self.callbacks:
+            cb.on_start(self)
+        budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+        t_start = time.perf_counter() - self.elapsed
+        last_log = 0.0
+        win_loss, win_psnr, win_t0, win_steps = 0.0, 0.0, time.perf_counter(), 0
+        interrupted = False
+        stop_reason = "done"
+        with _Interrupt() as intr:
+            while self.step < cfg.steps:
+                k = self._next_view()
+                view = self.views.get(k)
+                bg = self._background(view.alpha is not None)
+                target = view.image
+                if view.alpha is not None:
+                    # Recomposite the stored image (on the scene background) onto this step's background.
+                    target = target + (bg - self.scene_bg) * (1.0 - view.alpha)
+                target = target.to(self.device)
+                rgb, alpha, info = self.method.train_render(view, k, self.step, bg.to(self.device))
+                mask = None if view.mask is None else view.mask.to(self.device)
+                loss = photometric_loss(rgb, target, cfg.ssim_lambda, mask) + self.method.regularisation()
+                self.method.before_backward(self.step, info)
+                loss.backward()
+                self.method.after_backward(self.step, info)
+                self.step += 1
+                with torch.no_grad():
+                    mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
+                l = float(loss)
+                if not math.isfinite(l):
+                    raise ReconError(f"training diverged at step {self.step} (loss {l}); try a lower learning rate")
+                win_loss += l
+                win_psnr += -10 * math.log10(max(mse, 1e-12))
+                win_steps += 1
+                now = time.perf_counter()
+                self.elapsed = now - t_start
+                stats = {
+                    "step": self.step,
+                    "loss": l,
+                    "psnr": -10 * math.log10(max(mse, 1e-12)),
+                    "num_gaussians": self.method.num_primitives,
+                    "elapsed": self.elapsed,
+                }
+                for cb in self.callbacks:
+                    cb.on_step(self, self.step, stats)
+                if now - last_log >= cfg.log_every_seconds or self.step == cfg.steps:
+                    rate = win_steps / max(now - win_t0, 1e-9)
+                    self.curves["step"].append(self.step)
+                    self.curves["loss"].append(win_loss / win_steps)
+                    self.curves["psnr"].append(win_psnr / win_steps)
+                    self.curves["num"].append(self.method.num_primitives)
+                    self.curves["time"].append(self.elapsed)
+                    eta = (cfg.steps - self.step) / max(rate, 1e-9)
+                    if budget is not None:
+                        eta = min(eta, max(budget - self.elapsed, 0.0))
+                    self.log(
+                        f"[train] step {self.step}/{cfg.steps} | loss {win_loss / win_steps:.4f} | "
+                        f"psnr {win_psnr / win_steps:.2f} | gaussians {self.method.num_primitives:,} | "
+                        f"{rate:.1f} it/s | elapsed {_fmt(self.elapsed)} | ETA {_fmt(eta)}"
+                    )
+                    last_log = now
+                    win_loss, win_psnr, win_t0, win_steps = 0.0, 0.0, now, 0
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+                if intr.requested:
+                    interrupted = True
+                    stop_reason = "interrupted"
+                    break
+                if budget is not None and self.elapsed >= budget:
+                    stop_reason = f"wall-time budget of {cfg.max_minutes} min reached"
+                    break
+        path = self.save_checkpoint()
+        if interrupted:
+            self.log(f"[train] stopped at step {self.step}; checkpoint {path}; continue with --resume")
+        elif stop_reason != "done":
+            self.log(f"[train] {stop_reason} at step {self.step}")
+        return TrainResult(self.step, self.elapsed, interrupted, self.curves)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
