@@ -15,6 +15,11 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", "help")
+    "export": ("exporters.cli:main", "write splats, meshes and cameras for engines, VR/AR and USD"),
+    "scene": ("scenes.cli:main", "built-in ground-truth scenes: recon scene synth NAME OUT"),
+    "view": ("viewer.cli:main", "serve a trained run to a browser (viser) and VR headsets (WebXR)"),
+    "info": ("recon.scene.info:main", "what a scene folder contains: images, poses, formats, resolution, splits"),
+    "process": ("recon.sfm.cli:main", "photos or video to posed, undistorted frames with pycolmap (SfM)"),
 }
 
 

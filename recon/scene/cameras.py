@@ -85,13 +85,25 @@ class Camera:
         """
         w = max(1, int(round(self.width * factor)))
         h = max(1, int(round(self.height * factor)))
-        sx, sy = w / self.width, h / self.height
+        return self.resized(w, h)
+
+    def resized(self, width: int, height: int) -> "Camera":
+        """The same camera for the image resized to exactly ``width`` x ``height`` pixels.
+
+        fx and cx scale by ``width / self.width``, fy and cy by ``height / self.height`` (pixel
+        centres at +0.5 make this exact). Distortion coefficients are unitless and unchanged.
+        """
+        sx, sy = int(width) / self.width, int(height) / self.height
         K = self.K.copy()
         K[0, 0] *= sx
         K[0, 2] *= sx
         K[1, 1] *= sy
         K[1, 2] *= sy
-        return Camera(K=K, width=w, height=h, c2w=self.c2w.copy(), model=self.model, dist=self.dist.copy())
+        return Camera(K=K, width=int(width), height=int(height), c2w=self.c2w.copy(), model=self.model, dist=self.dist.copy())
+
+    def copy(self) -> "Camera":
+        """A deep copy."""
+        return Camera(K=self.K.copy(), width=self.width, height=self.height, c2w=self.c2w.copy(), model=self.model, dist=self.dist.copy())
 
     def project(self, pts_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project world points ``[N, 3]`` with the pinhole part (distortion ignored).

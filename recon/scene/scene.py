@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from recon.errors import ReconError
 from recon.scene.cameras import Camera
 
 SPLITS = ("train", "val", "test")
@@ -24,8 +25,9 @@ class Frame:
 
     Attributes:
         image_path: the image file (never modified).
-        camera: intrinsics and OpenCV camera-to-world pose at the image's full resolution.
-        split: "train", "val" or "test".
+        camera: intrinsics and OpenCV camera-to-world pose at the image's full resolution;
+            ``None`` for a plain image folder that has no poses yet.
+        split: "train", "val" or "test" ("unused" for frames a file's split lists leave out).
         mask_path: optional mask (white/nonzero = pixel is used, black = ignored).
         depth_path: optional depth map (``.npy`` metres/scene units, or 16-bit PNG in millimetres).
         time: optional timestamp in [0, 1] for dynamic scenes.
@@ -33,7 +35,7 @@ class Frame:
     """
 
     image_path: Path
-    camera: Camera
+    camera: Optional[Camera]
     split: str = "train"
     mask_path: Optional[Path] = None
     depth_path: Optional[Path] = None
@@ -88,9 +90,137 @@ class Scene:
     def has_time(self) -> bool:
         return any(f.time is not None for f in self.frames)
 
+    @property
+    def has_poses(self) -> bool:
+        """Whether every frame has a camera (false for a plain image folder)."""
+        return bool(self.frames) and all(f.camera is not None for f in self.frames)
+
     def camera_centers(self) -> np.ndarray:
-        """``[F, 3]`` camera centres in world coordinates."""
-        return np.stack([f.camera.center for f in self.frames]) if self.frames else np.zeros((0, 3))
+        """``[F, 3]`` camera centres in world coordinates (frames without a camera are skipped)."""
+        c = [f.camera.center for f in self.frames if f.camera is not None]
+        return np.stack(c) if c else np.zeros((0, 3))
+
+    # ------------------------------------------------------------------------------------------
+    # Lazy pixels. Nothing is decoded until asked for; results go through a bounded LRU cache.
+
+    @property
+    def cache(self):
+        """The :class:`recon.scene.images.ImageCache` behind :meth:`image` and friends."""
+        if self._cache is None:
+            from recon.scene.images import ImageCache, env_cache_bytes
+
+            self._cache = ImageCache(env_cache_bytes())
+        return self._cache
+
+    def set_cache_bytes(self, max_bytes: int) -> None:
+        """Set the image cache budget in bytes (0 disables caching)."""
+        self.cache.set_max_bytes(max_bytes)
+
+    def _frame(self, i: int) -> Frame:
+        try:
+            return self.frames[i]
+        except (IndexError, TypeError):
+            raise IndexError(f"frame index {i!r} out of range for a scene of {len(self.frames)} frames") from None
+
+    def _size(self, i: int, downscale: float) -> tuple[int, int]:
+        """``(w, h)`` of frame ``i`` after ``downscale``, from its camera or (no camera) its header."""
+        from recon.scene.images import downscaled_size, image_size
+
+        f = self._frame(i)
+        if f.camera is not None:
+            w, h = f.camera.width, f.camera.height
+        else:
+            w, h = image_size(f.image_path)
+        return downscaled_size(w, h, downscale)
+
+    def _rgba(self, i: int, downscale: float) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Cached ``(rgb [h, w, 3], alpha [h, w] or None)``; not copies: callers copy."""
+        from recon.scene.images import decode, match_orientation, resize, split_rgba
+
+        f = self._frame(i)
+        size = self._size(i, downscale)
+        bg = None if self.background is None else tuple(float(v) for v in self.background)
+        key = ("rgba", str(f.image_path), size, bg)
+        found, value = self.cache.peek(key)
+        if found:
+            return value  # type: ignore[return-value]
+        arr = decode(f.image_path)
+        if f.camera is not None:
+            arr = match_orientation(arr, f.image_path, (f.camera.width, f.camera.height))
+        rgb, alpha = split_rgba(arr, bg)
+        rgb = resize(rgb, size)
+        alpha = None if alpha is None else resize(alpha, size)
+        value = (rgb, alpha)
+        self.cache.put(key, value)
+        return value
+
+    def image(self, i: int, downscale: float = 1.0) -> np.ndarray:
+        """Frame ``i``'s image as float32 ``[H, W, 3]`` in [0, 1] (sRGB, as stored).
+
+        ``H, W = round(height / downscale), round(width / downscale)``, matching
+        :meth:`camera` ``(i, downscale)`` exactly; shrinking uses an area (box) filter. RGBA
+        sources are composited on :attr:`background` when it is set, else their RGB is returned
+        as stored. EXIF orientation is honoured. Returns a new array each call.
+        """
+        rgb, _ = self._rgba(i, downscale)
+        return rgb.copy()
+
+    def alpha(self, i: int, downscale: float = 1.0) -> Optional[np.ndarray]:
+        """Frame ``i``'s alpha channel as float32 ``[H, W]`` in [0, 1], or ``None`` if it has none."""
+        _, a = self._rgba(i, downscale)
+        return None if a is None else a.copy()
+
+    def mask(self, i: int, downscale: float = 1.0) -> Optional[np.ndarray]:
+        """Frame ``i``'s mask as bool ``[H, W]`` (True = pixel is used), or ``None`` without one.
+
+        The mask is area-resized to the image size and thresholded at 0.5.
+        """
+        from recon.scene.images import read_mask, resize
+
+        f = self._frame(i)
+        if f.mask_path is None:
+            return None
+        size = self._size(i, downscale)
+
+        def load() -> np.ndarray:
+            return resize(read_mask(f.mask_path), size) >= 0.5
+
+        return self.cache.get(("mask", str(f.mask_path), size), load)  # type: ignore[return-value]
+
+    def depth(self, i: int, downscale: float = 1.0) -> Optional[np.ndarray]:
+        """Frame ``i``'s depth as float32 ``[H, W]`` in scene units (0 = unknown), or ``None``.
+
+        Resized to the image size with nearest-neighbour sampling (blending depths across an
+        edge would invent surfaces). See :func:`recon.scene.images.read_depth` for file units.
+        """
+        from recon.scene.images import read_depth, resize
+
+        f = self._frame(i)
+        if f.depth_path is None:
+            return None
+        size = self._size(i, downscale)
+
+        def load() -> np.ndarray:
+            return resize(read_depth(f.depth_path), size, nearest=True)
+
+        return self.cache.get(("depth", str(f.depth_path), size), load)  # type: ignore[return-value]
+
+    def camera(self, i: int, downscale: float = 1.0) -> Camera:
+        """Frame ``i``'s camera for the image :meth:`image` ``(i, downscale)`` returns.
+
+        Intrinsics scale by the exact ratio of the rounded size; the pose is unchanged.
+        Raises :class:`ReconError` for a frame without a camera (a plain image folder).
+        """
+        from recon.scene.images import downscaled_size
+
+        f = self._frame(i)
+        if f.camera is None:
+            raise ReconError(
+                f"{f.image_path}: no camera pose (scene {self.root} is a {self.format!r} folder); "
+                "estimate poses first, e.g. with structure-from-motion"
+            )
+        w, h = downscaled_size(f.camera.width, f.camera.height, downscale)
+        return f.camera.resized(w, h)
 
     def extent(self) -> float:
         """Scene radius used for learning-rate scaling: 1.1 x max camera distance from their mean."""

@@ -1,0 +1,157 @@
+"""``recon info PATH``: what a scene folder contains.
+
+Reports the format, frames per split, image resolution(s), camera model(s), whether poses, masks,
+depths and times exist, the number of sparse points and any video files. Reads metadata and, for
+plain image folders, image headers only; no pixels are decoded.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+import tyro
+
+from recon.errors import ReconError
+from recon.scene.readers import (
+    _blender_files,
+    detect_format,
+    find_colmap_model,
+    list_videos,
+    load_scene,
+    unknown_format_message,
+)
+from recon.scene.scene import SPLITS
+
+
+def _sources(root: Path, fmt: str) -> list[str]:
+    """The files the format was read from, relative to ``root``."""
+    if fmt == "nerfstudio":
+        return ["transforms.json"]
+    if fmt in ("blender", "dnerf"):
+        return [p.name for _, p in _blender_files(root)]
+    if fmt == "colmap":
+        model = find_colmap_model(root)
+        if model is None:
+            return []
+        kind = "binary" if (model / "cameras.bin").is_file() else "text"
+        rel = model.relative_to(root).as_posix() if model != root else "."
+        return [f"{rel}/ ({kind})"]
+    if fmt == "llff":
+        return ["poses_bounds.npy", "images/"]
+    return []
+
+
+def scene_info(path: Path | str) -> dict[str, Any]:
+    """A JSON-serialisable summary of the scene at ``path`` (see the module docstring)."""
+    from recon.scene.images import image_size
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ReconError(f"{p}: no such file or folder")
+    root = p.parent if p.is_file() else p
+    fmt = detect_format(p)
+    videos = [v.name for v in list_videos(root)]
+    if fmt is None:
+        if videos:
+            return {
+                "path": str(root),
+                "format": None,
+                "sources": [],
+                "frames": 0,
+                "splits": {},
+                "resolutions": [],
+                "camera_models": {},
+                "poses": False,
+                "masks": 0,
+                "depths": 0,
+                "times": None,
+                "sparse_points": 0,
+                "videos": videos,
+            }
+        raise ReconError(unknown_format_message(root))
+
+    scene = load_scene(p, format=fmt)
+    frames = scene.frames
+    splits = {s: sum(1 for f in frames if f.split == s) for s in SPLITS}
+    other = Counter(f.split for f in frames if f.split not in SPLITS)
+    splits.update(other)
+    if scene.has_poses:
+        sizes = Counter((f.camera.width, f.camera.height) for f in frames)  # type: ignore[union-attr]
+        models = Counter(f.camera.model for f in frames)  # type: ignore[union-attr]
+    else:
+        sizes = Counter(image_size(f.image_path) for f in frames)
+        models = Counter()
+    times = [f.time for f in frames if f.time is not None]
+    return {
+        "path": str(scene.root),
+        "format": scene.format,
+        "sources": _sources(root, scene.format),
+        "frames": len(frames),
+        "splits": splits,
+        "resolutions": [{"width": w, "height": h, "frames": n} for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])],
+        "camera_models": dict(models),
+        "poses": scene.has_poses,
+        "masks": sum(1 for f in frames if f.mask_path is not None),
+        "depths": sum(1 for f in frames if f.depth_path is not None),
+        "times": None if not times else {"frames": len(times), "min": min(times), "max": max(times)},
+        "sparse_points": 0 if scene.points is None else int(len(scene.points)),
+        "background": None if scene.background is None else list(scene.background),
+        "videos": videos,
+    }
+
+
+def _count(n: int, total: int) -> str:
+    if n == 0:
+        return "none"
+    return "all frames" if n == total else f"{n} of {total} frames"
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable lines for :func:`scene_info`'s result."""
+    lines = [info["path"]]
+
+    def row(key: str, value: str) -> None:
+        lines.append(f"  {key:<15}{value}")
+
+    fmt: Optional[str] = info["format"]
+    src = f" ({', '.join(info['sources'])})" if info.get("sources") else ""
+    row("format", (fmt or "none (no images or poses)") + src)
+    total = info["frames"]
+    split_txt = ", ".join(f"{k} {v}" for k, v in info["splits"].items() if v or k in SPLITS)
+    row("frames", f"{total}" + (f" ({split_txt})" if total else ""))
+    if info["resolutions"]:
+        res = info["resolutions"]
+        if len(res) == 1:
+            row("resolution", f"{res[0]['width']}x{res[0]['height']}")
+        else:
+            row("resolutions", ", ".join(f"{r['width']}x{r['height']} ({r['frames']})" for r in res))
+    if info["camera_models"]:
+        row("camera model", ", ".join(f"{m} ({n})" if len(info["camera_models"]) > 1 else m for m, n in info["camera_models"].items()))
+    if fmt is not None:
+        row("poses", "yes" if info["poses"] else "no (run structure-from-motion to estimate them)")
+        row("masks", _count(info["masks"], total))
+        row("depths", _count(info["depths"], total))
+        t = info["times"]
+        row("times", "none" if not t else f"{_count(t['frames'], total)}, {t['min']:.4g} to {t['max']:.4g}")
+        row("sparse points", str(info["sparse_points"]) if info["sparse_points"] else "none")
+        if info.get("background") is not None:
+            row("background", "(" + ", ".join(f"{v:g}" for v in info["background"]) + ") behind transparent pixels")
+    vids = info["videos"]
+    row("videos", "none" if not vids else f"{len(vids)}: " + ", ".join(vids[:5]) + (" ..." if len(vids) > 5 else ""))
+    return "\n".join(lines)
+
+
+def main(path: tyro.conf.Positional[Path], json: bool = False) -> int:
+    """Show what a scene folder contains: format, frames per split, resolution(s), camera models,
+    poses, masks, depths, times, sparse points and video files.
+
+    Args:
+        path: a scene folder (or its transforms.json / poses_bounds.npy).
+        json: print the summary as JSON instead of text.
+    """
+    info = scene_info(path)
+    print(_json.dumps(info, indent=2) if json else format_info(info))
+    return 0
