@@ -90,7 +90,7 @@ def save_grid(samples: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import cm
+    from matplotlib import colormaps
     from PIL import Image
 
     from recon.io_utils import atomic_path
@@ -98,7 +98,7 @@ def save_grid(samples: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     rows = []
     for gt, pr in samples:
         err = np.clip(np.abs(gt - pr).mean(-1) * 4, 0, 1)
-        heat = cm.get_cmap("inferno")(err)[..., :3]
+        heat = colormaps["inferno"](err)[..., :3]
         rows.append(np.concatenate([gt, pr, heat], axis=1))
     if not rows:
         return
