@@ -1,0 +1,301 @@
+"""Write a built-in scene as a dataset: images, depth, object masks, GT mesh, transforms.json.
+
+Layout of ``out_dir``::
+
+    images/frame_00000.png   RGB uint8 (plain background colour where nothing is hit)
+    masks/frame_00000.png    object id per pixel centre (uint8; uint16 if ids > 255); 0 = background
+    depth/frame_00000.npy    float32 [H, W] z-depth along the camera's +z axis, scene units; 0 = no hit
+    transforms.json          nerfstudio format (OpenGL camera-to-world), splits, per-frame time
+    scene.json               metadata: seed, bounding box, objects, light, conventions
+    mesh.ply                 GT mesh at time 0, vertex colours, per-face object_id
+    mesh.obj/.mtl, textures/ the same mesh with its textures (``textured_mesh=True``)
+
+Every byte depends only on (name, views, res, seed, ss, textured_mesh): nothing time- or
+machine-dependent is written. The folder is built next to ``out_dir`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from recon.errors import ReconError
+from recon.scene.cameras import intrinsics_from_fov
+from recon.scene.conventions import opencv_to_opengl
+from scenes.recipes import RECIPES, Recipe
+from scenes.render import Renderer, TextureAtlas
+
+FORMAT_VERSION = 1
+TEST_EVERY = 8
+GENERATOR = "recon.scenes"
+
+
+def frame_name(i: int) -> str:
+    return f"frame_{i:05d}"
+
+
+def build(name: str, seed: int = 0) -> Recipe:
+    """The recipe of a built-in scene (raises :class:`ReconError` for an unknown name).
+
+    Recipes are immutable once built; the last few are kept, so rendering a dataset and then a
+    video of the same scene generates its textures once.
+    """
+    if name not in RECIPES:
+        raise ReconError(f"unknown scene {name!r}; built-in scenes: {', '.join(RECIPES)}")
+    return _build_cached(name, int(seed))
+
+
+@functools.lru_cache(maxsize=3)
+def _build_cached(name: str, seed: int) -> Recipe:
+    return RECIPES[name](seed)
+
+
+def _save_png(path: Path, arr: np.ndarray) -> None:
+    if arr.dtype == np.uint16:
+        Image.fromarray(arr.astype("<u2"), mode="I;16").save(path, compress_level=3)
+    else:
+        Image.fromarray(arr).save(path, compress_level=3)
+
+
+def _round(x) -> list:
+    """JSON-friendly nested lists with values rounded to 12 significant digits (stable text)."""
+    return [float(f"{v:.12g}") for v in x] if np.ndim(x) == 1 else [_round(r) for r in x]
+
+
+def _mesh_arrays(recipe: Recipe, time: float = 0.0):
+    """World-space merged mesh at ``time``: vertices, faces, per-face object id, per-vertex colour."""
+    meshes = recipe.meshes_at(time)
+    atlas = TextureAtlas([p.texture for p in recipe.parts])
+    verts, faces, fobj, cols = [], [], [], []
+    off = 0
+    for k, (part, m) in enumerate(zip(recipe.parts, meshes)):
+        # Vertex colour = the texture averaged over about one triangle edge around the vertex.
+        eu = np.linalg.norm(m.uvs[m.faces[:, 0]] - m.uvs[m.faces[:, 1]], axis=1)
+        lod = np.log2(max(float(np.median(eu)) * part.texture.shape[0], 1.0))
+        n = len(m.uvs)
+        c = atlas.sample(np.full(n, k), m.uvs[:, 0], m.uvs[:, 1], np.full(n, lod, np.float32))
+        verts.append(m.vertices)
+        faces.append(m.faces + off)
+        fobj.append(np.full(len(m.faces), part.object_id, np.uint16))
+        cols.append(np.clip(c * 255 + 0.5, 0, 255).astype(np.uint8))
+        off += n
+    return np.concatenate(verts), np.concatenate(faces), np.concatenate(fobj), np.concatenate(cols)
+
+
+def write_mesh_ply(path: Path, vertices, faces, face_object, colors) -> None:
+    """Binary little-endian PLY: float32 xyz + uchar rgb per vertex; int32 indices + ushort object_id per face."""
+    v = np.empty(len(vertices), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                       ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    v["x"], v["y"], v["z"] = vertices[:, 0], vertices[:, 1], vertices[:, 2]
+    v["red"], v["green"], v["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
+    f = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,)), ("object_id", "<u2")])
+    f["n"] = 3
+    f["i"] = faces
+    f["object_id"] = face_object
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment recon.scenes ground-truth mesh\n"
+        f"element vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+        f"element face {len(f)}\nproperty list uchar int vertex_indices\nproperty ushort object_id\n"
+        "end_header\n"
+    )
+    with open(path, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(v.tobytes())
+        fh.write(f.tobytes())
+
+
+def write_mesh_obj(folder: Path, recipe: Recipe, time: float = 0.0) -> None:
+    """``mesh.obj`` + ``mesh.mtl`` + ``textures/<part>.png``: one group and material per part."""
+    tex_dir = folder / "textures"
+    tex_dir.mkdir(exist_ok=True)
+    lines_mtl, chunks = [], ["mtllib mesh.mtl\n"]
+    off = 0
+    for part, m in zip(recipe.parts, recipe.meshes_at(time)):
+        _save_png(tex_dir / f"{part.name}.png", part.texture)
+        lines_mtl += [f"newmtl {part.name}", "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "illum 1",
+                      f"map_Kd textures/{part.name}.png", ""]
+        n = len(m.vertices)
+        body = [f"o {part.name}\n", f"usemtl {part.name}\n"]
+        body.append("".join(f"v {a:.7g} {b:.7g} {c:.7g}\n" for a, b, c in m.vertices))
+        body.append("".join(f"vt {a:.7g} {b:.7g}\n" for a, b in m.uvs))
+        body.append("".join(f"vn {a:.6g} {b:.6g} {c:.6g}\n" for a, b, c in m.normals))
+        fi = m.faces + off + 1
+        body.append("".join(f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}\n" for a, b, c in fi))
+        chunks += body
+        off += n
+    (folder / "mesh.mtl").write_text("\n".join(lines_mtl))
+    (folder / "mesh.obj").write_text("".join(chunks))
+
+
+def _config(name: str, seed: int, views: int, res: int, ss: int, textured_mesh: bool) -> dict:
+    return {"name": name, "seed": int(seed), "views": views, "res": res, "ss": ss,
+            "textured_mesh": textured_mesh, "format_version": FORMAT_VERSION}
+
+
+def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256, seed: int = 0, ss: int = 2,
+          textured_mesh: bool = False, force: bool = False, progress: bool = False) -> Path:
+    """Render built-in scene ``name`` into ``out_dir`` and return the folder.
+
+    Args:
+        name: one of :data:`scenes.SCENES`.
+        out_dir: target folder; it must not exist, be empty, or hold an earlier ``recon scene synth``
+            output (which is replaced). Same config as the existing output and not ``force``: reused.
+        views: number of views; every 8th (index % 8 == 0) is a test view.
+        res: image width = height in pixels.
+        seed: drives the textures and the camera rig's phase and jitter.
+        ss: supersampling factor per axis at silhouettes/depth edges (1 disables anti-aliasing).
+        textured_mesh: also write ``mesh.obj`` with its texture images.
+        force: re-render even when an identical output exists.
+        progress: print one line per 10 views.
+    """
+    if views < 1:
+        raise ReconError(f"--views must be at least 1, got {views}")
+    if res < 8 or res > 8192:
+        raise ReconError(f"--res must be between 8 and 8192 pixels, got {res}")
+    if ss < 1 or ss > 8:
+        raise ReconError(f"--ss must be between 1 and 8, got {ss}")
+    if name not in RECIPES:
+        raise ReconError(f"unknown scene {name!r}; built-in scenes: {', '.join(RECIPES)}")
+    out = Path(out_dir)
+    cfg = _config(name, seed, views, res, ss, textured_mesh)
+    if out.exists():
+        if not out.is_dir():
+            raise ReconError(f"{out}: exists and is not a folder; pick another output path")
+        prev = out / "scene.json"
+        if prev.is_file():
+            try:
+                old = json.loads(prev.read_text())
+            except (OSError, ValueError):
+                old = {}
+            if old.get("generator") != GENERATOR:
+                raise ReconError(f"{out}: holds a scene.json not written by recon scene synth; pick an empty folder")
+            if old.get("config") == cfg and (out / "transforms.json").is_file() and not force:
+                return out
+        elif any(out.iterdir()):
+            raise ReconError(f"{out}: folder is not empty; pick a new or empty folder")
+    recipe = build(name, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write(recipe, tmp, views, res, ss, textured_mesh, cfg, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write(recipe: Recipe, out: Path, views: int, res: int, ss: int, textured_mesh: bool, cfg: dict,
+           progress: bool) -> None:
+    for sub in ("images", "masks", "depth"):
+        (out / sub).mkdir()
+    K = intrinsics_from_fov(recipe.fov_x, res, res)
+    c2ws, times = recipe.rig(views)
+    renderer = Renderer(recipe, ss=ss)
+    max_id = max(recipe.objects)
+    frames, names = [], []
+    for i in range(views):
+        tm = 0.0 if times is None else float(times[i])
+        r = renderer.render(K, c2ws[i], res, res, tm)
+        stem = frame_name(i)
+        _save_png(out / "images" / f"{stem}.png", r.rgb)
+        _save_png(out / "masks" / f"{stem}.png", r.ids.astype(np.uint8) if max_id < 256 else r.ids)
+        np.save(out / "depth" / f"{stem}.npy", r.depth)
+        fr = {
+            "file_path": f"images/{stem}.png",
+            "transform_matrix": _round(opencv_to_opengl(c2ws[i])),
+            "mask_path": f"masks/{stem}.png",
+            "depth_file_path": f"depth/{stem}.npy",
+        }
+        if times is not None:
+            fr["time"] = float(f"{tm:.12g}")
+            # Rigid motion of each moving object relative to its pose in mesh.ply (time 0).
+            fr["object_transforms"] = {
+                str(oid): _round(recipe.object_transform(oid, tm) @ np.linalg.inv(recipe.object_transform(oid, 0.0)))
+                for oid in sorted(recipe.motions)
+            }
+        frames.append(fr)
+        names.append(fr["file_path"])
+        if progress and ((i + 1) % 10 == 0 or i + 1 == views):
+            print(f"  rendered {i + 1}/{views} views", flush=True)
+
+    test = [n for i, n in enumerate(names) if i % TEST_EVERY == 0]
+    train = [n for i, n in enumerate(names) if i % TEST_EVERY != 0]
+    transforms = {
+        "camera_model": "OPENCV",
+        "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+        "w": res, "h": res, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+        "depth_unit_scale_factor": 1.0,
+        "frames": frames,
+        "train_filenames": train,
+        "val_filenames": list(test),
+        "test_filenames": test,
+    }
+    if recipe.background is not None:
+        transforms["background_color"] = list(recipe.background)
+
+    v, f, fobj, col = _mesh_arrays(recipe, 0.0)
+    write_mesh_ply(out / "mesh.ply", v, f, fobj, col)
+    if textured_mesh:
+        write_mesh_obj(out, recipe, 0.0)
+
+    lo, hi = v.min(0), v.max(0)
+    if recipe.dynamic:  # include the moving objects' sweep
+        for tm in np.linspace(0, 1, 33):
+            vt = np.concatenate([m.vertices for m in recipe.meshes_at(float(tm))])
+            lo, hi = np.minimum(lo, vt.min(0)), np.maximum(hi, vt.max(0))
+    centre = 0.5 * (lo + hi)
+    meta = {
+        "generator": GENERATOR,
+        "format_version": FORMAT_VERSION,
+        "config": cfg,
+        "name": recipe.name,
+        "seed": recipe.seed,
+        "kind": recipe.kind,
+        "dynamic": recipe.dynamic,
+        "world": {"up": [0.0, 0.0, 1.0], "units": "metres (nominal)"},
+        "bbox": {"min": _round(lo), "max": _round(hi)},
+        "center": _round(centre),
+        "radius": float(f"{np.linalg.norm(hi - lo) / 2:.12g}"),
+        "objects": [
+            {"id": oid, "name": nm, "parts": [p.name for p in recipe.parts if p.object_id == oid],
+             "moving": oid in recipe.motions}
+            for oid, nm in sorted(recipe.objects.items())
+        ],
+        "light": recipe.light.to_json(),
+        "background": list(recipe.background) if recipe.background is not None else None,
+        "camera": {
+            "fov_x_deg": float(f"{np.degrees(recipe.fov_x):.12g}"),
+            "transforms_json": "transform_matrix is OpenGL camera-to-world (x right, y up, z back); "
+                               "OpenCV c2w = transform_matrix @ diag(1, -1, -1, 1)",
+            "intrinsics": "pixel centres at (i + 0.5, j + 0.5); cx = w / 2, cy = h / 2",
+        },
+        "images": "RGB uint8 sRGB; background pixels are the plain background colour",
+        "depth": "float32 .npy [H, W]: z-depth along the camera's +z axis in scene units at each pixel "
+                 "centre; 0 where the ray hits nothing",
+        "masks": "object id of the surface hit at each pixel centre (see objects); 0 = background",
+        "time": "per-frame 'time' in [0, 1] in transforms.json; 'object_transforms' maps each moving object "
+                "id to the 4x4 world transform from its pose in mesh.ply to its pose at that time"
+                if recipe.dynamic else None,
+        "mesh": {"ply": "mesh.ply", "time": 0.0, "faces": int(len(f)), "vertices": int(len(v)),
+                 "obj": "mesh.obj" if textured_mesh else None},
+        "render": {
+            "renderer": "open3d RaycastingScene",
+            "antialiasing": f"{ss}x{ss} supersampling of pixels at object boundaries and depth edges; "
+                            "trilinear mip-mapped textures elsewhere" if ss > 1 else "none (one ray per pixel centre)",
+            "shading": "Lambertian + ambient, fixed light, hard shadows",
+        },
+        "splits": {"test": f"every {TEST_EVERY}th view (index % {TEST_EVERY} == 0); val = test"},
+    }
+    (out / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
+    (out / "scene.json").write_text(json.dumps(meta, indent=2) + "\n")
