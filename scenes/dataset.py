@@ -32,7 +32,7 @@ from recon.scene.conventions import opencv_to_opengl
 from scenes.recipes import RECIPES, Recipe
 from scenes.render import Renderer, TextureAtlas
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: object masks under object_mask_path (mask_path means "ignore these pixels")
 TEST_EVERY = 8
 GENERATOR = "recon.scenes"
 
@@ -214,7 +214,7 @@ def _write(recipe: Recipe, out: Path, views: int, res: int, ss: int, textured_me
         fr = {
             "file_path": f"images/{stem}.png",
             "transform_matrix": _round(opencv_to_opengl(c2ws[i])),
-            "mask_path": f"masks/{stem}.png",
+            "object_mask_path": f"masks/{stem}.png",  # object ids, not an ignore mask
             "depth_file_path": f"depth/{stem}.npy",
         }
         if times is not None:

@@ -75,6 +75,12 @@ def apply(T: np.ndarray, X: np.ndarray) -> np.ndarray:
     return X @ T[:3, :3].T + T[:3, 3]
 
 
+def object_mask(frame) -> Path:
+    """The object-id mask of a frame (``object_mask_path``: not an ignore mask, so not ``mask_path``)."""
+    assert frame.mask_path is None
+    return frame.image_path.parent.parent / "masks" / f"{frame.image_path.stem}.png"
+
+
 # --------------------------------------------------------------------------------- fixtures --
 
 
@@ -105,7 +111,7 @@ def test_turntable_mesh_projects_onto_masks(turntable):
     for fr in scene.frames:
         cam = fr.camera
         assert (cam.width, cam.height) == (128, 128)
-        mask = np.asarray(Image.open(fr.mask_path)) > 0
+        mask = np.asarray(Image.open(object_mask(fr))) > 0
         uv, z = project(cam.K, cam.c2w, verts)
         assert (z > 0).all()
         ious.append(iou(rasterize_silhouette(uv, faces, cam.width, cam.height), mask))
@@ -126,7 +132,7 @@ def test_turntable_depth_lands_on_mesh(turntable):
         cam = fr.camera
         depth = np.load(fr.depth_path)
         assert depth.dtype == np.float32 and depth.shape == (cam.height, cam.width)
-        mask = np.asarray(Image.open(fr.mask_path)) > 0
+        mask = np.asarray(Image.open(object_mask(fr))) > 0
         np.testing.assert_array_equal(depth > 0, mask)  # 0 = no hit, exactly where the mask is background
         j, i = np.nonzero(depth > 0)
         z = depth[j, i].astype(np.float64)
@@ -181,7 +187,7 @@ def test_dynamic_moving_mesh_projects_onto_masks(dynamic):
             v[idx] = apply(T, verts[idx])
         cam = fr.camera
         uv, _ = project(cam.K, cam.c2w, v)
-        mask = np.asarray(Image.open(fr.mask_path)) > 0
+        mask = np.asarray(Image.open(object_mask(fr))) > 0
         ious.append(iou(rasterize_silhouette(uv, faces, cam.width, cam.height), mask))
     assert moved_any
     assert min(ious) >= 0.98, ious

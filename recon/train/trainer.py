@@ -117,6 +117,8 @@ class Trainer:
         self.step = 0
         self.curves: dict[str, list] = {"step": [], "loss": [], "psnr": [], "num": [], "time": []}
         self.elapsed = 0.0
+        self.stop_requested = False
+        """Set (e.g. by a callback or a viewer) to stop after the current step, like Ctrl-C."""
         bg = scene.background
         self.scene_bg = torch.tensor(bg if bg is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
 
@@ -248,7 +250,7 @@ class Trainer:
                     win_loss, win_psnr, win_t0, win_steps = 0.0, 0.0, now, 0
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
-                if intr.requested:
+                if intr.requested or self.stop_requested:
                     interrupted = True
                     stop_reason = "interrupted"
                     break
