@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # CPU build of torch; a GPU machine can instead run `make install TORCH=torch GSPLAT_CUDA=1`.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev demo test system-deps
+.PHONY: install install-dev demo test system-deps js-tools
 
 system-deps:
 	bash scripts/install_system_deps.sh
@@ -25,5 +25,18 @@ install-dev: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/recon demo
 
-test: install-dev
+# Node tools for the export tests (Khronos glTF-Validator, Niantic's SPZ library as WASM); the
+# tests that use them skip when they are missing.
+JS_TOOLS := tools/js/node_modules/.package-lock.json
+$(JS_TOOLS): tools/js/package.json tools/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tools/js --no-audit --no-fund --loglevel=error || echo "npm ci failed: the glTF/SPZ reference checks will be skipped"; \
+	else echo "npm not found: the glTF/SPZ reference checks will be skipped"; fi
+
+js-tools: $(JS_TOOLS)
+
+# The viewer tests (issue 7) drive Debian's chromium through Playwright: installed here only when
+# missing (as root; otherwise the script prints the apt-get command).
+test: install-dev js-tools
+	bash scripts/install_system_deps.sh --test
 	$(PY) -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

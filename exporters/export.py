@@ -1,0 +1,282 @@
+"""The export pipeline behind ``recon export``: filter, convert axes, write each requested format.
+
+Format keys and the files they write (in the output folder):
+
+=============  =========================================  ================================
+key            file(s)                                    frame under ``--axes auto``
+=============  =========================================  ================================
+``ply``        ``splats.ply`` (Inria 3DGS layout)         scene (training) frame
+``spz``        ``splats.spz`` (SPZ v3)                    +Y up right-handed (SPZ "RUB")
+``splat``      ``splats.splat`` (antimatter15)            scene (training) frame
+``splat-glb``  ``splats.glb`` (KHR_gaussian_splatting)    +Y up, metres (glTF)
+``splat-usd``  ``splats.usdc`` (ParticleField3DGaussianSplat)  +Y up stage (upAxis "Y")
+``cameras``    ``cameras.usda`` + ``cameras.json``        usda: as splats.usdc; json: scene
+=============  =========================================  ================================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from exporters import axes as ax
+from exporters.cameras import CameraPath, NamedCamera, write_cameras_json, write_cameras_usd
+from exporters.run import Run
+from exporters.splats import cap_sh_degree, filter_mask, sh_degree, subset, transform_splats
+from recon.errors import ReconError
+
+FORMAT_FILES: dict[str, tuple[str, ...]] = {
+    "ply": ("splats.ply",),
+    "spz": ("splats.spz",),
+    "splat": ("splats.splat",),
+    "splat-glb": ("splats.glb",),
+    "splat-usd": ("splats.usdc",),
+    "cameras": ("cameras.usda", "cameras.json"),
+}
+FORMATS = tuple(FORMAT_FILES)
+
+
+@dataclass
+class ExportOptions:
+    """Options shared by every splat format.
+
+    Attributes:
+        sh_degree: cap the SH degree (``None``: keep the model's).
+        min_opacity: drop Gaussians whose opacity (after the sigmoid) is below this.
+        max_scale: drop Gaussians whose largest standard deviation exceeds this (scene units).
+        crop_min, crop_max: keep Gaussians whose centre lies in this box (scene frame and units).
+        up: the scene's up direction, a signed axis, or "auto" (from the training cameras;
+            "+y" when the run has none).
+        axes: target convention, "auto" (each format's own: see module doc), "scene", "y-up",
+            "z-up" or "y-up-left".
+        scale: metres per scene unit, applied to positions and sizes of every file.
+        spz_sh_bits: SPZ quantisation bits for SH degree 1 and for degrees 2-3 (SPZ's defaults
+            5 and 4; more bits: closer renders, larger files).
+    """
+
+    sh_degree: int | None = None
+    min_opacity: float = 0.0
+    max_scale: float | None = None
+    crop_min: tuple[float, float, float] | None = None
+    crop_max: tuple[float, float, float] | None = None
+    up: str = "auto"
+    axes: str = "auto"
+    scale: float = 1.0
+    spz_sh_bits: tuple[int, int] = (5, 4)
+
+
+@dataclass
+class ExportResult:
+    """What one format wrote."""
+
+    format: str
+    paths: list[Path]
+    seconds: float
+    gaussians: int
+    frame: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.paths)
+
+
+def parse_formats(items: Sequence[str]) -> list[str]:
+    """Format keys from CLI items (space and/or comma separated; "all" expands), deduplicated."""
+    keys: list[str] = []
+    for item in items:
+        for k in str(item).split(","):
+            k = k.strip().lower()
+            if not k:
+                continue
+            if k == "all":
+                keys.extend(FORMATS)
+            elif k in FORMAT_FILES:
+                keys.append(k)
+            else:
+                raise ReconError(f"unknown export format {k!r}; choose from {', '.join(FORMATS)} or all")
+    if not keys:
+        raise ReconError(f"no export format given; choose from {', '.join(FORMATS)} or all")
+    return list(dict.fromkeys(keys))
+
+
+def resolve_up(options: ExportOptions, cameras: Sequence[NamedCamera]) -> tuple[str, str]:
+    """``(up axis, how it was found)`` for the options and the run's cameras."""
+    if options.up != "auto":
+        ax.axis_vector(options.up)  # validates
+        return options.up, "given"
+    if not cameras:
+        return "+y", "assumed (run has no cameras.json; pass --up)"
+    up, angle = ax.detect_up([c.camera.c2w for c in cameras])
+    how = f"from {len(cameras)} cameras"
+    if angle > 30:
+        how += f", {angle:.0f} deg off the axis: check it or pass --up"
+    return up, how
+
+
+def _target_for(fmt: str, axes: str) -> str:
+    target = ax.format_axes(fmt, axes)
+    if fmt == "splat-glb" and target in ("z-up", "y-up-left"):
+        raise ReconError(f"glTF is right-handed and +Y up; --axes {axes} cannot be used for splat-glb")
+    if fmt == "spz" and target in ("z-up", "y-up-left"):
+        raise ReconError(f"SPZ stores a right-handed +Y-up (RUB) frame; --axes {axes} cannot be used for spz")
+    if fmt in ("splat-usd", "cameras") and target == "y-up-left":
+        raise ReconError(f"USD stages are right-handed; --axes {axes} cannot be used for {fmt}")
+    return target
+
+
+def _usd_up_axis(target: str, up: str) -> str:
+    if target == "scene":
+        if up in ("+y", "+z"):
+            return up[1].upper()
+        raise ReconError(f"--axes scene with up {up}: USD needs +Y or +Z up; use --axes auto for splat-usd/cameras")
+    return ax.stage_up_axis(target)
+
+
+def export_run(
+    run: Run,
+    formats: Sequence[str],
+    out_dir: str | Path,
+    options: ExportOptions | None = None,
+    camera_path: CameraPath | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[ExportResult]:
+    """Write the requested formats of a loaded run into ``out_dir``.
+
+    Every file is written atomically; provenance is recorded in each format's metadata. Returns one
+    :class:`ExportResult` per format, in the order given. Raises :class:`ReconError` for bad options
+    (before writing anything).
+    """
+    options = options or ExportOptions()
+    formats = parse_formats(formats)
+    out_dir = Path(out_dir)
+    up, up_how = resolve_up(options, run.cameras)
+    targets = {fmt: _target_for(fmt, options.axes) for fmt in formats}
+    transforms = {fmt: ax.export_transform(up, targets[fmt], options.scale) for fmt in formats}
+    for fmt in formats:  # fail early on frames USD cannot hold
+        if fmt in ("splat-usd", "cameras"):
+            _usd_up_axis(targets[fmt], up)
+    if options.min_opacity < 0 or options.min_opacity > 1:
+        raise ReconError(f"--min-opacity must be in [0, 1], got {options.min_opacity}")
+    if not all(1 <= b <= 8 for b in options.spz_sh_bits):
+        raise ReconError(f"--spz-sh-bits must be two numbers in 1..8, got {options.spz_sh_bits}")
+    if options.max_scale is not None and options.max_scale <= 0:
+        raise ReconError(f"--max-scale must be positive, got {options.max_scale}")
+
+    splats = run.splats
+    n_in = int(splats["means"].shape[0])
+    if options.sh_degree is not None:
+        splats = cap_sh_degree(splats, options.sh_degree)
+    keep = filter_mask(splats, options.min_opacity, options.max_scale, options.crop_min, options.crop_max)
+    if not keep.all():
+        splats = subset(splats, keep)
+    n = int(splats["means"].shape[0])
+    log(f"{n_in} Gaussians, {n} kept, SH degree {sh_degree(splats)}; scene up {up} ({up_how})")
+    if n == 0 and any(f != "cameras" for f in formats):
+        raise ReconError("no Gaussians left after filtering (loosen --min-opacity, --max-scale or the crop box)")
+
+    base_prov = run.provenance.with_extra(up=up, scale=options.scale)
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def splats_in(target: str) -> dict[str, np.ndarray]:
+        if target not in cache:
+            cache[target] = transform_splats(splats, ax.export_transform(up, target, options.scale))
+        return cache[target]
+
+    results: list[ExportResult] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, fmt in enumerate(formats, 1):
+        target = targets[fmt]
+        frame = ax.describe(target, up)
+        prov = base_prov.with_extra(frame=frame)
+        t0 = time.perf_counter()
+        paths = [out_dir / name for name in FORMAT_FILES[fmt]]
+        notes: list[str] = []
+        count = n
+        if fmt == "ply":
+            from exporters.ply import write_ply
+
+            write_ply(splats_in(target), paths[0], comments=prov.comment_lines())
+        elif fmt == "spz":
+            from exporters.spz import write_spz
+
+            s = splats_in(target)
+            if sh_degree(s) > 3:
+                s = cap_sh_degree(s, 3)
+                notes.append("SH capped at degree 3")
+            write_spz(
+                s, paths[0], antialiased=run.antialiased, sh1_bits=options.spz_sh_bits[0], sh_rest_bits=options.spz_sh_bits[1]
+            )
+        elif fmt == "splat":
+            from exporters.splat import write_splat
+
+            write_splat(splats_in(target), paths[0])
+            if sh_degree(splats) > 0:
+                notes.append("diffuse colour only")
+        elif fmt == "splat-glb":
+            from exporters.gltf_splat import write_glb
+
+            s = splats_in(target)
+            if sh_degree(s) > 3:
+                s = cap_sh_degree(s, 3)
+                notes.append("SH capped at degree 3")
+            write_glb(s, paths[0], provenance=prov.as_dict())
+        elif fmt == "splat-usd":
+            from exporters.usd_splat import write_usd
+
+            s = splats_in(target)
+            if sh_degree(s) > 3:
+                s = cap_sh_degree(s, 3)
+                notes.append("SH capped at degree 3")
+            write_usd(s, paths[0], up_axis=_usd_up_axis(target, up), provenance=prov.as_dict())
+        elif fmt == "cameras":
+            if not run.cameras and camera_path is None:
+                notes.append("run has no cameras.json: no training cameras")
+            write_cameras_usd(
+                paths[0],
+                run.cameras,
+                transforms[fmt],
+                up_axis=_usd_up_axis(target, up),
+                provenance=prov.as_dict(),
+                camera_path=camera_path,
+            )
+            export_transforms = {f: transforms[f] for f in formats if f != "cameras"}
+            export_transforms["cameras.usda"] = transforms[fmt]
+            write_cameras_json(
+                paths[1],
+                run.cameras,
+                export_transforms=export_transforms,
+                provenance=base_prov.as_dict(),
+                camera_path=camera_path,
+            )
+            count = len(run.cameras) + (len(camera_path.frames) if camera_path else 0)
+            frame = f"usda: {frame}; json: scene frame"
+        res = ExportResult(fmt, paths, time.perf_counter() - t0, count, frame, notes)
+        results.append(res)
+        log(f"[{i}/{len(formats)}] {fmt:<9} {', '.join(p.name for p in paths)}  {human_size(res.bytes)}  {res.seconds:.2f} s")
+    return results
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def summary_table(results: Sequence[ExportResult]) -> str:
+    """A markdown table of what was written."""
+    rows = ["| format | file(s) | size | items | time | frame |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        extra = f" ({'; '.join(r.notes)})" if r.notes else ""
+        rows.append(
+            f"| {r.format} | {', '.join(p.name for p in r.paths)} | {human_size(r.bytes)} | {r.gaussians} | "
+            f"{r.seconds:.2f} s | {r.frame}{extra} |"
+        )
+    return "\n".join(rows)
+
