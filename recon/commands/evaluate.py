@@ -51,7 +51,9 @@ def main(
     from recon.scene.readers import load_scene
 
     cfg, scene_path, model = load_run_model(run)
-    scene = load_scene(scene_path)
+    from recon.commands.train import WHITE
+
+    scene = load_scene(scene_path, background=WHITE)
     res = evaluate(model, scene, cfg.downscale, eval_views, lpips_weights)
     old = {}
     mp = Path(run) / "metrics.json"

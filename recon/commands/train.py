@@ -12,6 +12,10 @@ import tyro
 
 from recon.errors import ReconError
 
+# RGBA captures are composited on white for evaluation (the NeRF-synthetic convention), and pixels
+# no Gaussian covers render white; training uses random backgrounds for RGBA data (--background).
+WHITE = (1.0, 1.0, 1.0)
+
 
 def _resolve_scene(scene: Path, log) -> Path:
     """Run SfM first when the folder has images or video but no poses."""
@@ -164,7 +168,7 @@ def main(
         if not 0 <= cfg.splat.sh_degree <= 3:
             raise ReconError(f"--sh-degree must be 0..3 (got {cfg.splat.sh_degree})")
         scene_path = _resolve_scene(Path(scene), log)
-    sc = load_scene(scene_path)
+    sc = load_scene(scene_path, background=WHITE)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg_path, {"scene": str(scene_path)})
