@@ -214,7 +214,7 @@ class Trainer:
                 self.step += 1
                 with torch.no_grad():
                     mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
-                l = float(loss)
+                l = float(loss.detach())
                 if not math.isfinite(l):
                     raise ReconError(f"training diverged at step {self.step} (loss {l}); try a lower learning rate")
                 win_loss += l
