@@ -49,4 +49,4 @@ def main(
         from exporters.cli import main as export_main
     except ImportError as e:
         raise ReconError(f"exporters unavailable: {e}") from e
-    return int(export_main(run, format=formats, out=out / "exports") or 0)
+    return int(export_main(run, format=tuple(formats.split(",")), out=out / "exports") or 0)
