@@ -16,28 +16,42 @@ def _gauss_window(size: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
+@functools.lru_cache(maxsize=16)
+def _band(n: int, size: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """``[n - size + 1, n]`` matrix whose rows are the Gaussian window at each valid offset."""
+    g = _gauss_window(size, sigma)
+    m = torch.zeros(n - size + 1, n, dtype=torch.float64)
+    for i in range(n - size + 1):
+        m[i, i : i + size] = g
+    return m.to(dtype=dtype, device=device)
+
+
+def _blur_valid(t: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (valid region) of ``[B, C, H, W]`` as two banded matrix products,
+    which BLAS runs much faster on CPU than a grouped 1-D convolution."""
+    H, W = t.shape[-2:]
+    bv = _band(H, size, sigma, t.dtype, str(t.device))
+    bh = _band(W, size, sigma, t.dtype, str(t.device))
+    return bv @ t @ bh.T
+
+
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Per-pixel SSIM ``[B, 3, H', W']`` of images ``[B, H, W, 3]`` in [0, 1] (valid convolution).
 
-    Differentiable; used both as the D-SSIM training loss and as the evaluation metric.
+    Differentiable; used both as the D-SSIM training loss and as the evaluation metric. The five
+    local statistics are blurred together as banded matrix products.
     """
     x = pred.permute(0, 3, 1, 2)
     y = target.permute(0, 3, 1, 2)
     c = x.shape[1]
-    g = _gauss_window(size, sigma).to(x.device, x.dtype)
-    wh = g.view(1, 1, 1, size).expand(c, 1, 1, size)
-    wv = g.view(1, 1, size, 1).expand(c, 1, size, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, wh, groups=c), wv, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
+    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [B, 5c, H, W]
+    blurred = _blur_valid(stats, size, sigma)
+    mu_x, mu_y, exx, eyy, exy = blurred.split(c, dim=1)
+    sxx = exx - mu_x**2
+    syy = eyy - mu_y**2
+    sxy = exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-
 
 
 def photometric_loss(
