@@ -1,0 +1,392 @@
+"""The operator UI on viser: splats, training cameras, render modes, crop box, camera paths.
+
+Scene graph: ``/world`` is a frame carrying the run's world-to-scene transform (centred, Z up; see
+:mod:`viewer.run`), so everything below it is added in recon's world coordinates: ``/world/splats``
+(viser's Gaussian splats, degree-0 colour), ``/world/cameras/i`` (training frustums, with
+thumbnails when the images are found), ``/world/path/...`` (camera-path keyframes and spline).
+viser's own camera (``client.camera``) is in the scene frame; :class:`viewer.run.SceneFrame`
+converts.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recon.scene.conventions import qvec_to_rotmat, rotmat_to_qvec
+from viewer import render as server_render
+from viewer.camera_path import Keyframe, interpolate, read_keyframes, to_nerfstudio, write_camera_path
+from viewer.run import Run
+from viewer.splats import to_viser
+
+THUMB_PX = 128
+MAX_THUMBS = 300
+
+
+class OperatorUI:
+    def __init__(self, server, run: Run, background: tuple[int, int, int] = (24, 24, 28)):
+        self.server = server
+        self.run = run
+        self.frame = run.frame
+        self.keyframes: list[Keyframe] = []
+        self._mask: np.ndarray | None = None
+        self._closed = threading.Event()
+        self._render_jobs: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.renderer = server_render.SplatRenderer(run.splats) if server_render.available() else None
+        self._means_scene = self.frame.to_scene(run.splats["means"].detach().cpu().numpy().astype(np.float64))
+
+        sc = server.scene
+        sc.set_up_direction("+z")
+        R, t = self.frame.R, self.frame.t
+        self.world = sc.add_frame("/world", show_axes=False, wxyz=rotmat_to_qvec(R), position=t)
+        self.splats = None
+        self._send_splats()
+        self._add_cameras()
+        self._set_initial_camera()
+        self._build_gui(background)
+        self._set_background(background)
+
+        server.on_client_connect(self._on_connect)
+
+    # ------------------------------------------------------------------ scene
+    def update_splats(self, splats: dict) -> None:
+        """Replace the splats (same scene frame), keeping the crop and render mode."""
+        with self._lock:
+            self.run.splats = splats
+            self._means_scene = self.frame.to_scene(splats["means"].detach().cpu().numpy().astype(np.float64))
+            if self.renderer is not None:
+                self.renderer = server_render.SplatRenderer(splats)
+            self._mask = self.crop_mask()
+        self._send_splats()
+        self.splats.visible = self.mode.value == "RGB"
+        self._rerender_all()
+
+    def set_status(self, text: str) -> None:
+        """A line of status (e.g. training progress) under the run's summary."""
+        self.status.content = text
+
+    def _send_splats(self) -> None:
+        arrays = to_viser(self.run.splats, self._mask)
+        if self.splats is not None:
+            self.splats.remove()
+        self.splats = self.server.scene.add_gaussian_splats("/world/splats", **arrays)
+
+    def _add_cameras(self) -> None:
+        self.frustums = []
+        size = 0.08 * self.frame.radius
+        for i, cam in enumerate(self.run.cameras):
+            img = _thumbnail(cam.image) if (cam.image is not None and i < MAX_THUMBS) else None
+            f = self.server.scene.add_camera_frustum(
+                f"/world/cameras/{i}", fov=cam.fov_y, aspect=cam.width / cam.height, scale=size,
+                image=img, format="jpeg", wxyz=rotmat_to_qvec(cam.c2w[:3, :3]), position=cam.c2w[:3, 3],
+                color=(120, 160, 255) if cam.split == "train" else (150, 150, 150),
+            )
+            f.on_click(lambda ev, cam=cam: self._goto(ev.client, cam.c2w, cam.fov_y))
+            self.frustums.append(f)
+
+    def _set_initial_camera(self) -> None:
+        ic = self.server.initial_camera
+        r = self.frame.radius
+        if self.run.cameras:
+            c = self.run.cameras[0]
+            c2w = self.frame.c2w_to_scene(c.c2w)
+            eye, fwd = c2w[:3, 3], c2w[:3, 2]
+            dist = max(float(np.linalg.norm(eye)), 1e-3)
+            target = eye + fwd * dist
+            # Near the first training camera, but turned 25 degrees about the vertical through the
+            # target and a little farther and higher, so no frustum sits right in front of the view.
+            a = np.radians(25.0)
+            rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+            pos = target + 1.25 * (rot @ (eye - target)) + np.array([0.0, 0.0, 0.15 * dist])
+            ic.position = pos
+            ic.look_at = target
+            ic.fov = c.fov_y
+        else:
+            ic.position = (0.0, -3.0 * r, 1.0 * r)
+            ic.look_at = (0.0, 0.0, 0.0)
+        ic.up = (0.0, 0.0, 1.0)
+
+    def _goto(self, client, c2w_world: np.ndarray, fov_y: float | None = None) -> None:
+        c2w = self.frame.c2w_to_scene(c2w_world)
+        with client.atomic():
+            client.camera.wxyz = rotmat_to_qvec(c2w[:3, :3])
+            client.camera.position = c2w[:3, 3]
+            if fov_y is not None:
+                client.camera.fov = fov_y
+
+    def client_c2w(self, client) -> np.ndarray:
+        """The client's current camera as an OpenCV camera-to-world in recon's world frame."""
+        c2w = np.eye(4)
+        c2w[:3, :3] = qvec_to_rotmat(np.asarray(client.camera.wxyz, np.float64))
+        c2w[:3, 3] = np.asarray(client.camera.position, np.float64)
+        return self.frame.c2w_from_scene(c2w)
+
+    # ------------------------------------------------------------------ GUI
+    def _build_gui(self, background) -> None:
+        gui = self.server.gui
+        run = self.run
+        with gui.add_folder("Run"):
+            gui.add_markdown(f"**{run.folder.name}** · {run.num_gaussians:,} Gaussians · SH degree "
+                             f"{run.sh_degree} · {len(run.cameras)} cameras")
+            self.status = gui.add_markdown("")
+            self.links = gui.add_markdown("")
+        with gui.add_folder("View"):
+            modes = ["RGB"] + (list(server_render.MODES) if self.renderer else [])
+            self.mode = gui.add_dropdown("Render", modes, initial_value="RGB",
+                                         hint="RGB: in the browser. Others: rendered here by recon's rasterizer.")
+            self.res = gui.add_slider("Server res.", 64, 1280, 32, 384, visible=self.renderer is not None,
+                                      hint="Width of server-side renders (pixels)")
+            self.bg = gui.add_rgb("Background", tuple(background))
+            self.show_cams = gui.add_checkbox("Cameras", True)
+            self.cam_size = gui.add_slider("Camera size", 0.0, 0.5, 0.005, 0.08)
+        with gui.add_folder("Crop", expand_by_default=False):
+            lo = np.percentile(self._means_scene, 1, axis=0)
+            hi = np.percentile(self._means_scene, 99, axis=0)
+            pad = 0.05 * (hi - lo) + 1e-6
+            lim = 2.0 * float(np.max(np.abs(np.concatenate([lo, hi])))) + 1e-6
+            step = float(lim / 200)
+            self.crop_on = gui.add_checkbox("Enable crop", False)
+            self.crop_min = gui.add_vector3("Min", tuple(lo - pad), min=(-lim,) * 3, max=(lim,) * 3, step=step)
+            self.crop_max = gui.add_vector3("Max", tuple(hi + pad), min=(-lim,) * 3, max=(lim,) * 3, step=step)
+            self.crop_info = gui.add_markdown("")
+        self.box = self.server.scene.add_box("/crop_box", color=(255, 200, 0), dimensions=(1, 1, 1),
+                                             wireframe=True, visible=False)
+        with gui.add_folder("Camera path", expand_by_default=False):
+            self.kf_info = gui.add_markdown("0 keyframes")
+            add = gui.add_button("Add keyframe", icon="camera-plus", hint="From your current view")
+            remove = gui.add_button("Remove last")
+            clear = gui.add_button("Clear")
+            self.seconds = gui.add_number("Seconds", 4.0, min=0.1, max=600.0, step=0.1)
+            self.fps = gui.add_number("FPS", 30, min=1, max=120, step=1)
+            self.smooth = gui.add_slider("Smoothness", 0.0, 1.0, 0.05, 1.0, hint="1: Catmull-Rom; 0: tight")
+            self.loop = gui.add_checkbox("Loop", False)
+            w0, h0 = (run.cameras[0].width, run.cameras[0].height) if run.cameras else (1920, 1080)
+            self.out_w = gui.add_number("Width", w0, min=16, max=8192, step=1)
+            self.out_h = gui.add_number("Height", h0, min=16, max=8192, step=1)
+            self.preview = gui.add_slider("Preview", 0.0, 1.0, 0.001, 0.0)
+            play = gui.add_button("Play", icon="player-play")
+            self.path_name = gui.add_text("File", "camera_path.json")
+            save = gui.add_button("Save", icon="device-floppy",
+                                  hint="Writes RUN/camera_paths/FILE (nerfstudio format) and downloads it")
+            load = gui.add_button("Load", hint="Reads RUN/camera_paths/FILE")
+
+        self.mode.on_update(lambda _: self._mode_changed())
+        self.res.on_update(lambda _: self._rerender_all())
+        self.bg.on_update(lambda _: self._set_background(self.bg.value))
+        self.show_cams.on_update(lambda _: self._cams_visible())
+        self.cam_size.on_update(lambda _: self._cams_size())
+        for h in (self.crop_on, self.crop_min, self.crop_max):
+            h.on_update(lambda _: self._crop_changed())
+        add.on_click(lambda ev: self._add_keyframe(ev.client))
+        remove.on_click(lambda _: self._set_keyframes(self.keyframes[:-1]))
+        clear.on_click(lambda _: self._set_keyframes([]))
+        for h in (self.smooth, self.loop, self.seconds, self.fps):
+            h.on_update(lambda _: self._draw_path())
+        self.preview.on_update(lambda ev: self._preview(ev.client, self.preview.value))
+        play.on_click(lambda ev: threading.Thread(target=self._play, args=(ev.client,), daemon=True).start())
+        save.on_click(lambda ev: self._save_path(ev.client))
+        load.on_click(lambda ev: self._load_path(ev.client))
+
+    def set_links(self, viewer_url: str, xr_url: str, fingerprint: str) -> None:
+        self.links.content = (f"WebXR (headsets): [{xr_url.split('?')[0]}]({xr_url})  \n"
+                              f"certificate SHA-256 `{fingerprint[:23]}…`")
+
+    def _set_background(self, rgb) -> None:
+        if self.mode.value == "RGB":
+            self.server.scene.set_background_image(np.full((4, 4, 3), rgb, dtype=np.uint8), format="png")
+
+    def _cams_visible(self) -> None:
+        for f in self.frustums:
+            f.visible = self.show_cams.value
+
+    def _cams_size(self) -> None:
+        for f in self.frustums:
+            f.scale = self.cam_size.value * self.frame.radius
+
+    # ------------------------------------------------------------------ crop
+    def crop_mask(self) -> np.ndarray | None:
+        if not self.crop_on.value:
+            return None
+        lo, hi = np.asarray(self.crop_min.value), np.asarray(self.crop_max.value)
+        return np.all((self._means_scene >= lo) & (self._means_scene <= hi), axis=1)
+
+    def _crop_changed(self) -> None:
+        lo, hi = np.asarray(self.crop_min.value), np.asarray(self.crop_max.value)
+        self.box.visible = bool(self.crop_on.value)
+        self.box.position = tuple((lo + hi) / 2)
+        self.box.scale = tuple(np.maximum(hi - lo, 1e-6))
+        # Coalesce slider drags: only the last change within 0.25 s re-sends the splats.
+        self._crop_seq = getattr(self, "_crop_seq", 0) + 1
+        seq = self._crop_seq
+
+        def apply() -> None:
+            time.sleep(0.25)
+            if seq != self._crop_seq or self._closed.is_set():
+                return
+            self._mask = self.crop_mask()
+            kept = self.run.num_gaussians if self._mask is None else int(self._mask.sum())
+            self.crop_info.content = f"{kept:,} of {self.run.num_gaussians:,} Gaussians"
+            self._send_splats()
+            self.splats.visible = self.mode.value == "RGB"
+            self._rerender_all()
+
+        threading.Thread(target=apply, daemon=True).start()
+
+    # ------------------------------------------------------------------ server-side render modes
+    def _on_connect(self, client) -> None:
+        client.camera.on_update(lambda _: self._schedule_render(client))
+
+    def _mode_changed(self) -> None:
+        rgb = self.mode.value == "RGB"
+        self.splats.visible = rgb
+        if rgb:
+            for c in self.server.get_clients().values():
+                c.scene.set_background_image(None)
+            self._set_background(self.bg.value)
+        else:
+            self._rerender_all()
+
+    def _rerender_all(self) -> None:
+        for c in self.server.get_clients().values():
+            self._schedule_render(c)
+
+    def _schedule_render(self, client) -> None:
+        if self.renderer is None or self.mode.value == "RGB":
+            return
+        with self._lock:
+            ev = self._render_jobs.get(client.client_id)
+            if ev is not None:
+                ev.set()  # a worker is running: ask it to render again with the latest camera
+                return
+            ev = threading.Event()
+            ev.set()
+            self._render_jobs[client.client_id] = ev
+        threading.Thread(target=self._render_worker, args=(client, ev), daemon=True).start()
+
+    def _render_worker(self, client, ev: threading.Event) -> None:
+        try:
+            while ev.is_set() and not self._closed.is_set() and self.mode.value != "RGB":
+                ev.clear()
+                cam = client.camera
+                aspect = float(cam.aspect) if cam.aspect else 16 / 9
+                w = int(self.res.value)
+                h = max(16, int(round(w / aspect)))
+                fy = 0.5 * h / math.tan(0.5 * float(cam.fov))
+                K = np.array([[fy, 0, w / 2], [0, fy, h / 2], [0, 0, 1.0]])
+                bg = tuple(np.asarray(self.bg.value, np.float32) / 255.0)
+                img = self.renderer.render(self.client_c2w(client), K, w, h, self.mode.value, bg, self.crop_mask())
+                client.scene.set_background_image(img, format="jpeg", jpeg_quality=90)
+        except Exception as e:  # noqa: BLE001 - a disconnected client or a render error: tell, don't die
+            try:
+                client.add_notification("Render failed", str(e), color="red", auto_close_seconds=5.0)
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            with self._lock:
+                self._render_jobs.pop(client.client_id, None)
+
+    # ------------------------------------------------------------------ camera path
+    def _add_keyframe(self, client) -> None:
+        aspect = float(client.camera.aspect) if client.camera.aspect else 16 / 9
+        self._set_keyframes(self.keyframes + [Keyframe(self.client_c2w(client), float(client.camera.fov), aspect)])
+
+    def _set_keyframes(self, kfs: list[Keyframe]) -> None:
+        self.keyframes = list(kfs)
+        self.kf_info.content = f"{len(self.keyframes)} keyframes"
+        self._draw_path()
+
+    def _tension(self) -> float:
+        return 1.0 - float(self.smooth.value)
+
+    def _draw_path(self) -> None:
+        sc = self.server.scene
+        for name in getattr(self, "_path_nodes", []):
+            name.remove()
+        self._path_nodes = []
+        size = 0.06 * self.frame.radius
+        for i, k in enumerate(self.keyframes):
+            self._path_nodes.append(sc.add_camera_frustum(
+                f"/world/path/kf_{i}", fov=k.fov_y, aspect=k.aspect, scale=size, color=(255, 120, 40),
+                wxyz=rotmat_to_qvec(k.c2w[:3, :3]), position=k.c2w[:3, 3]))
+        if len(self.keyframes) >= 2:
+            n = max(2, 20 * len(self.keyframes))
+            pts = np.stack([c[:3, 3] for c, _ in interpolate(self.keyframes, n, self._tension(), self.loop.value)])
+            if self.loop.value:
+                pts = np.concatenate([pts, pts[:1]])
+            self._path_nodes.append(sc.add_spline_catmull_rom("/world/path/spline", points=pts, tension=0.0,
+                                                              color=(255, 120, 40), thickness=0.005 * self.frame.radius))
+
+    def _poses(self, n: int):
+        return interpolate(self.keyframes, n, self._tension(), self.loop.value)
+
+    def _preview(self, client, u: float) -> None:
+        if client is None or len(self.keyframes) < 1:
+            return
+        n = 1001
+        c2w, fov = self._poses(n)[int(round(u * (n - 1)))]
+        self._goto(client, c2w, fov)
+
+    def _play(self, client) -> None:
+        if len(self.keyframes) < 2:
+            client.add_notification("Camera path", "Add at least two keyframes first", auto_close_seconds=3.0)
+            return
+        fps = float(self.fps.value)
+        poses = self._poses(max(2, int(round(fps * float(self.seconds.value)))))
+        t0 = time.monotonic()
+        for i, (c2w, fov) in enumerate(poses):
+            if self._closed.is_set():
+                return
+            self._goto(client, c2w, fov)
+            time.sleep(max(0.0, t0 + (i + 1) / fps - time.monotonic()))
+
+    def path_content(self) -> dict:
+        return to_nerfstudio(self.keyframes, int(self.out_w.value), int(self.out_h.value), float(self.fps.value),
+                             float(self.seconds.value), self._tension(), bool(self.loop.value))
+
+    def _path_file(self) -> Path:
+        name = Path(self.path_name.value.strip() or "camera_path.json").name  # no folders: stays in the run
+        if not name.endswith(".json"):
+            name += ".json"
+        return self.run.folder / "camera_paths" / name
+
+    def _save_path(self, client) -> None:
+        if len(self.keyframes) < 2:
+            client.add_notification("Camera path", "Add at least two keyframes first", auto_close_seconds=3.0)
+            return
+        content = self.path_content()
+        import json
+
+        data = json.dumps(content, indent=1).encode()
+        where = ""
+        try:
+            where = str(write_camera_path(self._path_file(), content))
+        except OSError as e:
+            where = f"not saved in the run ({e.strerror}); downloaded only"
+        client.send_file_download(self._path_file().name, data)
+        client.add_notification("Camera path saved", where, auto_close_seconds=5.0)
+
+    def _load_path(self, client) -> None:
+        try:
+            self._set_keyframes(read_keyframes(self._path_file()))
+        except Exception as e:  # noqa: BLE001
+            client.add_notification("Camera path", str(e), color="red", auto_close_seconds=5.0)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _thumbnail(path: Path) -> np.ndarray | None:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((THUMB_PX, THUMB_PX))
+            return np.asarray(im)
+    except Exception:  # noqa: BLE001 - a thumbnail is decoration; skip unreadable images
+        return None

@@ -1,0 +1,237 @@
+"""Opening a trained run folder for viewing: splats, cameras and a display frame.
+
+A run folder (written by ``recon train``) holds ``splats.ply`` (Inria layout) and
+``cameras.json`` (a list of ``{name, c2w (OpenCV 4x4), K, width, height}``). ``recon view`` also
+accepts a ``.ply`` file directly.
+
+The *scene frame* is how the viewers show the run: a rigid transform of recon's world so that the
+object's centre is at the origin and "up" (the mean of the training cameras' up vectors) is +Z, with
+the first training camera looking along +Y. viser shows the scene frame as is (Z up); the WebXR page
+turns it to three.js's Y-up convention.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon.errors import ReconError
+from viewer.splats import read_splats
+
+# Scene frame (Z up) to three.js / WebXR (Y up): (x, y, z) -> (x, z, -y).
+Z_UP_TO_Y_UP = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
+GL_CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+@dataclass
+class RunCamera:
+    """A training camera: OpenCV ``c2w [4,4]`` float64, ``K [3,3]``, image size, and its image if found."""
+
+    name: str
+    c2w: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    image: Path | None = None
+    split: str = "train"
+
+    @property
+    def fov_y(self) -> float:
+        """Vertical field of view in radians."""
+        return float(2.0 * np.arctan2(0.5 * self.height, self.K[1, 1]))
+
+
+@dataclass
+class SceneFrame:
+    """World-to-scene rigid transform ``T [4,4]`` (scene: centred, Z up) and the scene's radius."""
+
+    T: np.ndarray
+    radius: float
+
+    @property
+    def R(self) -> np.ndarray:
+        return self.T[:3, :3]
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.T[:3, 3]
+
+    def to_scene(self, pts: np.ndarray) -> np.ndarray:
+        """World points ``[N, 3]`` to scene-frame points."""
+        return pts @ self.R.T + self.t
+
+    def c2w_to_scene(self, c2w: np.ndarray) -> np.ndarray:
+        return self.T @ c2w
+
+    def c2w_from_scene(self, c2w_scene: np.ndarray) -> np.ndarray:
+        Ti = np.eye(4)
+        Ti[:3, :3] = self.R.T
+        Ti[:3, 3] = -self.R.T @ self.t
+        return Ti @ c2w_scene
+
+    @property
+    def to_xr(self) -> np.ndarray:
+        """World to three.js/WebXR (Y up) ``[4, 4]``."""
+        return Z_UP_TO_Y_UP @ self.T
+
+
+@dataclass
+class Run:
+    """A run opened for viewing."""
+
+    folder: Path
+    splats_path: Path | None
+    """The splat file; None for splats held in memory (a live training view)."""
+    splats: dict[str, torch.Tensor]
+    cameras: list[RunCamera] = field(default_factory=list)
+    cameras_path: Path | None = None
+    frame: SceneFrame | None = None
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.splats["means"].shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        k = int(self.splats["shN"].shape[1]) if "shN" in self.splats else 0
+        return int(round(np.sqrt(k + 1))) - 1
+
+
+def find_splats_file(folder: Path) -> Path | None:
+    """The run's splat file: ``splats.ply``, else the newest Inria ``point_cloud/iteration_*`` PLY."""
+    if (folder / "splats.ply").is_file():
+        return folder / "splats.ply"
+    its = sorted(folder.glob("point_cloud/iteration_*/point_cloud.ply"),
+                 key=lambda p: int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1)
+    return its[-1] if its else None
+
+
+def open_run(path: Path) -> Run:
+    """Open a run folder (or a splat ``.ply`` file); raises :class:`ReconError` naming what is missing."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ReconError(f"run {path} does not exist; pass a folder written by `recon train` (or a splat .ply)")
+    if path.is_file():
+        if path.suffix.lower() != ".ply":
+            raise ReconError(f"{path} is not a run folder or a .ply splat file")
+        folder, splats_path = path.parent, path
+    else:
+        folder = path
+        found = find_splats_file(folder)
+        if found is None:
+            raise ReconError(f"no splats.ply in run folder {folder}; has training finished? "
+                             "(`recon train` writes RUN/splats.ply at the end)")
+        splats_path = found
+    splats = read_splats(splats_path)
+    if int(splats["means"].shape[0]) == 0:
+        raise ReconError(f"{splats_path} holds no Gaussians")
+    cams_path = folder / "cameras.json"
+    cameras = read_cameras(cams_path, folder) if cams_path.is_file() else []
+    run = Run(folder=folder, splats_path=splats_path, splats=splats, cameras=cameras,
+              cameras_path=cams_path if cams_path.is_file() else None)
+    run.frame = scene_frame(splats["means"].detach().cpu().numpy().astype(np.float64), cameras)
+    return run
+
+
+def read_cameras(path: Path, folder: Path | None = None) -> list[RunCamera]:
+    """Read ``cameras.json`` (list of ``{name, c2w, K, width, height}``, c2w OpenCV)."""
+    try:
+        items = json.loads(path.read_text())
+        if isinstance(items, dict):  # tolerate {"cameras": [...]} or {"frames": [...]}
+            items = items.get("cameras", items.get("frames", []))
+        image_dirs = _image_dirs(folder) if folder else []
+        cams = []
+        for i, it in enumerate(items):
+            name = str(it.get("name", f"{i:05d}"))
+            cams.append(RunCamera(
+                name=name,
+                c2w=np.asarray(it["c2w"], dtype=np.float64).reshape(4, 4),
+                K=np.asarray(it["K"], dtype=np.float64).reshape(3, 3),
+                width=int(it["width"]),
+                height=int(it["height"]),
+                image=_find_image(name, image_dirs),
+                split=str(it.get("split", "train")),
+            ))
+        return cams
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReconError(f"cannot read cameras from {path}: {e!s}; expected a list of "
+                         "{name, c2w (4x4), K (3x3), width, height}") from e
+
+
+def _image_dirs(folder: Path) -> list[Path]:
+    """Folders that may hold the training images: the run's, and the scene named by config.json."""
+    dirs = [folder / "images"]
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        try:
+            conf = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            conf = {}
+        for key in ("scene", "data", "data_dir", "source", "source_path", "scene_dir", "input"):
+            v = conf.get(key) if isinstance(conf, dict) else None
+            if isinstance(v, str) and v:
+                p = Path(v).expanduser()
+                p = p if p.is_absolute() else (folder / p)
+                dirs += [p, p / "images"]
+    return [d for d in dirs if d.is_dir()]
+
+
+IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
+
+
+def _find_image(name: str, dirs: list[Path]) -> Path | None:
+    """The image a camera was trained on: ``name`` (with or without its extension) in ``dirs``."""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    for d in dirs:
+        for suf in IMAGE_SUFFIXES:
+            p = d / (name + suf)
+            if p.is_file():
+                return p
+    return None
+
+
+def scene_frame(means: np.ndarray, cameras: list[RunCamera]) -> SceneFrame:
+    """Estimate the display frame from Gaussian centres ``[N, 3]`` and the training cameras.
+
+    Up is the mean of the cameras' up vectors (``-y`` in OpenCV axes; world +Z without cameras).
+    The centre is the point closest to all optical axes when the cameras look inward at an object,
+    else the median Gaussian centre. The radius is the 90th percentile of distances to the centre.
+    """
+    median = np.median(means, axis=0)
+    lo, hi = np.percentile(means, 2, axis=0), np.percentile(means, 98, axis=0)
+    up = np.array([0.0, 0.0, 1.0])
+    fwd = None
+    centre = median
+    if cameras:
+        c2w = np.stack([c.c2w for c in cameras])
+        u = -c2w[:, :3, 1].mean(0)
+        if np.linalg.norm(u) > 0.3:
+            up = u / np.linalg.norm(u)
+        fwd = c2w[0, :3, 2]
+        # Least-squares point nearest to every optical axis: sum (I - d d^T) (p - o) = 0.
+        d = c2w[:, :3, 2] / np.linalg.norm(c2w[:, :3, 2], axis=1, keepdims=True)
+        o = c2w[:, :3, 3]
+        A = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+        M, b = A.sum(0), np.einsum("nij,nj->i", A, o)
+        if len(cameras) >= 2 and np.linalg.cond(M) < 1e3:
+            p = np.linalg.solve(M, b)
+            margin = 0.25 * (hi - lo)
+            if np.all(p >= lo - margin) and np.all(p <= hi + margin):
+                centre = p
+    radius = float(np.percentile(np.linalg.norm(means - centre, axis=1), 90))
+    radius = radius if np.isfinite(radius) and radius > 0 else 1.0
+    if fwd is None or np.linalg.norm(fwd - (fwd @ up) * up) < 1e-3:
+        # Any horizontal direction.
+        fwd = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    h = fwd - (fwd @ up) * up
+    h /= np.linalg.norm(h)
+    R = np.stack([np.cross(h, up), h, up])  # rows: scene x, y (forward), z (up) in world coordinates
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = -R @ centre
+    return SceneFrame(T=T, radius=radius)

@@ -1,0 +1,301 @@
+"""``ViewerServer``: one process serving a run to a browser (viser) and to headsets (WebXR).
+
+Pieces, all in this process:
+
+* viser's server on an ephemeral loopback port, holding the operator UI (:mod:`viewer.operator`);
+* :class:`viewer.gateway.Gateway` on ``--port`` (HTTP) and ``--xr-port`` (HTTPS, default
+  ``port + 1``): checks the token and paths, serves the WebXR page, the vendored three.js/Spark,
+  the run's splats and cameras, and forwards everything else (the viser page and its websocket)
+  to viser. viser's own port only answers requests that carry the gateway's secret header, so
+  the token cannot be bypassed by connecting to it directly.
+
+The WebXR page gets the splats as SPZ (converted once with :mod:`exporters.spz` and cached in
+``$XDG_CACHE_HOME/recon/viewer/spz/``; the run folder is never written) or, with
+``splat_format="ply"`` or when conversion fails, the run's PLY as is.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import ipaddress
+import json
+import os
+import secrets
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from recon.errors import ReconError
+from viewer.gateway import Gateway, Route, is_port_in_use
+from viewer.run import GL_CV_FLIP, Run
+from viewer.splats import write_splats_ply
+from viewer.tls import Certificate, cache_dir, ensure_self_signed, load_certificate, local_addresses
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _have_spz() -> bool:
+    try:
+        from exporters.spz import write_spz  # noqa: F401
+    except ImportError:
+        return False
+    return True
+GATEWAY_HEADER = "X-Recon-Gateway"
+
+
+@dataclass
+class ViewerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    xr_port: int | None = None
+    """HTTPS port of the WebXR page; default ``port + 1`` (ephemeral when ``port`` is 0)."""
+    token: str | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    splat_format: Literal["auto", "spz", "ply"] = "auto"
+    background: tuple[int, int, int] = (0, 0, 0)
+    """XR page background (0-255 RGB)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ViewerServer:
+    """Serve ``run``; :meth:`start` returns once both pages are reachable at :attr:`viewer_url`/:attr:`xr_url`."""
+
+    def __init__(self, run: Run, options: ViewerOptions | None = None):
+        self.run = run
+        self.opts = options or ViewerOptions()
+        self.token = self.opts.token
+        self.token_generated = False
+        if not self.token and not is_loopback(self.opts.host):
+            self.token = secrets.token_urlsafe(16)
+            self.token_generated = True
+        self.certificate: Certificate | None = None
+        self.gateway: Gateway | None = None
+        self.viser = None
+        self.ui = None
+        self.splats_file: Path | None = None
+        self._secret = secrets.token_hex(16)
+        self._stopped = threading.Event()
+        self._splat_lock = threading.Lock()
+        self._version = 0
+        self._encoded_version = -1
+        self._fmt = "spz"
+
+    # ------------------------------------------------------------------ setup
+    def start(self) -> "ViewerServer":
+        o = self.opts
+        self.certificate = self._certificate()
+        self._fmt = self._prepare_xr_splats()
+        routes = {
+            "/xr": Route("xr", file=STATIC / "xr" / "index.html"),
+            "/xr/": Route("xr", directory=STATIC / "xr"),
+            "/vendor/": Route("vendor", directory=STATIC / "vendor", cache=True),
+            "/run/scene.json": Route("meta", data=lambda: json.dumps(self._scene_meta()).encode(),
+                                     content_type="application/json"),
+            f"/run/splats.{self._fmt}": Route("splats", file=self._xr_file),
+        }
+        if self.run.cameras_path is not None:
+            routes["/run/cameras.json"] = Route("meta", file=self.run.cameras_path)
+        xr_port = o.xr_port if o.xr_port is not None else (o.port + 1 if o.port else 0)
+        self.gateway = Gateway(host=o.host, port=o.port, upstream_port=0, token=self.token, routes=routes,
+                               https_port=xr_port, ssl_context=self.certificate.ssl_context(),
+                               upstream_headers=[(GATEWAY_HEADER, self._secret)])
+        try:
+            self.gateway.start()
+        except OSError as e:
+            if is_port_in_use(e):
+                raise ReconError(f"port {o.port} or {xr_port} on {o.host} is in use; pass --port P "
+                                 "(and --xr-port) for free ones") from e
+            raise ReconError(f"cannot listen on {o.host}:{o.port}: {e.strerror or e}") from e
+        try:
+            self._start_viser()
+        except Exception:
+            self.gateway.stop()
+            raise
+        return self
+
+    def update_splats(self, splats: dict) -> None:
+        """Show new splats (a live training view): the operator UI at once, the XR page on its next load."""
+        with self._splat_lock:
+            self.run.splats = splats
+            self._version += 1
+        if self.ui is not None:
+            self.ui.update_splats(splats)
+
+    def _certificate(self) -> Certificate:
+        o = self.opts
+        if o.cert or o.key:
+            if not (o.cert and o.key):
+                raise ReconError("pass both --cert and --key (PEM files), or neither for a self-signed certificate")
+            return load_certificate(Path(o.cert), Path(o.key))
+        hosts = [o.host] + (local_addresses() if not is_loopback(o.host) else [])
+        if not is_loopback(o.host):
+            import socket
+
+            hosts.append(socket.gethostname())
+        return ensure_self_signed(hosts)
+
+    def _prepare_xr_splats(self) -> str:
+        """Pick the XR page's splat format and make its file; returns "spz" or "ply"."""
+        src = self.run.splats_path
+        if src is not None and self.opts.splat_format == "ply":
+            self.splats_file = src
+            return "ply"
+        if src is None:  # in-memory splats: snapshots are encoded on demand (see _xr_file)
+            return "spz" if _have_spz() and self.opts.splat_format != "ply" else "ply"
+        st = src.stat()
+        key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+        out = cache_dir() / "spz" / f"{key}.spz"
+        try:
+            if not out.is_file():
+                from exporters.spz import write_spz
+
+                write_spz(self.run.splats, out)
+            self.splats_file = out
+            return "spz"
+        except Exception as e:  # noqa: BLE001 - fall back to the PLY, which Spark also reads
+            if self.opts.splat_format == "spz":
+                raise ReconError(f"cannot convert {src} to SPZ for the XR page: {e}") from e
+            print(f"xr: serving {src.name} (SPZ conversion failed: {e})", file=sys.stderr)
+            self.splats_file = src
+            return "ply"
+
+    def _xr_file(self) -> Path:
+        """The file the XR page loads; for in-memory splats, a snapshot re-encoded when they changed."""
+        if self.run.splats_path is not None:
+            return self.splats_file
+        with self._splat_lock:
+            if self._encoded_version != self._version or self.splats_file is None:
+                out = cache_dir() / "spz" / f"live-{os.getpid()}-{id(self):x}.{self._fmt}"
+                splats = {k: v.detach().cpu() for k, v in self.run.splats.items()}
+                if self._fmt == "spz":
+                    from exporters.spz import write_spz
+
+                    write_spz(splats, out)
+                else:
+                    write_splats_ply(splats, out)
+                self.splats_file, self._encoded_version = out, self._version
+            return self.splats_file
+
+    def _scene_meta(self) -> dict:
+        run, frame, fmt = self.run, self.run.frame, self._fmt
+        to_xr = frame.to_xr
+        cams = []
+        for c in run.cameras:
+            cams.append({"name": c.name, "c2w_xr": (to_xr @ c.c2w @ GL_CV_FLIP).ravel().tolist(),
+                         "fovy": float(np.degrees(c.fov_y)), "aspect": c.width / c.height,
+                         "width": c.width, "height": c.height})
+        bg = "#%02x%02x%02x" % tuple(int(v) for v in self.opts.background)
+        return {
+            "splats": {"url": f"/run/splats.{fmt}", "format": fmt, "count": run.num_gaussians,
+                       "sh_degree": run.sh_degree},
+            "scene_to_xr": to_xr.ravel().tolist(),
+            "radius": frame.radius,
+            "cameras": cams,
+            "background": bg,
+        }
+
+    def _start_viser(self) -> None:
+        import viser
+
+        from viewer.operator import OperatorUI
+
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own (internal) address
+            self.viser = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+        self._guard_viser()
+        self.gateway.upstream_port = self.viser.get_port()
+        self.ui = OperatorUI(self.viser, self.run)
+        self.ui.set_links(self.viewer_url, self.xr_url, self.certificate.fingerprint)
+
+    def _guard_viser(self) -> None:
+        """Make viser's loopback port refuse requests that did not come through the gateway."""
+        from websockets.asyncio.server import Server
+
+        port = self.viser.get_port()
+        secret = self._secret
+        for obj in gc.get_objects():
+            if type(obj) is Server and any(s.getsockname()[1] == port for s in (obj.server.sockets or [])):
+                inner = obj.process_request
+
+                def guarded(conn, request, _inner=inner):
+                    if request.headers.get(GATEWAY_HEADER) != secret:
+                        return conn.respond(403, "forbidden: connect through the address `recon view` printed\n")
+                    return _inner(conn, request) if _inner is not None else None
+
+                obj.process_request = guarded
+                return
+        print("viewer: warning: could not restrict viser's internal port to the gateway", file=sys.stderr)
+
+    # ------------------------------------------------------------------ info
+    def _public_host(self) -> str:
+        h = self.opts.host
+        if h in ("0.0.0.0", "::", ""):
+            addrs = local_addresses()
+            return addrs[0] if addrs else "127.0.0.1"
+        return f"[{h}]" if ":" in h else h
+
+    def _suffix(self) -> str:
+        return f"?token={self.token}" if self.token else ""
+
+    @property
+    def viewer_url(self) -> str:
+        return f"http://{self._public_host()}:{self.gateway.port}/{self._suffix()}"
+
+    @property
+    def xr_url(self) -> str:
+        return f"https://{self._public_host()}:{self.gateway.https_port}/xr{self._suffix()}"
+
+    @property
+    def xr_http_url(self) -> str:
+        """The WebXR page over plain HTTP (a secure context only on localhost)."""
+        return f"http://{self._public_host()}:{self.gateway.port}/xr{self._suffix()}"
+
+    def banner(self) -> list[str]:
+        c = self.certificate
+        where = "self-signed, " + str(c.cert) if c.cert.parent == cache_dir() else str(c.cert)
+        lines = [f"viewer: {self.viewer_url}", f"xr: {self.xr_url}",
+                 f"xr certificate SHA-256: {c.fingerprint} ({where})"]
+        if self.token_generated:
+            lines.append(f"token: {self.token} (generated; pass --token to choose one)")
+        lines.append(f"run: {self.run.folder} ({self.run.num_gaussians:,} Gaussians, "
+                     f"{len(self.run.cameras)} cameras); Ctrl-C to stop")
+        return lines
+
+    # ------------------------------------------------------------------ lifecycle
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def stop(self) -> None:
+        if self.ui is not None:
+            self.ui.close()
+        if self.viser is not None:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.viser.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+        self._stopped.set()
+
+    def __enter__(self) -> "ViewerServer":
+        return self.start() if self.gateway is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
