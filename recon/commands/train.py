@@ -104,6 +104,7 @@ def main(
     eval_views: int = 0,
     lpips_weights: Optional[str] = None,
     threads: int = 0,
+    view: bool = False,
 ) -> int:
     """Train a radiance field on a capture, evaluate it on held-out views and write the default exports.
 
@@ -127,6 +128,7 @@ def main(
         eval_views: evaluate at most this many held-out views (0: all).
         lpips_weights: local LPIPS weights (.pth); without them LPIPS is reported as unavailable.
         threads: CPU threads (0: all cores).
+        view: serve the scene while it trains (`recon view`'s viewer, on 127.0.0.1).
     """
     from recon.eval.evaluate import evaluate
     from recon.scene.readers import load_scene
@@ -174,7 +176,12 @@ def main(
         save_config(cfg, cfg_path, {"scene": str(scene_path)})
     log(f"[train] scene {scene_path} ({sc.format}): {len(sc.split('train'))} train / "
         f"{len(sc.split('test')) or len(sc.split('val'))} held-out views; run folder {out}")
-    trainer = Trainer(cfg, sc, out, log=log)
+    callbacks = []
+    if view:
+        from viewer.live import LiveViewer
+
+        callbacks.append(LiveViewer(log=log))
+    trainer = Trainer(cfg, sc, out, callbacks=callbacks, log=log)
     if resume:
         ck = trainer.latest_checkpoint()
         if ck is None:
@@ -185,9 +192,13 @@ def main(
         log(f"[train] init: {getattr(trainer.method, 'init_source', '')}")
     result = trainer.train()
     if result.interrupted:
+        for cb in callbacks:
+            cb.on_end(trainer, {})
         return 130
     res = evaluate(trainer.method, sc, cfg.downscale, cfg.max_eval_views, lpips_weights, log=log)
     metrics = write_run_outputs(out, trainer.method, sc, cfg, res, result, scene_path, log)
+    for cb in callbacks:
+        cb.on_end(trainer, metrics)
     lp = "unavailable" if metrics["lpips"] is None else f"{metrics['lpips']:.4f}"
     log(
         f"[done] {metrics['eval_views']} held-out views ({metrics['split']}): PSNR {metrics['psnr']:.2f} dB, "
