@@ -16,35 +16,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from recon.io_utils import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from recon.errors import ReconError
 from recon.scene.cameras import CAMERA_MODELS, Camera
 from recon.scene.conventions import c2w_to_colmap, opencv_to_opengl
 from recon.scene.readers import colmap_images_dir
 from recon.scene.scene import SPLITS, Scene
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _relpath(path: Path, base: Path) -> str:
