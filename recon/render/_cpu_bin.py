@@ -2,7 +2,9 @@
 
 gsplat sorts one (image | tile | depth) key per intersection; here the visible splats are sorted
 once by (image, depth) with a stable radix sort, and per-tile lists are filled in that order by
-bands of tile rows (each band owns its tiles: no races, no per-intersection sort).
+bands of tile rows (each band owns its tiles: no races, no per-intersection sort). Kernels take
+explicit work ranges; :mod:`recon.render.cpu` runs the chunks on threads (all kernels release
+the GIL).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # fastmath without nnan/ninf: culling and clamps rely on ordinary IEEE comparisons.
 FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -23,11 +25,12 @@ F2 = np.float32(2.0)
 ALPHA_THRESHOLD = np.float32(1.0 / 255.0)
 
 
-@njit(parallel=True, **OPTS)
-def bin_boxes(means2d, radii, vis_rows, tile_size, tile_w, tile_h, boxes, counts):
-    """Tile box (x0, x1, y0, y1; max exclusive) and tile count per visible row, as gsplat."""
+@njit(**OPTS)
+def bin_boxes(means2d, radii, vis_rows, tile_size, tile_w, tile_h, boxes, counts, v_lo, v_hi):
+    """Tile box (x0, x1, y0, y1; max exclusive) and tile count of visible entries v_lo .. v_hi-1,
+    as gsplat's ``intersect_tile``."""
     ts = np.float32(tile_size)
-    for v in prange(vis_rows.shape[0]):
+    for v in range(v_lo, v_hi):
         r = vis_rows[v]
         rx = np.float32(radii[r, 0]) / ts
         ry = np.float32(radii[r, 1]) / ts
@@ -61,12 +64,14 @@ def sort_by_image_depth(depth_bits, vis_img, n_images, order, img_start):
             keys[i] = ~b
         else:
             keys[i] = b | np.uint32(0x80000000)
-    cur = np.arange(V).astype(np.int32)
+    cur = np.empty(V, np.int32)
+    for i in range(V):
+        cur[i] = i
     tmp = np.empty(V, np.int32)
     ktmp = np.empty(V, np.uint32)
     hist = np.empty(2048, np.int64)
-    for shift in (0, 11, 22):
-        sh = np.uint32(shift)
+    for p in range(3):
+        sh = np.uint32(11 * p)
         hist[:] = 0
         for i in range(V):
             hist[(keys[i] >> sh) & np.uint32(2047)] += 1
@@ -101,7 +106,8 @@ def sort_by_image_depth(depth_bits, vis_img, n_images, order, img_start):
     for j in range(n_images + 1):
         img_start[j] = cnt[j]
     if n_images == 1:
-        order[:] = cur
+        for i in range(V):
+            order[i] = cur[i]
         return
     for i in range(V):
         e = cur[i]
@@ -110,27 +116,10 @@ def sort_by_image_depth(depth_bits, vis_img, n_images, order, img_start):
         cnt[im] += 1
 
 
-@njit(parallel=True, **OPTS)
-def bin_fill(
-    order, img_start, boxes, vis_off, vis_rows, n_images, tile_w, tile_h, n_bands,
-    tile_offsets, flatten_ids, isect_of_vis,
-):  # fmt: skip
-    """Fill per-tile lists of rows in depth order.
-
-    Work is split into bands of tile rows per image; each band scans its image's depth-sorted
-    rows and writes only its own tiles, so there are no races and order within a tile is depth
-    order. ``tile_offsets [I*T + 1]`` is filled with the prefix sum of per-tile counts;
-    ``flatten_ids[k]`` = row of intersection k; ``isect_of_vis[vis_off[v] + j] = k`` for the j-th
-    tile (row-major in its box) of visible entry v (how the gradient reduction finds a Gaussian's
-    intersections).
-    """
-    T = tile_w * tile_h
-    V = order.shape[0]
-    # visible entries' boxes and ids in (image, depth) order: the band scans read sequentially
-    sb = np.empty((V, 4), np.int32)
-    srow = np.empty(V, np.int32)
-    soff = np.empty(V, np.int64)
-    for s in prange(V):
+@njit(**OPTS)
+def bin_sorted(order, boxes, vis_rows, vis_off, sb, srow, soff, s_lo, s_hi):
+    """Copy boxes, rows and offsets into (image, depth) order (so band scans read sequentially)."""
+    for s in range(s_lo, s_hi):
         v = order[s]
         sb[s, 0] = boxes[v, 0]
         sb[s, 1] = boxes[v, 1]
@@ -138,10 +127,18 @@ def bin_fill(
         sb[s, 3] = boxes[v, 3]
         srow[s] = vis_rows[v]
         soff[s] = vis_off[v]
+
+
+@njit(**OPTS)
+def bin_count(img_start, sb, n_bands, tile_w, tile_h, counts, job_lo, job_hi):
+    """Per-tile intersection counts for band jobs ``job_lo .. job_hi-1``.
+
+    A job is (image, band of tile rows); each job scans its image's depth-sorted entries and
+    counts only its own tiles, so jobs never write the same tile.
+    """
+    T = tile_w * tile_h
     rows_per_band = (tile_h + n_bands - 1) // n_bands
-    nb = n_images * n_bands
-    counts = np.zeros(n_images * T + 1, np.int64)
-    for job in prange(nb):
+    for job in range(job_lo, job_hi):
         im = job // n_bands
         band = job - im * n_bands
         r0 = band * rows_per_band
@@ -149,6 +146,8 @@ def bin_fill(
         if r0 >= r1:
             continue
         base = im * T
+        for t in range(base + r0 * tile_w, base + r1 * tile_w):
+            counts[t] = 0
         for s in range(img_start[im], img_start[im + 1]):
             y0 = max(sb[s, 2], r0)
             y1 = min(sb[s, 3], r1)
@@ -159,12 +158,22 @@ def bin_fill(
             for ty in range(y0, y1):
                 for tx in range(x0, x1):
                     counts[base + ty * tile_w + tx] += 1
-    acc = 0
-    for t in range(n_images * T):
-        tile_offsets[t] = acc
-        acc += counts[t]
-    tile_offsets[n_images * T] = acc
-    for job in prange(nb):
+
+
+@njit(**OPTS)
+def bin_write(
+    img_start, sb, srow, soff, n_bands, tile_w, tile_h, tile_offsets, cursor, flatten_ids, isect_of_vis,
+    job_lo, job_hi,
+):  # fmt: skip
+    """Fill the per-tile lists of band jobs ``job_lo .. job_hi-1`` in depth order.
+
+    ``flatten_ids[k]`` = row of intersection k; ``isect_of_vis[vis_off[v] + j] = k`` for the j-th
+    tile (row-major in its box) of visible entry v (how the gradient reduction finds a Gaussian's
+    intersections). ``cursor`` is scratch of the size of ``tile_offsets``.
+    """
+    T = tile_w * tile_h
+    rows_per_band = (tile_h + n_bands - 1) // n_bands
+    for job in range(job_lo, job_hi):
         im = job // n_bands
         band = job - im * n_bands
         r0 = band * rows_per_band
@@ -172,24 +181,22 @@ def bin_fill(
         if r0 >= r1:
             continue
         base = im * T
-        # cursors of this band's tiles start at their offsets
-        for ty in range(r0, r1):
-            for tx in range(tile_w):
-                counts[base + ty * tile_w + tx] = tile_offsets[base + ty * tile_w + tx]
-        for s2 in range(img_start[im], img_start[im + 1]):
-            y0 = max(sb[s2, 2], r0)
-            y1 = min(sb[s2, 3], r1)
+        for t in range(base + r0 * tile_w, base + r1 * tile_w):
+            cursor[t] = tile_offsets[t]
+        for s in range(img_start[im], img_start[im + 1]):
+            y0 = max(sb[s, 2], r0)
+            y1 = min(sb[s, 3], r1)
             if y0 >= y1:
                 continue
-            x0 = sb[s2, 0]
-            x1 = sb[s2, 1]
+            x0 = sb[s, 0]
+            x1 = sb[s, 1]
             bw = x1 - x0
-            row = srow[s2]
-            off = soff[s2] - sb[s2, 2] * bw - x0
+            row = srow[s]
+            off = soff[s] - sb[s, 2] * bw - x0
             for ty in range(y0, y1):
                 for tx in range(x0, x1):
                     t = base + ty * tile_w + tx
-                    k = counts[t]
-                    counts[t] = k + 1
+                    k = cursor[t]
+                    cursor[t] = k + 1
                     flatten_ids[k] = row
                     isect_of_vis[off + ty * bw + tx] = k

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # fastmath without nnan/ninf: culling and clamps rely on ordinary IEEE comparisons.
 FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -45,23 +45,22 @@ def _quat_rot(qw, qx, qy, qz):
     return r00, r01, r02, r10, r11, r12, r20, r21, r22
 
 
-@njit(parallel=True, **OPTS)
+@njit(**OPTS)
 def project_fwd(
     means, quats, scales, opacities, viewmats, Ks, width, height,
     eps2d, near, far, radius_clip, antialiased,
-    means2d, conics, depths, opac_out, comps, radii,
+    means2d, conics, depths, opac_out, comps, radii, cam, g_lo, g_hi,
 ):  # fmt: skip
-    """Project N Gaussians into C cameras: outputs are dense ``[C, N, ...]``; radii 0 = culled."""
-    C = viewmats.shape[0]
-    N = means.shape[0]
+    """Project Gaussians ``g_lo .. g_hi-1`` into camera ``cam``: outputs are dense ``[C, N, ...]``;
+    radii 0 = culled. (Callers split the Gaussians into chunks across threads.)"""
     fw = np.float32(width)
     fh = np.float32(height)
     eps = np.float32(eps2d)
     near32 = np.float32(near)
     far32 = np.float32(far)
     clip32 = np.float32(radius_clip)
-    for c in range(C):
-        # per-camera constants, hoisted out of the parallel loop
+    for c in range(cam, cam + 1):
+        # per-camera constants, hoisted out of the loop over Gaussians
         w00 = viewmats[c, 0, 0]
         w01 = viewmats[c, 0, 1]
         w02 = viewmats[c, 0, 2]
@@ -84,7 +83,7 @@ def project_fwd(
         lim_x_neg = cx / fx + F03 * tan_fovx
         lim_y_pos = (fh - cy) / fy + F03 * tan_fovy
         lim_y_neg = cy / fy + F03 * tan_fovy
-        for g in prange(N):
+        for g in range(g_lo, g_hi):
             radii[c, g, 0] = 0
             radii[c, g, 1] = 0
             means2d[c, g, 0] = F0
@@ -117,28 +116,16 @@ def project_fwd(
             m20 = r20 * sx
             m21 = r21 * sy
             m22 = r22 * sz
-            s00 = m00 * m00 + m01 * m01 + m02 * m02
-            s01 = m00 * m10 + m01 * m11 + m02 * m12
-            s02 = m00 * m20 + m01 * m21 + m02 * m22
-            s11 = m10 * m10 + m11 * m11 + m12 * m12
-            s12 = m10 * m20 + m11 * m21 + m12 * m22
-            s22 = m20 * m20 + m21 * m21 + m22 * m22
-            # A = W Sigma ; Sigma_c = A W^T
-            a00 = w00 * s00 + w01 * s01 + w02 * s02
-            a01 = w00 * s01 + w01 * s11 + w02 * s12
-            a02 = w00 * s02 + w01 * s12 + w02 * s22
-            a10 = w10 * s00 + w11 * s01 + w12 * s02
-            a11 = w10 * s01 + w11 * s11 + w12 * s12
-            a12 = w10 * s02 + w11 * s12 + w12 * s22
-            a20 = w20 * s00 + w21 * s01 + w22 * s02
-            a21 = w20 * s01 + w21 * s11 + w22 * s12
-            a22 = w20 * s02 + w21 * s12 + w22 * s22
-            c00 = a00 * w00 + a01 * w01 + a02 * w02
-            c01 = a00 * w10 + a01 * w11 + a02 * w12
-            c02 = a00 * w20 + a01 * w21 + a02 * w22
-            c11 = a10 * w10 + a11 * w11 + a12 * w12
-            c12 = a10 * w20 + a11 * w21 + a12 * w22
-            c22 = a20 * w20 + a21 * w21 + a22 * w22
+            # B = W M (camera-frame square root of the covariance)
+            b00 = w00 * m00 + w01 * m10 + w02 * m20
+            b01 = w00 * m01 + w01 * m11 + w02 * m21
+            b02 = w00 * m02 + w01 * m12 + w02 * m22
+            b10 = w10 * m00 + w11 * m10 + w12 * m20
+            b11 = w10 * m01 + w11 * m11 + w12 * m21
+            b12 = w10 * m02 + w11 * m12 + w12 * m22
+            b20 = w20 * m00 + w21 * m10 + w22 * m20
+            b21 = w20 * m01 + w21 * m11 + w22 * m21
+            b22 = w20 * m02 + w21 * m12 + w22 * m22
             rz = F1 / z
             rz2 = rz * rz
             tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
@@ -147,13 +134,24 @@ def project_fwd(
             j02 = -fx * tx * rz2
             j11 = fy * rz
             j12 = -fy * ty * rz2
-            # cov2d = J Sigma_c J^T
-            v00 = j00 * j00 * c00 + F2 * j00 * j02 * c02 + j02 * j02 * c22
-            v01 = j00 * j11 * c01 + j00 * j12 * c02 + j02 * j11 * c12 + j02 * j12 * c22
-            v11 = j11 * j11 * c11 + F2 * j11 * j12 * c12 + j12 * j12 * c22
+            # A = J B (2x3); cov2d = J W Sigma W^T J^T = A A^T (symmetric by construction)
+            e00 = j00 * b00 + j02 * b20
+            e01 = j00 * b01 + j02 * b21
+            e02 = j00 * b02 + j02 * b22
+            e10 = j11 * b10 + j12 * b20
+            e11 = j11 * b11 + j12 * b21
+            e12 = j11 * b12 + j12 * b22
+            v00 = e00 * e00 + e01 * e01 + e02 * e02
+            v01 = e00 * e10 + e01 * e11 + e02 * e12
+            v11 = e10 * e10 + e11 * e11 + e12 * e12
             mx = fx * x * rz + cx
             my = fy * y * rz + cy
-            det_orig = v00 * v11 - v01 * v01
+            # det(A A^T) by Cauchy-Binet: a sum of squares, accurate even for needle-thin Gaussians
+            # (v00 * v11 - v01^2 cancels catastrophically in float32 there)
+            q0 = e00 * e11 - e01 * e10
+            q1 = e00 * e12 - e02 * e10
+            q2 = e01 * e12 - e02 * e11
+            det_orig = q0 * q0 + q1 * q1 + q2 * q2
             v00 += eps
             v11 += eps
             det = v00 * v11 - v01 * v01
@@ -201,12 +199,14 @@ def compact_visible(radii, cam_start, gids):
     return k
 
 
-@njit(parallel=True, **OPTS)
-def gather_packed(cam_start, gids, means2d, conics, depths, opac, comps, radii, o_m2d, o_con, o_dep, o_op, o_comp, o_rad):
-    """Copy dense ``[C, N, ...]`` projection outputs of the visible pairs into packed ``[nnz, ...]``."""
-    C = cam_start.shape[0] - 1
-    for c in range(C):
-        for k in prange(cam_start[c], cam_start[c + 1]):
+@njit(**OPTS)
+def gather_packed(
+    gids, means2d, conics, depths, opac, comps, radii, o_m2d, o_con, o_dep, o_op, o_comp, o_rad, cam, k_lo, k_hi
+):
+    """Copy dense ``[C, N, ...]`` projection outputs of visible pairs ``k_lo .. k_hi-1`` (all of
+    camera ``cam``) into packed ``[nnz, ...]`` rows."""
+    for c in range(cam, cam + 1):
+        for k in range(k_lo, k_hi):
             g = gids[k]
             o_m2d[k, 0] = means2d[c, g, 0]
             o_m2d[k, 1] = means2d[c, g, 1]
@@ -220,26 +220,26 @@ def gather_packed(cam_start, gids, means2d, conics, depths, opac, comps, radii, 
             o_rad[k, 1] = radii[c, g, 1]
 
 
-@njit(parallel=True, **OPTS)
+@njit(**OPTS)
 def project_bwd(
     means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, antialiased,
-    cam_start, gids, row_stride_c, conics, comps,
+    gids, row_stride_c, conics, comps,
     v_means2d, v_conics, v_depths, v_opac,
-    v_means, v_quats, v_scales, v_opacities, want_viewmat, v_vm_rows,
+    v_means, v_quats, v_scales, v_opacities, want_viewmat, v_vm_rows, cam, k_lo, k_hi,
 ):  # fmt: skip
     """Backward of :func:`project_fwd` over the visible pairs, mirroring gsplat's maths.
 
-    Per-pair inputs/gradients are addressed by row ``r = c * row_stride_c + g`` (dense layout,
-    row_stride_c = N) or ``r = k`` (packed layout, row_stride_c = -1). Gradients w.r.t. the
-    Gaussians are accumulated into ``v_means/v_quats/v_scales/v_opacities`` camera after camera
-    (inside one camera each Gaussian appears once, so the parallel loop has no races).
+    Handles visible pairs ``k_lo .. k_hi-1``, all of camera ``cam``. Per-pair inputs/gradients are
+    addressed by row ``r = c * row_stride_c + g`` (dense layout, row_stride_c = N) or ``r = k``
+    (packed layout, row_stride_c = -1). Gradients w.r.t. the Gaussians are accumulated into
+    ``v_means/v_quats/v_scales/v_opacities``; callers run cameras one after another and split a
+    camera's pairs (each Gaussian at most once per camera) across threads, so there are no races.
     When ``want_viewmat``, per-pair viewmat gradients (9 for R, 3 for t) go to ``v_vm_rows [nnz, 12]``.
     """
-    C = cam_start.shape[0] - 1
     fw = np.float32(width)
     fh = np.float32(height)
     eps = np.float32(eps2d)
-    for c in range(C):
+    for c in range(cam, cam + 1):
         V = viewmats[c]
         w00 = V[0, 0]
         w01 = V[0, 1]
@@ -260,7 +260,7 @@ def project_bwd(
         lim_x_neg = cx / fx + F03 * tan_fovx
         lim_y_pos = (fh - cy) / fy + F03 * tan_fovy
         lim_y_neg = cy / fy + F03 * tan_fovy
-        for k in prange(cam_start[c], cam_start[c + 1]):
+        for k in range(k_lo, k_hi):
             g = gids[k]
             if row_stride_c >= 0:
                 r = c * row_stride_c + g

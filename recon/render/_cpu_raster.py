@@ -9,22 +9,23 @@ c dy^2) + b dx dy`` with ``d = mean - pixel centre``; ``alpha = min(0.999, opaci
 skip when ``sigma < 0`` or ``alpha < 1/255``; a Gaussian that would take the transmittance to
 ``<= 1e-4`` is not drawn and ends the pixel.
 
-Work layout. One task per tile (``prange`` over ``tile_order``, a permutation that
-interleaves tiles across threads so that Numba's static split gives each thread a similar mix). A tile's pixel state lives in small 2D arrays
-(rows padded to a multiple of 8 lanes). For each Gaussian, only the pixel rows its ellipse
-``sigma <= L'`` crosses are visited (``L' = log(255 opacity) + 0.05``; outside it alpha < 1/255),
-and each visited row is evaluated as a whole with branch-free code that LLVM turns into SIMD
-(unsigned lane indices, selects instead of branches, a polynomial exp). Evaluating every pixel of
-the row gives exactly gsplat's per-pixel result, since pixels outside the ellipse fail the alpha
-test anyway.
+Work layout. One task per tile: a kernel call processes the tile jobs it is given (``jobs``, a
+chunk of image-tile ids; :mod:`recon.render.cpu` hands chunks to threads; kernels release the
+GIL). A tile's pixel state lives in small flat arrays laid out as [8-column block][row][lane].
+For each Gaussian only the rows and 8-column blocks that its ellipse ``sigma <= L'`` crosses are
+visited (``L' = log(255 opacity) + 0.05``; outside it alpha < 1/255), and each visited block is
+one branch-free loop that LLVM turns into SIMD (unsigned lane indices, selects instead of
+branches, a polynomial exp, ``error_model="numpy"`` so divisions carry no exception branch, few
+arrays written so its runtime alias checks stay within bounds). Evaluating whole blocks gives
+exactly gsplat's per-pixel result, since pixels outside the ellipse fail the alpha test anyway.
 
-Layout of the per-intersection "gathered" array ``gat [n_isect, GAT_F + D]`` (filled by the
+Layout of the per-intersection "gathered" array ``gat [n_isect, GAT_F + 4]`` (filled by the
 forward kernel in (tile, depth) order, reused by the backward): mean x, mean y, conic a, b, c,
-opacity, ``2 a L'``, ``det(conic)``, then the D colour channels.
+opacity, ``2 a L'``, ``det(conic)``, then 4 colour channels (more channels run as groups of 4).
 
-Layout of the per-intersection gradient array ``gi [n_isect, GI_F + D]``: d mean x, d mean y,
+Layout of the per-intersection gradient array ``gi [n_isect, GI_F + 4]``: d mean x, d mean y,
 d conic a, b, c, d opacity, |d mean x|, |d mean y| (per-pixel absolute values summed, for
-absgrad), then the D colour gradients. One row per (tile, Gaussian) pair, written by exactly one
+absgrad), then the 4 colour gradients. One row per (tile, Gaussian) pair, written by exactly one
 task; :func:`reduce_grads` sums them per Gaussian in a fixed order (deterministic, no atomics).
 """
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 # fastmath without nnan/ninf: culling and clamps rely on ordinary IEEE comparisons.
@@ -136,13 +137,13 @@ def _tile_centres(x_lo_t, y_lo_t, ts, nblk):
     return pxc, pyc
 
 
-@njit(parallel=True, **OPTS)
+@njit(**OPTS)
 def raster_fwd(
-    tile_offsets, tile_order, flatten_ids, means2d, conics, opac, colors, backgrounds, has_bg,
+    tile_offsets, flatten_ids, means2d, conics, opac, colors, backgrounds, has_bg,
     width, height, tile_size, tile_w, tile_h, n_images,
-    gat, render, alpha_out, last_ids,
+    gat, render, alpha_out, last_ids, jobs,
 ):  # fmt: skip
-    """Front-to-back compositing of 4 colour channels, one tile per task.
+    """Front-to-back compositing of 4 colour channels for the tiles in ``jobs``.
 
     ``colors [M, 4]``, ``backgrounds [I, 4]``, ``render [I, H, W, 4]`` (callers pad or split
     channels into groups of 4). Also gathers the attributes of each intersection into ``gat``
@@ -156,9 +157,8 @@ def raster_fwd(
     nblk = (ts + LANES - 1) // LANES
     npx = nblk * ts * LANES
     bstride = ts * LANES
-    for jj in prange(n_images * T):
-        # tiles interleaved across threads (Numba splits the range statically): balanced work
-        job = tile_order[jj]
+    for jj in range(jobs.shape[0]):
+        job = jobs[jj]
         im = job // T
         tile = job - im * T
         tyi = tile // tile_w
@@ -187,7 +187,7 @@ def raster_fwd(
             gat[k, 10] = colors[r, 2]
             gat[k, 11] = colors[r, 3]
         pxc, pyc = _tile_centres(x_lo_t, y_lo_t, ts, nblk)
-        # Tile state, flat over (row, lane). Transmittance is negated once a pixel is done
+        # Tile state, flat over [block][row][lane]. Transmittance is negated once a pixel is done
         # (terminated, or outside the image): one array holds both, and few arrays written in the
         # SIMD loop keep LLVM vectorising it.
         Tr = np.full(npx, -F1, np.float32)
@@ -210,7 +210,9 @@ def raster_fwd(
             c1 = gat[k, 9]
             c2 = gat[k, 10]
             c3 = gat[k, 11]
-            r0, r1, b0, b1 = _span(mx, my, gat[k, 2], gat[k, 4], gat[k, 6], gat[k, 7], x_lo_t, y_lo_t, x_hi_t, y_hi_t, ts)
+            r0, r1, b0, b1 = _span(
+                mx, my, gat[k, 2], gat[k, 4], gat[k, 6], gat[k, 7], x_lo_t, y_lo_t, x_hi_t, y_hi_t, ts
+            )
             if b0 >= b1:
                 continue
             for blk in range(b0, b1):
@@ -255,13 +257,14 @@ def raster_fwd(
                         render[im, py, px, ch] = acc[ch, i]
 
 
-@njit(parallel=True, **OPTS)
+@njit(**OPTS)
 def raster_bwd(
-    tile_offsets, tile_order, gat, backgrounds, has_bg, with_alpha, width, height, tile_size, tile_w,
-    tile_h, n_images, alpha_out, last_ids, v_render, v_alpha, gi,
+    tile_offsets, gat, backgrounds, has_bg, with_alpha, width, height, tile_size, tile_w,
+    tile_h, n_images, alpha_out, last_ids, v_render, v_alpha, gi, jobs,
 ):  # fmt: skip
-    """Backward of :func:`raster_fwd`: each tile walks its list back to front (gsplat's maths,
-    transmittance recovered by division) and writes one gradient row per intersection to ``gi``.
+    """Backward of :func:`raster_fwd` for the tiles in ``jobs``: each tile walks its list back to
+    front (gsplat's maths, transmittance recovered by division) and writes one gradient row per
+    intersection to ``gi``.
 
     ``with_alpha``: include the ``v_alpha`` term (only for the first group of 4 channels)."""
     T = tile_w * tile_h
@@ -269,9 +272,8 @@ def raster_bwd(
     nblk = (ts + LANES - 1) // LANES
     npx = nblk * ts * LANES
     bstride = ts * LANES
-    for jj in prange(n_images * T):
-        # tiles interleaved across threads (Numba splits the range statically): balanced work
-        job = tile_order[jj]
+    for jj in range(jobs.shape[0]):
+        job = jobs[jj]
         im = job // T
         tile = job - im * T
         tyi = tile // tile_w
@@ -393,11 +395,12 @@ def raster_bwd(
             gi[q, 11] = vc3
 
 
-@njit(parallel=True, **OPTS)
-def reduce_grads(gi, vis_rows, vis_off, counts, isect_of_vis, v_means2d, v_conics, v_opac, v_colors, v_abs):
+@njit(**OPTS)
+def reduce_grads(gi, vis_rows, vis_off, counts, isect_of_vis, v_means2d, v_conics, v_opac, v_colors, v_abs, v_lo, v_hi):
     """Sum each visible row's gradient rows ``gi[isect_of_vis[vis_off[v] + j]]``, j < counts[v], in a
-    fixed order (deterministic) into the per-row gradients (``v_colors [M, 4]``)."""
-    for v in prange(vis_rows.shape[0]):
+    fixed order (deterministic) into the per-row gradients (``v_colors [M, 4]``), for visible
+    entries ``v_lo .. v_hi-1``."""
+    for v in range(v_lo, v_hi):
         r = vis_rows[v]
         o = vis_off[v]
         gx = F0

@@ -3,14 +3,14 @@
 Colours follow gsplat exactly: ``dir = mean - camera_centre`` normalised, SH bases of degree 0..3
 (Sloan's constants and ordering, as gsplat's ``spherical_harmonics``), then
 ``clamp_min(value + 0.5, 0)``. The backward gives the SH-coefficient, mean (through the direction)
-and camera-centre gradients; it runs camera after camera, so inside the parallel loop each
-Gaussian is written by one thread only.
+and camera-centre gradients; callers run cameras one after another and split one camera's pairs
+across threads, so each Gaussian is written by one thread only.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
 OPTS = dict(cache=True, fastmath=FM, nogil=True, error_model="numpy")
@@ -155,20 +155,19 @@ def _outer_bases(b, vr, vg, vb, v_coeffs, cc, g, nb):
         v_coeffs[cc, g, 15, 2] += b[15] * vb
 
 
-@njit(parallel=True, **OPTS)
-def sh_fwd(degree, means, coeffs, per_camera, campos, cam_start, gids, row_stride_c, colors):
-    """``colors[r] = clamp_min(SH(dir) + 0.5, 0)`` for each visible pair (row r as in project_bwd).
-
-    ``coeffs`` is ``[Cc, N, K, 3]`` with Cc = C when ``per_camera`` else 1.
+@njit(**OPTS)
+def sh_fwd(degree, means, coeffs, per_camera, campos, gids, row_stride_c, colors, cam, k_lo, k_hi):
+    """``colors[r] = clamp_min(SH(dir) + 0.5, 0)`` for visible pairs ``k_lo .. k_hi-1`` of camera
+    ``cam`` (row r as in project_bwd). ``coeffs`` is ``[Cc, N, K, 3]`` with Cc = C when
+    ``per_camera`` else 1.
     """
-    C = cam_start.shape[0] - 1
     nb = (degree + 1) * (degree + 1)
-    for c in range(C):
+    for c in range(cam, cam + 1):
         cc = c if per_camera else 0
         ox = campos[c, 0]
         oy = campos[c, 1]
         oz = campos[c, 2]
-        for k in prange(cam_start[c], cam_start[c + 1]):
+        for k in range(k_lo, k_hi):
             g = gids[k]
             r = c * row_stride_c + g if row_stride_c >= 0 else k
             dx = means[g, 0] - ox
@@ -180,21 +179,21 @@ def sh_fwd(degree, means, coeffs, per_camera, campos, cam_start, gids, row_strid
                 colors[r, ch] = max(_dot_bases(b, coeffs, cc, g, ch, nb) + F05, F0)
 
 
-@njit(parallel=True, **OPTS)
+@njit(**OPTS)
 def sh_bwd(
-    degree, means, coeffs, per_camera, campos, cam_start, gids, row_stride_c, colors, v_colors,
-    v_coeffs, v_means, want_campos, v_campos_rows,
+    degree, means, coeffs, per_camera, campos, gids, row_stride_c, colors, v_colors,
+    v_coeffs, v_means, want_campos, v_campos_rows, cam, k_lo, k_hi,
 ):  # fmt: skip
-    """Backward of :func:`sh_fwd`: accumulates into ``v_coeffs [Cc, N, K, 3]`` and ``v_means``;
-    per-pair camera-centre gradients go to ``v_campos_rows [nnz, 3]`` when ``want_campos``."""
-    C = cam_start.shape[0] - 1
+    """Backward of :func:`sh_fwd` for pairs ``k_lo .. k_hi-1`` of camera ``cam``: accumulates into
+    ``v_coeffs [Cc, N, K, 3]`` and ``v_means``; per-pair camera-centre gradients go to
+    ``v_campos_rows [nnz, 3]`` when ``want_campos``."""
     nb = (degree + 1) * (degree + 1)
-    for c in range(C):
+    for c in range(cam, cam + 1):
         cc = c if per_camera else 0
         ox = campos[c, 0]
         oy = campos[c, 1]
         oz = campos[c, 2]
-        for k in prange(cam_start[c], cam_start[c + 1]):
+        for k in range(k_lo, k_hi):
             g = gids[k]
             r = c * row_stride_c + g if row_stride_c >= 0 else k
             # clamp_min(v + 0.5, 0): the gradient passes where the output is > 0

@@ -6,6 +6,8 @@ This is the differentiable reference for the CPU backend's Numba projection
 
 * camera-space mean ``t = R p + t``; culled when ``z < near_plane`` or ``z > far_plane``;
 * covariance ``R_q diag(s)^2 R_q^T`` (quaternion wxyz normalised), moved to the camera frame;
+  the 2D covariance is formed as ``A A^T`` with ``A = J R M`` (``M = R_q diag(s)``), and its
+  determinant before blurring by Cauchy-Binet (mathematically gsplat's, numerically steadier);
 * pinhole Jacobian with the camera-space x/y clamped to 1.3x the field of view (as gsplat);
 * ``eps2d`` added to the 2D covariance diagonal; culled when its determinant is <= 0;
   ``compensation = sqrt(max(0, det(cov) / det(cov + eps2d I)))`` (used by ``antialiased``);
@@ -73,9 +75,8 @@ def project_gaussians_torch(
     t = viewmats[:, :3, 3]
     means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C, N, 3]
     Rq = quat_to_rotmat(quats)
-    M = Rq * scales[:, None, :]
-    covars = M @ M.transpose(-1, -2)  # [N, 3, 3]
-    covars_c = torch.einsum("cij,njk,clk->cnil", R, covars, R)  # [C, N, 3, 3]
+    M = Rq * scales[:, None, :]  # covariance = M M^T  [N, 3, 3]
+    B = torch.einsum("cij,njk->cnik", R, M)  # camera frame  [C, N, 3, 3]
 
     x, y, z = means_c.unbind(-1)
     fx = Ks[:, 0, 0, None]
@@ -94,13 +95,20 @@ def project_gaussians_torch(
     zero = torch.zeros_like(z)
     J = torch.stack([fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], dim=-1)
     J = J.reshape(z.shape + (2, 3))
-    cov2d = J @ covars_c @ J.transpose(-1, -2)  # [C, N, 2, 2]
+    A = J @ B  # [C, N, 2, 3]; cov2d = J R Sigma R^T J^T = A A^T
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
 
-    a = cov2d[..., 0, 0]
-    b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
-    c = cov2d[..., 1, 1]
-    det_orig = a * c - b * b
+    a = (A[..., 0, :] * A[..., 0, :]).sum(-1)
+    b = (A[..., 0, :] * A[..., 1, :]).sum(-1)
+    c = (A[..., 1, :] * A[..., 1, :]).sum(-1)
+    # det(A A^T) by Cauchy-Binet (a sum of squares): accurate for needle-thin Gaussians, where
+    # a * c - b^2 cancels catastrophically in float32
+    a0, a1 = A[..., 0, :], A[..., 1, :]
+    det_orig = (
+        (a0[..., 0] * a1[..., 1] - a0[..., 1] * a1[..., 0]) ** 2
+        + (a0[..., 0] * a1[..., 2] - a0[..., 2] * a1[..., 0]) ** 2
+        + (a0[..., 1] * a1[..., 2] - a0[..., 2] * a1[..., 1]) ** 2
+    )
     a = a + eps2d
     c = c + eps2d
     det = a * c - b * b
@@ -108,7 +116,8 @@ def project_gaussians_torch(
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
     opac = opacities[None, :].expand(z.shape)
     if antialiased:
-        comp = torch.sqrt(torch.clamp(det_orig / det_safe, min=0.0))
+        # clamp away from 0 so culled, degenerate Gaussians do not put inf * 0 = nan in gradients
+        comp = torch.sqrt(torch.clamp(det_orig / det_safe, min=1e-30))
         opac = opac * comp
 
     with torch.no_grad():

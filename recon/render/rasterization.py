@@ -125,8 +125,10 @@ def rasterization(
         raise ReconError("distributed=True needs backend='gsplat' on CUDA devices")
     if sparse_grad:
         raise ReconError("sparse_grad=True is only supported by backend='gsplat'")
-    if means.is_cuda:
-        raise ReconError(f"backend {backend!r} runs on the CPU; got CUDA tensors (use backend='gsplat' or .cpu())")
+    if backend == "cpu" and means.is_cuda:
+        raise ReconError("backend 'cpu' needs CPU tensors; got CUDA tensors (use backend='gsplat', or .cpu())")
+    if backend == "torch" and absgrad:
+        raise ReconError("absgrad=True is not supported by backend='torch'; use 'cpu' or 'gsplat'")
 
     N = means.shape[-2]
     if means.dim() != 2:
@@ -251,8 +253,6 @@ def rasterization(
             means2d.reshape(-1, 2), conics.reshape(-1, 3), cols.reshape(-1, D), opac.reshape(-1),
             depths.reshape(-1), radii.reshape(-1, 2), img_ids, C, width, height, tile_size, bgs,
         )  # fmt: skip
-        if absgrad:
-            raise ReconError("absgrad=True is not supported by backend='torch'; use 'cpu' or 'gsplat'")
 
     if render_mode in ("ED", "RGB+ED"):
         render_colors = torch.cat(

@@ -36,7 +36,8 @@ def orbit_cameras(C: int, W: int, H: int, radius: float = 4.0, seed: int = 0):
         eye = [radius * math.cos(a), 0.6 * rng.uniform(-1, 1), radius * math.sin(a)]
         vms.append(np.linalg.inv(look_at(eye)))
         f = W * rng.uniform(0.8, 1.1)
-        Ks.append([[f, 0, W / 2 + rng.uniform(-2, 2)], [0, f * rng.uniform(0.95, 1.05), H / 2 + rng.uniform(-2, 2)], [0, 0, 1]])
+        fy = f * rng.uniform(0.95, 1.05)
+        Ks.append([[f, 0, W / 2 + rng.uniform(-2, 2)], [0, fy, H / 2 + rng.uniform(-2, 2)], [0, 0, 1]])
     return torch.tensor(np.array(vms), dtype=torch.float32), torch.tensor(Ks, dtype=torch.float32)
 
 

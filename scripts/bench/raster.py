@@ -12,9 +12,10 @@ Columns: ``fwd`` and ``fwd+bwd`` median wall time of one ``rasterization`` call 
 binning, compositing, Python glue; fwd+bwd adds ``loss.backward()``); ``it/s`` = 1000 / fwd+bwd;
 ``pairs/px`` = Gaussian-pixel pairs a tile rasterizer considers (each Gaussian against every pixel
 of each tile it touches, as gsplat) per image pixel; ``box/px`` = those inside each Gaussian's
-own 2D box (what this rasterizer evaluates, before early termination); ``Mpairs/s`` = tile pairs per
-second of fwd+bwd; ``RSS`` = peak
-resident memory of the process.
+own 2D box (about what this rasterizer evaluates: it visits only the 8-pixel row blocks the
+Gaussian's alpha >= 1/255 ellipse crosses, before early termination); ``Mpairs/s`` = tile pairs
+per second of fwd+bwd wall time; ``CPU ms/it`` = process CPU time of one fwd+bwd (all threads;
+robust to other load on the machine); ``peak RSS`` = peak resident memory of the process.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def run_one(res: int, n: int, repeats: int, packed: bool) -> dict:
     img, alpha, info = call()
     first = time.perf_counter() - t0
     (img - target).abs().mean().backward()
-    fwd, fb = [], []
+    fwd, fb, fb_cpu = [], [], []
     for _ in range(repeats):
         with torch.no_grad():
             t0 = time.perf_counter()
@@ -92,10 +93,12 @@ def run_one(res: int, n: int, repeats: int, packed: bool) -> dict:
         for v in p.values():
             v.grad = None
         t0 = time.perf_counter()
+        c0 = time.process_time()
         img, alpha, info = call()
         info["means2d"].retain_grad()
         (img - target).abs().mean().backward()
         fb.append(time.perf_counter() - t0)
+        fb_cpu.append(time.process_time() - c0)
     # work statistics from the binning of the last call
     offs = info["isect_offsets"].reshape(-1).numpy().astype(np.int64)
     n_isect = int(info["flatten_ids"].shape[0])
@@ -110,8 +113,9 @@ def run_one(res: int, n: int, repeats: int, packed: bool) -> dict:
     fb_ms = 1000 * statistics.median(fb)
     return dict(
         res=res, n=n, first_s=first, fwd_ms=fwd_ms, fb_ms=fb_ms, pairs_px=pairs / res**2, box_px=box / res**2,
-        mpairs_s=pairs / (fb_ms / 1000) / 1e6,
-        rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, visible=int((info["radii"] > 0).all(-1).sum()),
+        mpairs_s=pairs / (fb_ms / 1000) / 1e6, cpu_ms=1000 * statistics.median(fb_cpu),
+        rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        visible=int((info["radii"] > 0).all(-1).sum()),
         n_isect=n_isect,
     )  # fmt: skip
 
@@ -135,17 +139,35 @@ def _box_pairs(info, res: int, ts: int) -> float:
     return float((np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)).sum())
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def measure_compile() -> dict:
     """First call in a fresh Numba cache (compile), then a second process reusing it."""
-    code = (
-        "import time,sys; sys.path.insert(0, %r); t=time.perf_counter();"
-        "import torch; from recon.render import rasterization; from recon.render.synthetic import awkward_scene, orbit_cameras;"
-        "vm,K=orbit_cameras(1,64,48); m,q,s,o,c=awkward_scene(200, sh_degree=3);"
-        "ps=[x.requires_grad_(True) for x in (m,q,s,o,c)];"
-        "t1=time.perf_counter(); img,a,info=rasterization(*ps,vm,K,64,48,sh_degree=3,backend='cpu'); img.sum().backward();"
-        "t2=time.perf_counter(); img,a,info=rasterization(*ps,vm,K,64,48,sh_degree=3,backend='cpu'); img.sum().backward();"
-        "t3=time.perf_counter(); print(t1-t, t2-t1, t3-t2)"
-    ) % ROOT
+    code = f"""
+import sys, time
+sys.path.insert(0, {ROOT!r})
+t = time.perf_counter()
+import torch
+from recon.render import rasterization
+from recon.render.synthetic import awkward_scene, orbit_cameras
+vm, K = orbit_cameras(1, 64, 48)
+ps = [x.requires_grad_(True) for x in awkward_scene(200, sh_degree=3)]
+times = [time.perf_counter()]
+for _ in range(2):
+    img, a, info = rasterization(*ps, vm, K, 64, 48, sh_degree=3, backend="cpu")
+    img.sum().backward()
+    times.append(time.perf_counter())
+print(times[0] - t, times[1] - times[0], times[2] - times[1])
+"""
     out = {}
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, NUMBA_CACHE_DIR=d)
@@ -162,6 +184,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--unpacked", action="store_true", help="packed=False")
     ap.add_argument("--compile", action="store_true", help="measure compile time and cached start")
+    ap.add_argument(
+        "--passive", action="store_true",
+        help="run the measurements with OMP_WAIT_POLICY=PASSIVE (helps on a machine shared with other jobs)",
+    )  # fmt: skip
     ap.add_argument("--one", nargs=2, type=int, metavar=("RES", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -173,29 +199,39 @@ def main(argv=None) -> None:
 
     cmd = "python scripts/bench/raster.py " + " ".join(argv if argv is not None else sys.argv[1:])
     configs = QUICK if args.quick else FULL
+    env = dict(os.environ)
+    if args.passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    load = os.getloadavg()[0]
     print(f"`{cmd.strip()}`  ")
     print(
-        f"CPU: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"numba {numba.__version__} ({numba.config.THREADING_LAYER} layer, {numba.get_num_threads()} threads); "
-        f"SH degree 3, packed={not args.unpacked}, median of {args.repeats}\n"
+        f"CPU: {os.cpu_count()} cores ({_cpu_name()}), load average {load:.1f} at start; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), numba {numba.__version__} ({numba.get_num_threads()} threads), "
+        f"OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', 'unset')}; SH degree 3, packed={not args.unpacked}, "
+        f"median of {args.repeats}\n"
     )
-    print("| image | Gaussians | visible | fwd ms | fwd+bwd ms | it/s | pairs/px | box/px | Mpairs/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| image | Gaussians | visible | pairs/px | box/px | fwd ms | fwd+bwd ms | it/s | Mpairs/s | CPU ms/it "
+        "| peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for res, n in configs:
         extra = ["--unpacked"] if args.unpacked else []
         r = subprocess.run(
             [sys.executable, __file__, "--one", str(res), str(n), "--repeats", str(args.repeats)] + extra,
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=env,
         )  # fmt: skip
         if r.returncode != 0:
             print(f"| {res}² | {n:,} | failed: {r.stderr.strip().splitlines()[-1]} |")
             continue
         d = json.loads(r.stdout.strip().splitlines()[-1])
         print(
-            f"| {res}² | {n:,} | {d['visible']:,} | {d['fwd_ms']:.1f} | {d['fb_ms']:.1f} | {1000 / d['fb_ms']:.1f} | "
-            f"{d['pairs_px']:.0f} | {d['box_px']:.0f} | {d['mpairs_s']:.0f} | {d['rss_mb']:.0f} |",
+            f"| {res}² | {n:,} | {d['visible']:,} | {d['pairs_px']:.0f} | {d['box_px']:.0f} | {d['fwd_ms']:.1f} | "
+            f"{d['fb_ms']:.1f} | {1000 / d['fb_ms']:.1f} | {d['mpairs_s']:.0f} | {d['cpu_ms']:.0f} "
+            f"| {d['rss_mb']:.0f} |",
             flush=True,
         )
+    print(f"\nload average {os.getloadavg()[0]:.1f} at end")
     if args.compile:
         c = measure_compile()
         print()
