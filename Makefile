@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# CPU build of torch; a GPU machine can instead run `make install TORCH=torch GSPLAT_CUDA=1`.
+# CPU build of torch; on a CUDA machine run `make install TORCH=torch` (gsplat then uses its CUDA kernels).
 TORCH ?= torch==2.13.0
 
 .PHONY: install install-dev demo test system-deps js-tools
