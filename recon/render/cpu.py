@@ -100,9 +100,10 @@ def run_chunks(fn: Callable, args: tuple, chunks: Sequence[tuple], work: int) ->
 
 def _ranges(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
     """Split ``[lo, hi)`` into at most ``n`` nearly equal, non-empty ranges."""
-    n = max(1, min(n, hi - lo))
-    edges = np.linspace(lo, hi, n + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a] or [(lo, lo)]
+    total = hi - lo
+    n = max(1, min(n, total))
+    out = [(lo + total * i // n, lo + total * (i + 1) // n) for i in range(n)]
+    return [r for r in out if r[1] > r[0]] or [(lo, lo)]
 
 
 def _np(t: Tensor) -> np.ndarray:
