@@ -68,6 +68,12 @@ def run(argv: list[str]) -> int:
 
 
 def main() -> None:
+    import os
+
+    # torch's OpenMP threads otherwise spin after each parallel op and compete with the CPU
+    # rasterizer's threads for the cores (measured: 279 -> 130 ms per 256x256/50k fwd+bwd at load 3;
+    # docs/benchmarks.md). Must be set before torch is imported; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(run(sys.argv[1:]))
 
 
