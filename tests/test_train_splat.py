@@ -75,3 +75,18 @@ def test_resume_matches_uninterrupted_run(tiny_scene, tmp_path):
     ea = evaluate(a.method, tiny_scene, 1.0, max_views=3, log=lambda s: None)["psnr"]
     ec = evaluate(c.method, tiny_scene, 1.0, max_views=3, log=lambda s: None)["psnr"]
     assert abs(ea - ec) < 1e-3
+
+
+def test_mcmc_strategy_trains_on_cpu(tiny_scene, tmp_path):
+    """gsplat's MCMCStrategy runs unchanged on CPU tensors (recon.train.gsplat_cpu supplies its
+    two CUDA kernels). Measured: 7.3 -> 18.9 dB in 300 steps with a 6,000-Gaussian cap."""
+    cfg = _cfg(300)
+    cfg.splat.strategy = "mcmc"
+    cfg.splat.refine_start = 50
+    cfg.splat.max_gaussians = 6000
+    tr = Trainer(cfg, tiny_scene, tmp_path / "mcmc", log=lambda s: None)
+    r0 = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)["psnr"]
+    tr.train()
+    r1 = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)["psnr"]
+    assert r1 > 16.5 and r1 > r0 + 8.0
+    assert tr.method.num_primitives <= 6000

@@ -80,7 +80,10 @@ class SplatMethod:
         ).to(device)
         self.optimizers = self._make_optimizers()
         self.strategy = self._make_strategy()
-        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
+        if self.sc.strategy == "mcmc":
+            self.strategy_state = self.strategy.initialize_state()
+        else:
+            self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
         self.appearance = None
         if self.sc.appearance:
             self.appearance = torch.nn.Parameter(torch.zeros(n_train_views, 3, 4, device=device))
