@@ -191,7 +191,14 @@ def test_cli_prints_urls_and_stops_on_ctrl_c(run_dir, tmp_path):
         assert request(port, "/")[0] == 200
         assert request(port, "/run/scene.json")[0] == 200
         p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=20) == 0
+        # Generous: on a loaded 2-core CI machine the shutdown (server threads, viser) was seen to
+        # take over 20 s; the point is that Ctrl-C ends the process cleanly with exit code 0.
+        try:
+            rc = p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            out = p.stdout.read() if p.stdout else ""
+            raise AssertionError(f"recon view did not stop within 90 s of Ctrl-C; output: {out[-2000:]}")
+        assert rc == 0
     finally:
         if p.poll() is None:
             p.kill()
