@@ -196,7 +196,8 @@ def test_cli_prints_urls_and_stops_on_ctrl_c(run_dir, tmp_path):
         try:
             rc = p.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            out = p.stdout.read() if p.stdout else ""
+            p.kill()
+            out, _ = p.communicate(timeout=10)
             raise AssertionError(f"recon view did not stop within 90 s of Ctrl-C; output: {out[-2000:]}")
         assert rc == 0
     finally:
