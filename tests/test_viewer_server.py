@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -172,39 +173,76 @@ def test_port_in_use_is_a_recon_error(run_dir, capsys):
         assert len(err) == 1 and "in use" in err[0]
 
 
-@pytest.mark.skip(reason="hangs in a full fresh-clone run (recon view child never stops; passes alone in 9 s); "
-                  "under investigation in issue 7")
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_cli_prints_urls_and_stops_on_ctrl_c(run_dir, tmp_path):
+    """`recon view` prints both URLs, serves, and exits 0 on Ctrl-C (SIGINT).
+
+    The child starts with SIGINT *ignored*, as it is for anything run from a background job of a
+    non-interactive shell (`make test > log &`): Python then installs no KeyboardInterrupt
+    handler, and before `recon view` installed its own the process ignored Ctrl-C and served
+    forever. Both pipes are drained by threads, so a chatty child cannot block on a full pipe, and
+    every wait is bounded.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "recon.cli", "view", str(run_dir), "--port", "0"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=_ignore_sigint)
+    out_lines: list[str] = []
+    err_lines: list[str] = []
+    readers = [threading.Thread(target=lambda f=f, acc=acc: acc.extend(iter(f.readline, "")), daemon=True)
+               for f, acc in ((p.stdout, out_lines), (p.stderr, err_lines))]
+    for t in readers:
+        t.start()
+
+    def output() -> str:
+        return ("".join(out_lines) + "".join(err_lines))[-3000:]
+
     try:
         lines: dict[str, str] = {}
-        t0 = time.monotonic()
-        while not {"viewer", "xr"} <= set(lines) and time.monotonic() - t0 < 60:
-            line = p.stdout.readline()
-            if not line:
-                break
-            key, _, url = line.strip().partition(": ")
-            lines[key] = url
+        deadline = time.monotonic() + 120  # start-up imports torch and viser: slow on a loaded machine
+        while not {"viewer", "xr"} <= set(lines) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            for line in list(out_lines):
+                key, _, url = line.strip().partition(": ")
+                lines[key] = url
+        assert {"viewer", "xr"} <= set(lines), f"no URLs printed (exit code {p.poll()}); output: {output()}"
         assert lines["viewer"].startswith("http://127.0.0.1:")
         assert lines["xr"].startswith("https://127.0.0.1:") and lines["xr"].endswith("/xr")
         port = int(lines["viewer"].split(":")[2].strip("/"))
         assert request(port, "/")[0] == 200
         assert request(port, "/run/scene.json")[0] == 200
+        t_int = time.monotonic()
         p.send_signal(signal.SIGINT)
-        # Generous: on a loaded 2-core CI machine the shutdown (server threads, viser) was seen to
-        # take over 20 s; the point is that Ctrl-C ends the process cleanly with exit code 0.
         try:
-            rc = p.wait(timeout=90)
+            rc = p.wait(timeout=60)
         except subprocess.TimeoutExpired:
             p.kill()
-            out, _ = p.communicate(timeout=10)
-            raise AssertionError(f"recon view did not stop within 90 s of Ctrl-C; output: {out[-2000:]}")
-        assert rc == 0
+            p.wait(timeout=10)
+            raise AssertionError(f"recon view did not stop within 60 s of Ctrl-C; output: {output()}")
+        for t in readers:
+            t.join(timeout=10)
+        assert rc == 0, output()
+        assert "viewer: stopped" in "".join(err_lines), output()
+        print(f"recon view stopped {time.monotonic() - t_int:.1f} s after Ctrl-C")
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait(timeout=10)
+
+
+def test_exit_watchdog_ends_a_stuck_shutdown():
+    """If a worker thread would keep the process alive after shutdown, the watchdog ends it."""
+    code = ("import threading, time\n"
+            "from viewer.cli import _exit_if_stuck\n"
+            "threading.Thread(target=time.sleep, args=(600,), daemon=False).start()  # a stuck worker\n"
+            "_exit_if_stuck(1.0).set()\n")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "interpreter exit took over 1 s" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 30
 
 
 def test_live_viewer_follows_training(tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import tyro
 from typing_extensions import Annotated
@@ -42,21 +44,98 @@ def main(
     from viewer.run import open_run
     from viewer.server import ViewerOptions, ViewerServer
 
-    r = open_run(run)
-    server = ViewerServer(r, ViewerOptions(host=host, port=port, xr_port=xr_port, token=token, cert=cert, key=key,
-                                           splat_format=splat_format))
-    server.start()
-    for line in server.banner():
-        print(line, flush=True)
     stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    serving = threading.Event()
+    restore = _stop_on_signals(stop, serving)
     try:
+        r = open_run(run)
+        server = ViewerServer(r, ViewerOptions(host=host, port=port, xr_port=xr_port, token=token, cert=cert,
+                                               key=key, splat_format=splat_format))
+        server.start()
+        serving.set()
+    except BaseException as e:
+        restore()
+        if isinstance(e, KeyboardInterrupt):
+            _exit_if_stuck(SHUTDOWN_GRACE_S).set()
+        raise
+    try:
+        for line in server.banner():
+            print(line, flush=True)
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a handler we did not install (e.g. a debugger's) raised it
         pass
     finally:
+        stopped = _exit_if_stuck(SHUTDOWN_GRACE_S)
         server.stop()
-        print("viewer: stopped", file=sys.stderr)
+        restore()
+        stopped.set()
+        print("viewer: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+def _stop_on_signals(stop: threading.Event, serving: threading.Event) -> Callable[[], None]:
+    """Make SIGINT (Ctrl-C) and SIGTERM set ``stop`` (and abort start-up while ``serving`` is not
+    set); a second one exits at once. Returns a function that puts the old handlers back.
+
+    The handlers are installed whatever the inherited disposition: a process started as a
+    background job of a non-interactive shell (``make test &``, CI scripts) inherits SIGINT as
+    *ignored*, and Python then never installs its KeyboardInterrupt handler, so Ctrl-C (or
+    ``kill -INT``) would be silently dropped and the viewer would serve forever. Once serving, the
+    handler only sets the event, so a signal cannot raise KeyboardInterrupt half-way through the
+    shutdown code.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    seen = []
+
+    def handler(signum, _frame) -> None:
+        seen.append(signum)
+        if len(seen) > 1:
+            os.write(2, b"viewer: second interrupt; exiting now\n")
+            os._exit(130)
+        stop.set()
+        if not serving.is_set():
+            raise KeyboardInterrupt  # still starting up (main thread): abandon start-up
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    return restore
+
+
+def _exit_if_stuck(grace_s: float) -> threading.Event:
+    """Start a daemon watchdog that ends the process if shutting down takes over ``grace_s`` seconds.
+
+    Two phases: our own shutdown (until the returned event is set), then the interpreter's exit,
+    which joins worker threads (viser's callback pool, asyncio executors) and could wait on a
+    stuck one. The second phase starts when the main thread finishes; if instead the caller keeps
+    running (``main`` called in-process, as tests do), the watchdog retires after a minute.
+    """
+    done = threading.Event()
+
+    def bail(what: str) -> None:
+        busy = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive())
+        os.write(2, (f"viewer: {what} took over {grace_s:.0f} s (threads still running: "
+                     f"{', '.join(busy) or 'none'}); exiting anyway\n").encode())
+        os._exit(0)
+
+    def watchdog() -> None:
+        if not done.wait(grace_s):
+            bail("shutdown")
+        main, t0 = threading.main_thread(), time.monotonic()
+        while main.is_alive():
+            if time.monotonic() - t0 > 60.0:
+                return
+            time.sleep(0.1)
+        time.sleep(grace_s)
+        bail("interpreter exit")
+
+    threading.Thread(target=watchdog, name="recon-viewer-exit-watchdog", daemon=True).start()
+    return done
