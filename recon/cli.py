@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("exporters.cli:main", "write splats (PLY, SPZ, .splat, glTF, USD) and cameras for engines, VR/AR and USD"),
     "scene": ("scenes.cli:main", "built-in ground-truth scenes: recon scene synth NAME OUT"),
     "view": ("viewer.cli:main", "serve a trained run to a browser (viser) and VR headsets (WebXR)"),
+    "render": ("viewer.render_cli:main", "render a run along a camera path (or an orbit) to an MP4, with depth/alpha frames"),
     "info": ("recon.scene.info:main", "what a scene folder contains: images, poses, formats, resolution, splits"),
     "process": ("recon.sfm.cli:main", "photos or video to posed, undistorted frames with pycolmap (SfM)"),
 }

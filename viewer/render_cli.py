@@ -1,0 +1,459 @@
+"""``recon render RUN``: a video (and optional colour, depth and alpha frames) along a camera path.
+
+The path is nerfstudio's ``camera_path.json`` (what the operator UI's *Camera path* panel saves, see
+:mod:`viewer.camera_path`, and what nerfstudio's viewer writes): ``camera_path`` entries with
+``camera_to_world`` (16 numbers, row-major, OpenGL camera axes, in the run's world frame, i.e.
+the frame of ``RUN/cameras.json``), ``fov`` (vertical, degrees), plus ``render_width``,
+``render_height``, ``fps`` and ``camera_type`` (only ``perspective`` is rendered). A file with
+``keyframes`` but no ``camera_path`` entries is interpolated at ``fps * seconds`` frames. The
+path name ``orbit`` instead makes a smooth 360-degree orbit around the scene at the training
+cameras' mean distance, height and field of view.
+
+Frames are rendered by :func:`recon.render.rasterization` (recon's CPU backend here; the run's
+antialiased setting is read from its ``config.json``), as ``recon eval`` renders, and the MP4
+(H.264, yuv420p) is written through PyAV to a temporary file renamed at the end. ``--frames DIR``
+also writes, per frame, ``rgb/NNNNN.png`` (over the background, as in the video),
+``alpha/NNNNN.png`` (8-bit), ``depth/NNNNN.png`` (16-bit; depth = value x ``depth_png_scale``
+in ``DIR/frames.json``, 0 where alpha < 0.5) and ``depth/NNNNN.npy`` (float32 expected depth
+along the camera's z axis in run units; ``.exr`` with ``--depth-float exr`` when OpenCV can write
+it), and ``frames.json`` with every frame's camera (OpenCV camera-to-world and K).
+
+This module imports neither viser nor the viewer's server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import tyro
+from typing_extensions import Annotated
+
+from recon.errors import ReconError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5),
+                     "gray": (0.5, 0.5, 0.5)}
+
+
+@dataclass
+class PathCamera:
+    """One frame's camera: OpenCV camera-to-world ``c2w [4, 4]`` (run world) and vertical FOV (radians)."""
+
+    c2w: np.ndarray
+    fov_y: float
+
+
+@dataclass
+class CameraPath:
+    cameras: list[PathCamera]
+    width: int
+    height: int
+    fps: float
+    source: str
+
+
+# ---------------------------------------------------------------------------------------- paths
+def read_camera_path(path: Path) -> CameraPath:
+    """Read a nerfstudio ``camera_path.json``; raises :class:`ReconError` naming what is wrong."""
+    path = Path(path)
+    hint = ("expected nerfstudio's camera_path.json (saved from `recon view`'s Camera path panel or "
+            "nerfstudio's viewer), or pass --camera-path orbit")
+    if not path.is_file():
+        raise ReconError(f"camera path {path} not found; {hint}")
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReconError(f"cannot read camera path {path}: {e}") from e
+    except json.JSONDecodeError as e:
+        raise ReconError(f"camera path {path} is not valid JSON ({e.msg} at line {e.lineno}); {hint}") from e
+    if not isinstance(d, dict):
+        raise ReconError(f"camera path {path} holds a {type(d).__name__}, not an object; {hint}")
+    ctype = str(d.get("camera_type", "perspective")).lower()
+    if ctype != "perspective":
+        raise ReconError(f"camera path {path} has camera_type {ctype!r}; only 'perspective' is rendered")
+    try:
+        width, height = int(d.get("render_width", 0)), int(d.get("render_height", 0))
+        fps = float(d.get("fps", 30.0))
+        entries = d.get("camera_path") or []
+        cams = [_entry_camera(e) for e in entries]
+        if not cams and d.get("keyframes"):
+            from viewer.camera_path import interpolate, read_keyframes
+
+            n = max(1, int(round(fps * float(d.get("seconds", 4.0)))))
+            tension = 1.0 - float(d.get("smoothness_value", 1.0))
+            cams = [PathCamera(c2w, f) for c2w, f in interpolate(read_keyframes(path), n, tension,
+                                                                 bool(d.get("is_cycle", False)))]
+        if width <= 0 or height <= 0:  # derive the missing size from the path's aspect ratio
+            first = (entries or d.get("keyframes") or [{}])[0]
+            aspect = float(first.get("aspect", 16 / 9)) if isinstance(first, dict) else 16 / 9
+            if height <= 0:
+                height = int(round(width / aspect)) if width > 0 else 1080
+            if width <= 0:
+                width = int(round(height * aspect))
+    except ReconError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ReconError(f"camera path {path} is malformed ({e}); {hint}") from e
+    if not cams:
+        raise ReconError(f"camera path {path} has no frames (empty camera_path and no keyframes); "
+                         "add keyframes in `recon view` and save the path again")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ReconError(f"camera path {path} has fps {fps}; expected a positive number")
+    return CameraPath(cams, width, height, fps, str(path))
+
+
+def _entry_camera(e: dict) -> PathCamera:
+    m = np.asarray(e["camera_to_world"], dtype=np.float64).ravel()
+    if m.size == 12:  # 3x4
+        m = np.concatenate([m, [0.0, 0.0, 0.0, 1.0]])
+    if m.size != 16 or not np.all(np.isfinite(m)):
+        raise ValueError(f"camera_to_world must hold 16 (or 12) finite numbers, got {m.size}")
+    fov = float(e.get("fov", 50.0))
+    if not 0.0 < fov < 180.0:
+        raise ValueError(f"fov {fov} is not a vertical field of view in degrees (0-180)")
+    from recon.scene.conventions import opengl_to_opencv
+
+    return PathCamera(opengl_to_opencv(m.reshape(4, 4)), math.radians(fov))
+
+
+def orbit_path(run, n_frames: int, fps: float) -> CameraPath:
+    """A level 360-degree orbit around the scene centre, at the training cameras' median distance,
+    height and vertical FOV, starting at the first training camera (``run``: :class:`viewer.run.Run`)."""
+    from viewer.synthetic import look_at_c2w
+
+    frame = run.frame
+    cams = run.cameras
+    if cams:
+        pos = np.stack([frame.c2w_to_scene(c.c2w)[:3, 3] for c in cams])
+        horiz = np.linalg.norm(pos[:, :2], axis=1)
+        dist, z = float(np.median(horiz)), float(np.median(pos[:, 2]))
+        fov = float(np.median([c.fov_y for c in cams]))
+        a0 = float(math.atan2(pos[0, 1], pos[0, 0]))
+        width, height = cams[0].width, cams[0].height
+    else:
+        fov = math.radians(50.0)
+        dist = 1.2 * frame.radius / math.sin(fov / 2)
+        z, a0 = 0.35 * dist, -math.pi / 2
+        width, height = 960, 540
+    if dist < 1e-6:  # cameras on the vertical axis: back off to see the whole scene
+        dist = 1.2 * frame.radius / math.sin(fov / 2)
+    out = []
+    for i in range(n_frames):
+        a = a0 + 2.0 * math.pi * i / n_frames
+        eye = np.array([dist * math.cos(a), dist * math.sin(a), z])
+        target = np.zeros(3)
+        if abs(z) > 20 * dist:  # straight above/below: keep the look-at well defined
+            target = np.array([0.0, 1e-3 * abs(z), 0.0])
+        out.append(PathCamera(frame.c2w_from_scene(look_at_c2w(eye, target)), fov))
+    return CameraPath(out, width, height, fps, "orbit")
+
+
+def intrinsics(fov_y: float, width: int, height: int) -> np.ndarray:
+    """``K [3, 3]`` with square pixels for a vertical FOV (radians), as nerfstudio renders paths."""
+    f = 0.5 * height / math.tan(0.5 * fov_y)
+    return np.array([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]])
+
+
+def parse_background(value: str) -> tuple[float, float, float]:
+    """``white``/``black``/``grey``, ``#rrggbb``, or ``R,G,B`` (0-1 floats or 0-255 integers)."""
+    v = value.strip().lower()
+    if v in NAMED_BACKGROUNDS:
+        return NAMED_BACKGROUNDS[v]
+    try:
+        if v.startswith("#") and len(v) == 7:
+            return tuple(int(v[i:i + 2], 16) / 255.0 for i in (1, 3, 5))  # type: ignore[return-value]
+        parts = [float(p) for p in v.split(",")]
+        if len(parts) == 3:
+            scale = 255.0 if any(p > 1.0 for p in parts) else 1.0
+            rgb = tuple(p / scale for p in parts)
+            if all(0.0 <= c <= 1.0 for c in rgb):
+                return rgb  # type: ignore[return-value]
+    except ValueError:
+        pass
+    raise ReconError(f"--background {value!r}: use white, black, grey, #rrggbb or R,G,B (0-1 or 0-255)")
+
+
+# ---------------------------------------------------------------------------------------- output
+class Progress:
+    """``render: frame i/n (p%), s/frame, ETA`` on stderr: rewritten in place on a terminal,
+    otherwise a line every few seconds (and the last frame)."""
+
+    def __init__(self, total: int, stream=None, every_s: float = 5.0):
+        self.total, self.stream, self.every_s = total, stream or sys.stderr, every_s
+        self.t0 = self.last = time.monotonic()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not (self.tty or done == self.total or done == 1 or now - self.last >= self.every_s):
+            return
+        self.last = now
+        per = (now - self.t0) / max(done, 1)
+        eta = per * (self.total - done)
+        msg = (f"render: frame {done}/{self.total} ({100.0 * done / self.total:.0f}%), {per:.2f} s/frame, "
+               f"ETA {_duration(eta)}")
+        if self.tty:
+            self.stream.write("\r" + msg + ("\n" if done == self.total else ""))
+        else:
+            self.stream.write(msg + "\n")
+        self.stream.flush()
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class VideoWriter:
+    """H.264 (libx264) through PyAV into ``path`` (a temporary file the caller renames).
+
+    ``yuv420p`` (the default) plays everywhere (browsers, phones, QuickTime) but halves the colour
+    resolution, which costs fine saturated edges; ``yuv444p`` keeps full colour (High 4:4:4 profile,
+    fewer players)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 18,
+                 pix_fmt: str = "yuv420p"):
+        try:
+            import av
+        except ImportError as e:
+            raise ReconError("writing video needs PyAV: pip install av (the `video` extra)") from e
+        self._av = av
+        self.container = av.open(str(path), mode="w", format={".mov": "mov", ".mkv": "matroska"}.get(
+            path.suffix.lower(), "mp4"), options={"movflags": "+faststart"} if path.suffix.lower() == ".mp4" else {})
+        rate = Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)),
+                                                                              "preset": "medium"})
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
+
+    def write(self, rgb: np.ndarray) -> None:
+        """``rgb``: ``uint8 [H, W, 3]``."""
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+
+
+def _write_image(path: Path, array: np.ndarray) -> None:
+    """PNG (8- or 16-bit) / EXR via OpenCV, written beside the target and renamed."""
+    import cv2
+
+    img = array[..., ::-1] if array.ndim == 3 else array  # OpenCV wants BGR
+    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(img))
+    if not ok:
+        raise ReconError(f"OpenCV could not encode {path}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _exr_available() -> bool:
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # read by OpenCV when it is first imported
+    import cv2
+
+    return bool(cv2.haveImageWriter(".exr"))
+
+
+def depth_png_scale(path: CameraPath, run) -> float:
+    """Run units per step of the 16-bit depth PNGs: a round number (1, 2 or 5 x 10^k) that fits
+    the farthest plausible depth (camera distance to the scene centre + 3 scene radii) in 65535."""
+    frame = run.frame
+    far = max(float(np.linalg.norm(frame.c2w_to_scene(c.c2w)[:3, 3])) for c in path.cameras) + 3.0 * frame.radius
+    raw = max(far, 1e-6) / 65535.0
+    e = math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if m * 10.0 ** e >= raw:
+            return m * 10.0 ** e
+    return 10.0 ** (e + 1)
+
+
+def _antialiased(folder: Path) -> bool:
+    """Whether the run trained with antialiased rasterization (its ``config.json``); False if unknown."""
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+        return bool(saved.get("config", {}).get("splat", {}).get("antialiased", False))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------- command
+def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None,
+                background: tuple[float, float, float] = (1.0, 1.0, 1.0), crf: int = 18,
+                depth_float: str = "npy", pix_fmt: str = "yuv420p", log=None) -> dict:
+    """Render every camera of ``path`` from ``run`` (:class:`viewer.run.Run`) into the video ``out``
+    (and, with ``frames_dir``, colour/alpha/depth frames). Returns a summary dict."""
+    import torch
+
+    from recon.io_utils import atomic_path, atomic_write_text
+    from recon.render import rasterization
+    from recon.scene.conventions import c2w_to_viewmat
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    W, H = int(path.width), int(path.height)
+    # Activated parameters, once (the run stores log scales and logit opacities, as gsplat trains them).
+    sp = {k: v.detach().float().cpu() for k, v in run.splats.items()}
+    means, quats = sp["means"].contiguous(), sp["quats"].contiguous()
+    scales, opacities = torch.exp(sp["scales"]).contiguous(), torch.sigmoid(sp["opacities"]).contiguous()
+    shN = sp.get("shN")
+    colors = torch.cat([sp["sh0"], shN], 1) if shN is not None and shN.shape[1] else sp["sh0"]
+    colors = colors.contiguous()
+    sh_degree = int(round(math.sqrt(colors.shape[1]))) - 1
+    aa = _antialiased(run.folder)
+    bg = torch.tensor(background, dtype=torch.float32)
+    n = len(path.cameras)
+    scale = depth_png_scale(path, run) if frames_dir is not None else None
+    if frames_dir is not None:
+        for sub in ("rgb", "alpha", "depth"):
+            (frames_dir / sub).mkdir(parents=True, exist_ok=True)
+    ext = ".exr" if depth_float == "exr" else ".npy"
+    log(f"render: {n} frames at {W}x{H}, {path.fps:g} fps, {run.num_gaussians:,} Gaussians (SH degree "
+        f"{sh_degree}{', antialiased' if aa else ''}) from {path.source} -> {out}")
+    progress = Progress(n)
+    t0 = time.monotonic()
+    records = []
+    with atomic_path(out) as tmp:
+        video = VideoWriter(tmp, W, H, path.fps, crf, pix_fmt)
+        try:
+            for i, cam in enumerate(path.cameras):
+                K = intrinsics(cam.fov_y, W, H)
+                viewmat = torch.from_numpy(c2w_to_viewmat(cam.c2w)).float()
+                with torch.no_grad():
+                    out_c, out_a, _ = rasterization(
+                        means, quats, scales, opacities, colors, viewmat[None], torch.from_numpy(K).float()[None],
+                        W, H, sh_degree=sh_degree, packed=False, backgrounds=bg[None],
+                        render_mode="RGB+ED" if frames_dir is not None else "RGB",
+                        rasterize_mode="antialiased" if aa else "classic")
+                out_c, out_a = out_c[0], out_a[0]
+                rgb = (out_c[..., :3].clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+                video.write(rgb)
+                if frames_dir is not None:
+                    alpha = out_a[..., 0].clamp(0, 1).numpy()
+                    depth = np.where(alpha > 1e-4, out_c[..., 3].numpy(), 0.0).astype(np.float32)
+                    name = f"{i:05d}"
+                    _write_image(frames_dir / "rgb" / f"{name}.png", rgb)
+                    _write_image(frames_dir / "alpha" / f"{name}.png", (alpha * 255.0 + 0.5).astype(np.uint8))
+                    d16 = np.where(alpha >= 0.5, np.clip(np.round(depth / scale), 0, 65535), 0).astype(np.uint16)
+                    _write_image(frames_dir / "depth" / f"{name}.png", d16)
+                    if ext == ".exr":
+                        _write_image(frames_dir / "depth" / f"{name}.exr", depth)
+                    else:
+                        _write_npy(frames_dir / "depth" / f"{name}.npy", depth)
+                    records.append({"index": i, "c2w": cam.c2w.tolist(), "K": K.tolist()})
+                progress.update(i + 1)
+        finally:
+            video.close()
+    if frames_dir is not None:
+        atomic_write_text(frames_dir / "frames.json", json.dumps({
+            "convention": "OpenCV camera-to-world, run world frame (as RUN/cameras.json)",
+            "width": W, "height": H, "fps": path.fps, "background": list(background),
+            "depth_png_scale": scale,
+            "depth": "expected depth along the camera z axis in run units; depth/N.png x depth_png_scale "
+                     "(0 where alpha < 0.5); depth/N" + ext + " float32 (0 where nothing is drawn)",
+            "frames": records,
+        }, indent=1))
+    dt = time.monotonic() - t0
+    log(f"render: wrote {out} ({n} frames, {W}x{H} @ {path.fps:g} fps, {out.stat().st_size / 1e6:.2f} MB) "
+        f"in {_duration(dt)}" + (f"; frames in {frames_dir}" if frames_dir is not None else ""))
+    return {"frames": n, "width": W, "height": H, "fps": path.fps, "seconds": dt, "out": str(out)}
+
+
+def main(
+    run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
+    camera_path: str = "orbit",
+    out: Optional[Path] = None,
+    frames: Optional[Path] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    fps: Optional[float] = None,
+    seconds: float = 6.0,
+    downscale: float = 1.0,
+    background: str = "white",
+    crf: int = 18,
+    depth_float: Literal["npy", "exr"] = "npy",
+    pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p",
+) -> int:
+    """Render RUN along a camera path into an H.264 MP4 (and optionally PNG colour, depth and alpha frames).
+
+    Args:
+        run: run folder (holding splats.ply and cameras.json) or a splat .ply file.
+        camera_path: nerfstudio camera_path.json (from `recon view`'s Camera path panel), or "orbit" (360 degrees).
+        out: video file, .mp4 (default: RUN/renders/<path name>.mp4).
+        frames: also write rgb/, alpha/ and depth/ frames and frames.json into this folder.
+        width: output width (default: the path's; orbit: the first training camera's); one of the two keeps the aspect.
+        height: output height.
+        fps: frames per second (default: the path's; 30 for orbit).
+        seconds: length of an orbit (ignored for a camera_path.json, whose frames are given).
+        downscale: divide the output resolution by this factor (fast previews).
+        background: white (as `recon eval` scores), black, grey, #rrggbb or R,G,B.
+        crf: H.264 quality (lower is better and larger; 18 is visually lossless).
+        depth_float: float depth frames as .npy, or .exr (needs an OpenCV built with OpenEXR).
+        pix_fmt: yuv420p plays everywhere; yuv444p keeps full colour resolution (fewer players).
+    """
+    from viewer.run import open_run
+
+    bg = parse_background(background)
+    if downscale <= 0 or not math.isfinite(downscale):
+        raise ReconError(f"--downscale must be > 0 (got {downscale})")
+    for name, v in (("--width", width), ("--height", height)):
+        if v is not None and v <= 0:
+            raise ReconError(f"{name} must be a positive number of pixels (got {v})")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ReconError(f"--fps must be > 0 (got {fps})")
+    if not 0 <= crf <= 51:
+        raise ReconError(f"--crf must be 0-51 (got {crf})")
+    if depth_float == "exr" and frames is not None and not _exr_available():
+        raise ReconError("--depth-float exr: this OpenCV build cannot write EXR; use --depth-float npy")
+    is_orbit = camera_path.strip().lower() == "orbit"
+    path = None if is_orbit else read_camera_path(Path(camera_path).expanduser())
+    r = open_run(run)
+    if is_orbit:
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ReconError(f"--seconds must be > 0 (got {seconds})")
+        f = fps or 30.0
+        path = orbit_path(r, max(1, int(round(f * seconds))), f)
+    assert path is not None
+    if fps is not None:
+        path.fps = fps
+    # Resolution: explicit size, else the path's, keeping the aspect ratio when only one is given.
+    aspect = path.width / path.height
+    w, h = width, height
+    if w is None and h is None:
+        w, h = path.width, path.height
+    elif w is None:
+        w = int(round(h * aspect))
+    elif h is None:
+        h = int(round(w / aspect))
+    w, h = int(round(w / downscale)), int(round(h / downscale))
+    even_w, even_h = max(2, w - w % 2), max(2, h - h % 2)  # H.264 in yuv420p needs even sizes
+    if (even_w, even_h) != (w, h):
+        print(f"render: {w}x{h} rounded down to {even_w}x{even_h} (H.264 needs even sizes)", file=sys.stderr)
+    path.width, path.height = even_w, even_h
+    if out is None:
+        stem = "orbit" if is_orbit else Path(camera_path).stem
+        out = r.folder / "renders" / f"{stem}.mp4"
+    out = Path(out).expanduser()
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ReconError(f"--out {out}: give a video file name ending in .mp4 (or .mov/.mkv)")
+    if out.is_dir():
+        raise ReconError(f"--out {out} is a folder; give a file name ending in .mp4")
+    render_path(r, path, out, Path(frames).expanduser() if frames is not None else None, bg, crf, depth_float,
+                pix_fmt)
+    return 0
