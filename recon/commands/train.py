@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Optional
 
+import numpy as np
 import tyro
 
 from recon.errors import ReconError
@@ -64,11 +65,20 @@ def write_run_outputs(run: Path, method, scene, cfg, res: dict, result, scene_pa
     }
     write_ply(splats, run / "splats.ply", comments=[f"{k}: {v}" for k, v in provenance.items()])
     cams = []
-    for f in scene.frames:
+    train_k = {i: k for k, i in enumerate(scene.indices("train"))}
+    rot_deg, trans = [], []
+    for i, f in enumerate(scene.frames):
         c = f.camera
-        cams.append(
-            {"name": f.name, "split": f.split, "width": c.width, "height": c.height, "K": c.K.tolist(), "c2w": c.c2w.tolist()}
-        )
+        cam = {"name": f.name, "split": f.split, "width": c.width, "height": c.height, "K": c.K.tolist(),
+               "c2w": c.c2w.tolist()}
+        if getattr(method, "pose_delta", None) is not None and i in train_k:
+            # Refined pose (what the model was fitted to); the input pose is kept beside it.
+            refined = method.refined_c2w(train_k[i], c.c2w)
+            cam["c2w"], cam["c2w_input"] = refined.tolist(), c.c2w.tolist()
+            dR = refined[:3, :3].T @ c.c2w[:3, :3]
+            rot_deg.append(float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))))
+            trans.append(float(np.linalg.norm(refined[:3, 3] - c.c2w[:3, 3])))
+        cams.append(cam)
     atomic_write_text(run / "cameras.json", json.dumps({"convention": "OpenCV camera-to-world", "cameras": cams}))
     save_grid(res.get("_samples", []), run / "renders" / "grid.png")
     save_curves(result.curves, run / "curves.png", res.get("psnr"))
@@ -81,6 +91,14 @@ def write_run_outputs(run: Path, method, scene, cfg, res: dict, result, scene_pa
         "preset": cfg.preset,
         "provenance": provenance,
     }
+    if rot_deg:
+        extent = max(scene.extent(), 1e-12)
+        extra["pose_refinement"] = {
+            "views": len(rot_deg),
+            "mean_rotation_deg": round(float(np.mean(rot_deg)), 4),
+            "max_rotation_deg": round(float(np.max(rot_deg)), 4),
+            "mean_translation_of_extent": round(float(np.mean(trans)) / extent, 6),
+        }
     return write_metrics(res, extra, run / "metrics.json")
 
 
@@ -101,6 +119,7 @@ def main(
     background: Optional[Literal["random", "white", "black", "scene"]] = None,
     appearance: Optional[bool] = None,
     antialiased: Optional[bool] = None,
+    pose_opt: Optional[bool] = None,
     eval_views: int = 0,
     lpips_weights: Optional[str] = None,
     threads: int = 0,
@@ -125,6 +144,8 @@ def main(
         background: background for RGBA captures during training.
         appearance: learn per-image exposure/white-balance compensation.
         antialiased: gsplat's antialiased (mip) rasterization.
+        pose_opt: refine the training cameras' poses; refined poses go to cameras.json (input
+            poses beside them) and their change to metrics.json.
         eval_views: evaluate at most this many held-out views (0: all).
         lpips_weights: local LPIPS weights (.pth); without them LPIPS is reported as unavailable.
         threads: CPU threads (0: all cores).
@@ -161,7 +182,8 @@ def main(
             if v is not None:
                 ov[k] = v
         sp = {k: v for k, v in {"strategy": strategy, "max_gaussians": max_gaussians, "sh_degree": sh_degree,
-                                "appearance": appearance, "antialiased": antialiased}.items() if v is not None}
+                                "appearance": appearance, "antialiased": antialiased,
+                                "pose_opt": pose_opt}.items() if v is not None}
         if sp:
             ov["splat"] = sp
         cfg = build_config(preset, method, ov)

@@ -46,6 +46,12 @@ class SplatConfig:
     scale_reg: float = 0.0
     appearance: bool = False
     """Learn a per-image affine colour correction (exposure/white balance) for training views."""
+    pose_opt: bool = False
+    """Refine the training cameras' poses (a small rotation and translation per image)."""
+    lr_pose: float = 1e-4
+    """Adam learning rate of the pose corrections (radians; translation in scene extents)."""
+    pose_reg: float = 1e-6
+    """Weight decay pulling pose corrections back towards the input poses."""
 
 
 @dataclass

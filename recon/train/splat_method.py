@@ -88,6 +88,13 @@ class SplatMethod:
         if self.sc.appearance:
             self.appearance = torch.nn.Parameter(torch.zeros(n_train_views, 3, 4, device=device))
             self.app_optimizer = torch.optim.Adam([self.appearance], lr=1e-3)
+        self.pose_delta = None
+        if self.sc.pose_opt:
+            # Per training view: a rotation vector (radians) and a translation (in scene extents),
+            # both in the camera's own frame; zero is the input pose.
+            self.pose_delta = torch.nn.Parameter(torch.zeros(n_train_views, 6, device=device))
+            self.pose_optimizer = torch.optim.Adam([self.pose_delta], lr=self.sc.lr_pose,
+                                                   weight_decay=self.sc.pose_reg)
 
     # ---- set-up -------------------------------------------------------------------------------
     def _lrs(self) -> dict[str, float]:
@@ -163,9 +170,49 @@ class SplatMethod:
             absgrad=self.sc.absgrad, antialiased=self.sc.antialiased,
         )
 
+    def correction(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training view ``k``'s pose correction ``(q [4] wxyz, t [3])``, in its camera frame:
+        the refined world-to-camera is ``E @ viewmat`` with ``E = [R(q) | t]``."""
+        d = self.pose_delta[k]
+        q = torch.cat([torch.ones(1, device=d.device, dtype=d.dtype), 0.5 * d[:3]])
+        return q / q.norm(), d[3:] * self.scene_scale
+
+    def refined_c2w(self, k: int, c2w: np.ndarray) -> np.ndarray:
+        """Training view ``k``'s camera-to-world (OpenCV) with its learned correction applied."""
+        if self.pose_delta is None:
+            return c2w
+        with torch.no_grad():
+            q, t = self.correction(k)
+            E = np.eye(4)
+            E[:3, :3] = _quat_to_rotmat(q).cpu().double().numpy()
+            E[:3, 3] = t.cpu().double().numpy()
+        return np.linalg.inv(E @ np.linalg.inv(c2w))
+
+    def _posed_params(self, view: View, k: int):
+        """The parameters moved so that rendering with the *input* camera equals rendering the
+        original parameters with the *refined* camera: ``x -> V^-1 E V x`` (differentiable in E)."""
+        q_e, t_e = self.correction(k)
+        V = view.viewmat.to(self.device, torch.float32)
+        R_v, t_v = V[:3, :3], V[:3, 3]
+        R_e = _quat_to_rotmat(q_e)
+        R_m = R_v.T @ R_e @ R_v
+        t_m = R_v.T @ (R_e @ t_v + t_e - t_v)
+        q_v = _rotmat_to_quat(R_v)
+        q_m = _quat_mul(_quat_mul(q_v * torch.tensor([1.0, -1, -1, -1], device=q_v.device), q_e), q_v)
+        p = dict(self.params.items())
+        p["means"] = self.params["means"] @ R_m.T + t_m
+        p["quats"] = _quat_mul(q_m.expand_as(self.params["quats"]), self.params["quats"])
+        return p
+
     def train_render(self, view: View, k: int, step: int, background: torch.Tensor):
-        """Render training view number ``k`` (its appearance correction applied) for the loss."""
-        rgb, alpha, info = self.render(view.viewmat, view.K, view.width, view.height, background, step)
+        """Render training view number ``k`` (pose and appearance corrections applied) for the loss."""
+        if self.pose_delta is None:
+            rgb, alpha, info = self.render(view.viewmat, view.K, view.width, view.height, background, step)
+        else:
+            rgb, alpha, info = splat_model.render_splats(
+                self._posed_params(view, k), view.viewmat, view.K, view.width, view.height, self.sh_degree_at(step),
+                background, "RGB", absgrad=self.sc.absgrad, antialiased=self.sc.antialiased,
+            )
         if self.appearance is not None:
             A = self.appearance[k]
             rgb = rgb + rgb @ A[:, :3].T + A[:, 3]
@@ -183,10 +230,15 @@ class SplatMethod:
     def before_backward(self, step: int, info: dict) -> None:
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
 
-    def after_backward(self, step: int, info: dict) -> None:
+    def after_backward(self, step: int, info: dict, progress: Optional[float] = None) -> None:
+        """Optimiser and strategy step. ``progress`` in [0, 1] drives the schedules (default:
+        ``step / steps``; the trainer passes more when a wall-time budget runs out first)."""
+        frac = min(step / max(self.cfg.steps, 1), 1.0) if progress is None else progress
         # Means' learning rate decays exponentially to 1% over training (gsplat's schedule).
-        frac = min(step / max(self.cfg.steps, 1), 1.0)
         means_lr = self._lrs()["means"] * (0.01**frac)
+        if frac >= self.sc.refine_stop_fraction and self.strategy.refine_stop_iter > step:
+            # Densification ends at the same fraction of a time budget as of the step count.
+            self.strategy.refine_stop_iter = step
         for g in self.optimizers["means"].param_groups:
             g["lr"] = means_lr
         for opt in self.optimizers.values():
@@ -195,6 +247,9 @@ class SplatMethod:
         if self.appearance is not None:
             self.app_optimizer.step()
             self.app_optimizer.zero_grad(set_to_none=True)
+        if self.pose_delta is not None:
+            self.pose_optimizer.step()
+            self.pose_optimizer.zero_grad(set_to_none=True)
         if self.sc.strategy == "mcmc":
             self.strategy.step_post_backward(
                 self.params, self.optimizers, self.strategy_state, step, info, lr=means_lr
@@ -231,6 +286,8 @@ class SplatMethod:
             },
             "appearance": None if self.appearance is None else self.appearance.detach().cpu().clone(),
             "app_optimizer": None if self.appearance is None else self.app_optimizer.state_dict(),
+            "pose_delta": None if self.pose_delta is None else self.pose_delta.detach().cpu().clone(),
+            "pose_optimizer": None if self.pose_delta is None else self.pose_optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -247,7 +304,40 @@ class SplatMethod:
             with torch.no_grad():
                 self.appearance.copy_(state["appearance"])
             self.app_optimizer.load_state_dict(state["app_optimizer"])
+        if state.get("pose_delta") is not None and self.pose_delta is not None:
+            with torch.no_grad():
+                self.pose_delta.copy_(state["pose_delta"])
+            self.pose_optimizer.load_state_dict(state["pose_optimizer"])
 
     def export_splats(self) -> dict[str, torch.Tensor]:
         """Detached copies of the parameters (gsplat names) for writers and viewers."""
         return {k: v.detach().cpu().clone() for k, v in self.params.items()}
+
+
+# ---- quaternion helpers (wxyz, differentiable) ------------------------------------------------------
+def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], dim=-1)
+
+
+def _quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
+    w, x, y, z = (q / q.norm()).unbind(-1)
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
+        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
+        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
+    ])
+
+
+def _rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
+    """A (constant) rotation matrix as a unit quaternion, wxyz."""
+    from recon.scene.conventions import rotmat_to_qvec
+
+    q = rotmat_to_qvec(R.detach().cpu().double().numpy())
+    return torch.as_tensor(q, dtype=R.dtype, device=R.device)

@@ -185,6 +185,15 @@ class Trainer:
             return torch.zeros(3)
         return self.scene_bg.clone()
 
+    def progress(self, budget: Optional[float] = None) -> float:
+        """How far training is, in [0, 1]: the larger of the step fraction and the fraction of the
+        wall-time budget used. Schedules (learning-rate decay, end of densification) follow it, so a
+        run cut short by ``--max-minutes`` still anneals and stops densifying in time."""
+        p = self.step / max(self.cfg.steps, 1)
+        if budget:
+            p = max(p, self.elapsed / budget)
+        return min(p, 1.0)
+
     def train(self) -> TrainResult:
         cfg = self.cfg
         for cb in self.callbacks:
@@ -210,7 +219,7 @@ class Trainer:
                 loss = photometric_loss(rgb, target, cfg.ssim_lambda, mask) + self.method.regularisation()
                 self.method.before_backward(self.step, info)
                 loss.backward()
-                self.method.after_backward(self.step, info)
+                self.method.after_backward(self.step, info, self.progress(budget))
                 self.step += 1
                 with torch.no_grad():
                     mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
