@@ -52,6 +52,10 @@ FORMAT_AXES: dict[str, str] = {
     "splat-glb": "y-up",
     "splat-usd": "y-up",
     "cameras": "y-up",
+    "mesh-glb": "y-up",
+    "mesh-obj": "y-up",  # what Blender, Maya and most OBJ readers assume
+    "mesh-usd": "y-up",
+    "mesh-usdz": "y-up",  # AR Quick Look expects +Y up
 }
 
 

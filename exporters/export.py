@@ -11,7 +11,15 @@ key            file(s)                                    frame under ``--axes a
 ``splat-glb``  ``splats.glb`` (KHR_gaussian_splatting)    +Y up, metres (glTF)
 ``splat-usd``  ``splats.usdc`` (ParticleField3DGaussianSplat)  +Y up stage (upAxis "Y")
 ``cameras``    ``cameras.usda`` + ``cameras.json``        usda: as splats.usdc; json: scene
+``mesh-glb``   ``mesh.glb`` (textured, PBR base colour)   +Y up, metres (glTF)
+``mesh-obj``   ``mesh.obj`` + ``mesh.mtl`` + ``mesh.png``     +Y up right-handed
+``mesh-usd``   ``mesh.usdc`` + ``mesh.png`` (UsdPreviewSurface)  +Y up stage (upAxis "Y")
+``mesh-usdz``  ``mesh.usdz`` (AR Quick Look package)      +Y up stage (upAxis "Y")
 =============  =========================================  ================================
+
+The ``mesh-*`` formats share one mesh, extracted once per export from the filtered Gaussians
+(:func:`exporters.mesh.extract_mesh`: TSDF fusion of rendered depth, cleanup, decimation, UV
+unwrap, texture baked from the training views).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import numpy as np
 
 from exporters import axes as ax
 from exporters.cameras import CameraPath, NamedCamera, write_cameras_json, write_cameras_usd
+from exporters.mesh import MeshOptions
 from exporters.run import Run
 from exporters.splats import cap_sh_degree, filter_mask, sh_degree, subset, transform_splats
 from recon.errors import ReconError
@@ -36,13 +45,18 @@ FORMAT_FILES: dict[str, tuple[str, ...]] = {
     "splat-glb": ("splats.glb",),
     "splat-usd": ("splats.usdc",),
     "cameras": ("cameras.usda", "cameras.json"),
+    "mesh-glb": ("mesh.glb",),
+    "mesh-obj": ("mesh.obj", "mesh.mtl", "mesh.png"),
+    "mesh-usd": ("mesh.usdc", "mesh.png"),
+    "mesh-usdz": ("mesh.usdz",),
 }
+MESH_FORMATS = ("mesh-glb", "mesh-obj", "mesh-usd", "mesh-usdz")
 FORMATS = tuple(FORMAT_FILES)
 
 
 @dataclass
 class ExportOptions:
-    """Options shared by every splat format.
+    """Options shared by every format.
 
     Attributes:
         sh_degree: cap the SH degree (``None``: keep the model's).
@@ -56,6 +70,7 @@ class ExportOptions:
         scale: metres per scene unit, applied to positions and sizes of every file.
         spz_sh_bits: SPZ quantisation bits for SH degree 1 and for degrees 2-3 (SPZ's defaults
             5 and 4; more bits: closer renders, larger files).
+        mesh: options of the mesh extraction shared by the ``mesh-*`` formats.
     """
 
     sh_degree: int | None = None
@@ -67,6 +82,7 @@ class ExportOptions:
     axes: str = "auto"
     scale: float = 1.0
     spz_sh_bits: tuple[int, int] = (5, 4)
+    mesh: MeshOptions = field(default_factory=MeshOptions)
 
 
 @dataclass
@@ -76,7 +92,7 @@ class ExportResult:
     format: str
     paths: list[Path]
     seconds: float
-    gaussians: int
+    gaussians: int  # items written: Gaussians, cameras, or faces for meshes
     frame: str
     notes: list[str] = field(default_factory=list)
 
@@ -120,11 +136,11 @@ def resolve_up(options: ExportOptions, cameras: Sequence[NamedCamera]) -> tuple[
 
 def _target_for(fmt: str, axes: str) -> str:
     target = ax.format_axes(fmt, axes)
-    if fmt == "splat-glb" and target in ("z-up", "y-up-left"):
-        raise ReconError(f"glTF is right-handed and +Y up; --axes {axes} cannot be used for splat-glb")
+    if fmt in ("splat-glb", "mesh-glb") and target in ("z-up", "y-up-left"):
+        raise ReconError(f"glTF is right-handed and +Y up; --axes {axes} cannot be used for {fmt}")
     if fmt == "spz" and target in ("z-up", "y-up-left"):
         raise ReconError(f"SPZ stores a right-handed +Y-up (RUB) frame; --axes {axes} cannot be used for spz")
-    if fmt in ("splat-usd", "cameras") and target == "y-up-left":
+    if fmt in ("splat-usd", "cameras", "mesh-usd", "mesh-usdz") and target == "y-up-left":
         raise ReconError(f"USD stages are right-handed; --axes {axes} cannot be used for {fmt}")
     return target
 
@@ -133,7 +149,7 @@ def _usd_up_axis(target: str, up: str) -> str:
     if target == "scene":
         if up in ("+y", "+z"):
             return up[1].upper()
-        raise ReconError(f"--axes scene with up {up}: USD needs +Y or +Z up; use --axes auto for splat-usd/cameras")
+        raise ReconError(f"--axes scene with up {up}: USD needs +Y or +Z up; use --axes auto for the USD formats")
     return ax.stage_up_axis(target)
 
 
@@ -158,8 +174,11 @@ def export_run(
     targets = {fmt: _target_for(fmt, options.axes) for fmt in formats}
     transforms = {fmt: ax.export_transform(up, targets[fmt], options.scale) for fmt in formats}
     for fmt in formats:  # fail early on frames USD cannot hold
-        if fmt in ("splat-usd", "cameras"):
+        if fmt in ("splat-usd", "cameras", "mesh-usd", "mesh-usdz"):
             _usd_up_axis(targets[fmt], up)
+    meshing = any(f in MESH_FORMATS for f in formats)
+    if meshing:
+        options.mesh.validate()
     if options.min_opacity < 0 or options.min_opacity > 1:
         raise ReconError(f"--min-opacity must be in [0, 1], got {options.min_opacity}")
     if not all(1 <= b <= 8 for b in options.spz_sh_bits):
@@ -181,6 +200,28 @@ def export_run(
 
     base_prov = run.provenance.with_extra(up=up, scale=options.scale)
     cache: dict[str, dict[str, np.ndarray]] = {}
+
+    mesh = None
+    if meshing:  # one mesh for every mesh format, before anything is written
+        from exporters.mesh import extract_mesh
+
+        mesh = extract_mesh(splats, [c.camera for c in run.cameras], options.mesh, up=ax.axis_vector(up), log=log)
+    mesh_cache: dict[str, object] = {}
+    png_written: set[Path] = set()
+
+    def mesh_in(target: str):
+        from exporters.mesh_io import transform_mesh
+
+        if target not in mesh_cache:
+            mesh_cache[target] = transform_mesh(mesh, ax.export_transform(up, target, options.scale))
+        return mesh_cache[target]
+
+    def write_texture(path: Path) -> None:
+        from exporters.mesh_io import write_png
+
+        if path not in png_written:
+            write_png(mesh.texture, path)
+            png_written.add(path)
 
     def splats_in(target: str) -> dict[str, np.ndarray]:
         if target not in cache:
@@ -255,6 +296,22 @@ def export_run(
             )
             count = len(run.cameras) + (len(camera_path.frames) if camera_path else 0)
             frame = f"usda: {frame}; json: scene frame"
+        elif fmt in MESH_FORMATS:
+            from exporters import mesh_io
+
+            m = mesh_in(target)
+            mprov = prov.with_extra(mesh_faces=len(m.faces), mesh_voxel=f"{mesh.stats['voxel']:.6g}").as_dict()
+            if fmt == "mesh-glb":
+                mesh_io.write_mesh_glb(m, paths[0], provenance=mprov)
+            elif fmt == "mesh-obj":
+                write_texture(paths[2])
+                mesh_io.write_mesh_obj(m, paths[0], texture_name=paths[2].name, provenance=mprov)
+            elif fmt == "mesh-usd":
+                write_texture(paths[1])
+                mesh_io.write_mesh_usd(m, paths[0], paths[1].name, up_axis=_usd_up_axis(target, up), provenance=mprov)
+            else:
+                mesh_io.write_mesh_usdz(m, paths[0], up_axis=_usd_up_axis(target, up), provenance=mprov)
+            count = len(m.faces)
         res = ExportResult(fmt, paths, time.perf_counter() - t0, count, frame, notes)
         results.append(res)
         log(f"[{i}/{len(formats)}] {fmt:<9} {', '.join(p.name for p in paths)}  {human_size(res.bytes)}  {res.seconds:.2f} s")
@@ -272,6 +329,7 @@ def human_size(n: int) -> str:
 def summary_table(results: Sequence[ExportResult]) -> str:
     """A markdown table of what was written."""
     rows = ["| format | file(s) | size | items | time | frame |", "| --- | --- | --- | --- | --- | --- |"]
+    # items: Gaussians (splat formats), cameras (cameras), faces (mesh formats)
     for r in results:
         extra = f" ({'; '.join(r.notes)})" if r.notes else ""
         rows.append(

@@ -80,3 +80,49 @@ def write_run(
         ]
         (root / "cameras.json").write_text(json.dumps({"cameras": entries}))
     return root
+
+
+def surface_splats(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    colors: np.ndarray,
+    count: int,
+    seed: int = 0,
+    opacity: float = 0.98,
+) -> dict[str, np.ndarray]:
+    """Flat Gaussians lying on a triangle mesh: a splat model whose surface is known exactly.
+
+    ``count`` centres are sampled uniformly by area; each Gaussian is a disc in the triangle's plane
+    (standard deviation 0.8 x the mean sample spacing along the surface, 1/20 of that along the
+    normal) with the barycentric interpolation of the vertex ``colors`` ``[V, 3]`` (in [0, 1]) as
+    its diffuse colour and SH degree 0. Float32 numpy arrays in recon's layout.
+    """
+    from exporters.splats import logit, rgb_to_dc
+
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    rng = np.random.default_rng(seed)
+    cr = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    area = 0.5 * np.linalg.norm(cr, axis=1)
+    idx = rng.choice(len(f), size=count, p=area / area.sum())
+    s, r2 = np.sqrt(rng.random(count)), rng.random(count)
+    b = np.stack([1 - s, s * (1 - r2), s * r2], 1)
+    tri = f[idx]
+    pts = np.einsum("nk,nkc->nc", b, v[tri])
+    col = np.einsum("nk,nkc->nc", b, np.asarray(colors, np.float64)[tri])
+    n = cr[idx] / np.maximum(np.linalg.norm(cr[idx], axis=1, keepdims=True), 1e-30)
+    # rotation taking +z onto the normal: q = (1 + cos, z x n), normalised (half-angle form)
+    q = np.concatenate([1.0 + n[:, 2:3], -n[:, 1:2], n[:, 0:1], np.zeros((count, 1))], 1)
+    flip = q[:, 0] < 1e-6  # normal = -z: half turn about x
+    q[flip] = [0.0, 1.0, 0.0, 0.0]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    spacing = float(np.sqrt(area.sum() / count))
+    sig = np.log([0.8 * spacing, 0.8 * spacing, 0.04 * spacing])
+    return {
+        "means": pts.astype(np.float32),
+        "quats": q.astype(np.float32),
+        "scales": np.broadcast_to(sig, (count, 3)).astype(np.float32),
+        "opacities": np.full(count, logit(np.float32(opacity)), np.float32),
+        "sh0": rgb_to_dc(col),
+        "shN": np.zeros((count, 0, 3), np.float32),
+    }

@@ -28,10 +28,11 @@ def run_dir(tmp_path):
 
 def test_all_formats(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli(["export", str(run_dir), "--format", "all", "--out", str(out)]) == 0
+    assert cli(["export", str(run_dir), "--format", "all", "--out", str(out), "--mesh-texture-size", "256"]) == 0
     captured = capsys.readouterr()
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(n for files in FORMAT_FILES.values() for n in files)  # no temp files left
+    assert names == sorted({n for files in FORMAT_FILES.values() for n in files})  # no temp files left
+    assert "| mesh-usdz | mesh.usdz |" in captured.out and "mesh: " in captured.err
     assert "| splat-glb | splats.glb |" in captured.out and "recon export" in captured.out
     assert "scene up +z (from 6 cameras)" in captured.err
 
@@ -100,6 +101,7 @@ def test_default_out_and_explicit_up(run_dir, capsys):
         (["export", "{run}", "--min-opacity", "1.5"], "--min-opacity"),
         (["export", "{run}", "--crop", "1", "1", "1", "0", "0", "0"], "--crop"),
         (["export", "{run}", "--camera-path", "{tmp}/nope.json"], "nope.json: no such file"),
+        (["export", "{run}", "--format", "mesh-obj", "--mesh-faces", "0"], "--mesh-faces must be a face budget"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys, argv, message):
