@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("recon.commands.demo:main", "the whole job on the built-in scene: generate, train, evaluate, export"),
     "train": ("recon.commands.train:main", "train Gaussian splats on a capture (runs SfM first when needed), evaluate, export PLY"),
     "eval": ("recon.commands.evaluate:main", "score a trained run on held-out views: PSNR, SSIM, LPIPS"),
-    "export": ("exporters.cli:main", "write splats (PLY, SPZ, .splat, glTF, USD) and cameras for engines, VR/AR and USD"),
+    "export": ("exporters.cli:main", "write splats (PLY, SPZ, .splat, glTF, USD), textured meshes (GLB, OBJ, USD, USDZ) and cameras for engines, VR/AR and USD"),
     "scene": ("scenes.cli:main", "built-in ground-truth scenes: recon scene synth NAME OUT"),
     "view": ("viewer.cli:main", "serve a trained run to a browser (viser) and VR headsets (WebXR)"),
     "render": ("viewer.render_cli:main", "render a run along a camera path (or an orbit) to an MP4, with depth/alpha frames"),
