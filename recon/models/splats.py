@@ -130,12 +130,9 @@ def render_splats(
     colors = torch.cat([splats["sh0"], splats["shN"]], dim=1)
     max_deg = int(round(math.sqrt(colors.shape[1]))) - 1
     bg = None
-    if background is not None:
+    if background is not None and render_mode not in ("D", "ED"):
+        # RGB background; rasterization appends the depth channel's (zero) background itself.
         bg = background.reshape(1, -1).to(dev)
-        if render_mode in ("RGB+D", "RGB+ED"):
-            bg = torch.cat([bg, torch.zeros(1, 1, device=dev)], dim=1)
-        elif render_mode in ("D", "ED"):
-            bg = None
     out, alphas, info = rasterization(
         means=splats["means"],
         quats=splats["quats"],
