@@ -11,6 +11,7 @@ Only commands that work are listed.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -66,11 +67,16 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"recon {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into a program that stopped reading (`recon ... --help | head`): not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 def main() -> None:
-    import os
-
     # torch's OpenMP threads otherwise spin after each parallel op and compete with the CPU
     # rasterizer's threads for the cores (measured: 279 -> 130 ms per 256x256/50k fwd+bwd at load 3;
     # docs/benchmarks.md). Must be set before torch is imported; a user's own setting wins.
