@@ -9,7 +9,7 @@ here, quality is read from the run's metrics.json. Usage:
 Cases:
     lego-fast      Lego at 200x200 (--downscale 2), --preset fast, all 200 test views
     lego-quality   Lego at 400x400, --preset quality, 70-minute budget (CPU)
-    turntable      built-in turntable scene (60 views, 256x256), --preset fast
+    turntable      built-in turntable scene (120 views, 15 held out, 256x256), --preset fast
     sceaux         Sceaux castle from raw JPEGs (SfM runs first), --preset fast, --downscale 4, 15 min
 """
 
@@ -46,7 +46,7 @@ def cases(out: Path) -> dict[str, list[str]]:
 
 def prepare(name: str, out: Path) -> None:
     if name == "turntable" and not (out / "turntable-scene" / "transforms.json").exists():
-        subprocess.run(["recon", "scene", "synth", "turntable", str(out / "turntable-scene"), "--views", "60",
+        subprocess.run(["recon", "scene", "synth", "turntable", str(out / "turntable-scene"), "--views", "120",
                         "--res", "256"], check=True)
     if name == "sceaux":
         # SfM writes its outputs inside the scene folder: work on a copy, the shared data is read-only.
