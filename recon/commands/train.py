@@ -231,4 +231,5 @@ def main(
     log(f"  splats:  {out / 'splats.ply'}")
     log(f"  metrics: {out / 'metrics.json'}   renders: {out / 'renders' / 'grid.png'}   curves: {out / 'curves.png'}")
     log(f"  export:  recon export {out} --format all")
+    log(f"  view:    recon view {out}        video: recon render {out}")
     return 0
