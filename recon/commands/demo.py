@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from recon.errors import ReconError
@@ -32,6 +33,7 @@ def main(
 
     from recon.commands import train as train_cmd
 
+    t0 = time.perf_counter()
     out = Path(out)
     scene_dir = out / "scene"
     if not (scene_dir / "transforms.json").is_file():
@@ -49,4 +51,16 @@ def main(
         from exporters.cli import main as export_main
     except ImportError as e:
         raise ReconError(f"exporters unavailable: {e}") from e
-    return int(export_main(run, format=tuple(formats.split(",")), out=out / "exports") or 0)
+    rc = int(export_main(run, format=tuple(formats.split(",")), out=out / "exports") or 0)
+    if rc:
+        return rc
+    import json
+
+    m = json.loads((run / "metrics.json").read_text())
+    print(
+        f"[demo] done in {time.perf_counter() - t0:.0f} s: held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} "
+        f"on {m['eval_views']} views, {m['num_gaussians']:,} Gaussians, {m['steps']} steps in {m['train_seconds']:.0f} s"
+    )
+    print(f"[demo] scene {scene_dir} | run {run} | exports {out / 'exports'}")
+    print(f"[demo] look at it: recon view {run}   (or open {run / 'renders' / 'grid.png'})")
+    return 0
