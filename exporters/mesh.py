@@ -9,9 +9,11 @@ The pipeline behind the ``mesh-*`` export formats (:func:`extract_mesh`):
    with :func:`recon.render.rasterization`. Pixels whose accumulated opacity is below
    :attr:`MeshOptions.alpha` are background; pixels at depth discontinuities (where expected depth
    blends a foreground and a background surface) and points outside the fusion bounds are dropped.
-3. **Fuse.** Open3D's ``ScalableTSDFVolume`` (voxel :attr:`MeshOptions.voxel`, truncation
-   :attr:`MeshOptions.trunc_voxels` voxels) integrates the depth maps with their colours; marching
-   cubes extracts a vertex-coloured triangle mesh.
+3. **Fuse.** A sparse TSDF (Open3D's ``t.geometry.VoxelBlockGrid``; voxel
+   :attr:`MeshOptions.voxel`, truncation :attr:`MeshOptions.trunc_voxels` voxels) integrates the
+   depth maps with their colours; marching cubes over voxels seen at least once extracts a
+   vertex-coloured triangle mesh. (Open3D 0.20's legacy ``ScalableTSDFVolume`` returned empty
+   meshes here, so the tensor API is used.)
 4. **Clean.** Connected pieces with fewer faces than :attr:`MeshOptions.min_component` times the
    largest piece's are dropped (floaters); holes up to :attr:`MeshOptions.fill_holes` in radius
    are filled; quadric decimation brings the mesh to :attr:`MeshOptions.faces` faces.
@@ -309,8 +311,6 @@ def extract_mesh(
 
     Raises :class:`ReconError` for bad options or when no surface is found.
     """
-    import open3d as o3d
-
     options = options or MeshOptions()
     options.validate()
     n = int(np.asarray(splats["means"]).shape[0])

@@ -241,7 +241,7 @@ def build_mesh_stage(
     ``texture_path`` is the asset path the ``UsdUVTexture`` reads (relative to the layer, e.g.
     ``"./mesh.png"``).
     """
-    from pxr import Gf, Sdf, UsdGeom, UsdShade, Vt
+    from pxr import Sdf, UsdGeom, UsdShade, Vt
 
     from exporters.usd_splat import new_stage
 
@@ -285,7 +285,6 @@ def build_mesh_stage(
     surface.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(rgb)
     material.CreateSurfaceOutput().ConnectToSource(surface.ConnectableAPI(), "surface")
     UsdShade.MaterialBindingAPI.Apply(m.GetPrim()).Bind(material)
-    del Gf
     return stage
 
 

@@ -229,3 +229,14 @@ def test_api_errors(scene):
     far["means"] = far["means"] + np.float32(1e4)  # nothing in front of any camera
     with pytest.raises(ReconError, match="no surface to mesh"):
         extract_mesh(far, scene["cams"][:2], MeshOptions(texture_size=64))
+
+
+def test_run_without_cameras_uses_orbit_views(scene):
+    """No cameras.json: views on a sphere around the scene still give an accurate mesh."""
+    opts = MeshOptions(faces=5000, texture_size=128, render_size=128, orbit_views=24)
+    mesh = extract_mesh(scene["splats"], [], opts, up=np.array([0.0, 0.0, 1.0]))
+    assert mesh.stats["views"] == 24 and len(mesh.faces) <= 5000 and mesh.texture.shape == (128, 128, 3)
+    tau = 0.01 * scene["extent"]
+    m = mesh_metrics(mesh.vertices, mesh.faces, scene["v"], scene["f"], tau, samples=30_000, cameras=scene["cams"])
+    print(f"orbit views: chamfer {100 * m['chamfer'] / scene['extent']:.2f}% of extent, F@1% {m['fscore']:.3f}")
+    assert m["chamfer"] <= tau and m["fscore"] >= 0.8, m
