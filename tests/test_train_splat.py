@@ -90,3 +90,19 @@ def test_mcmc_strategy_trains_on_cpu(tiny_scene, tmp_path):
     r1 = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)["psnr"]
     assert r1 > 16.5 and r1 > r0 + 8.0
     assert tr.method.num_primitives <= 6000
+
+
+def test_wall_time_budget_drives_the_schedules(tiny_scene, tmp_path):
+    """With --max-minutes ending the run long before --steps, the means' learning rate still decays
+    to 1 % and densification still stops at refine_stop_fraction of the budget."""
+    cfg = _cfg(100_000, max_minutes=0.25)  # 15 s for a nominal 100k steps
+    cfg.splat.refine_start = 0
+    tr = Trainer(cfg, tiny_scene, tmp_path / "budget", log=lambda s: None)
+    lr0 = tr.method.optimizers["means"].param_groups[0]["lr"]
+    r = tr.train()
+    assert not r.interrupted and 5 < tr.step < 100_000
+    assert tr.progress(cfg.max_minutes * 60) == 1.0
+    lr1 = tr.method.optimizers["means"].param_groups[0]["lr"]
+    assert lr1 == pytest.approx(0.01 * lr0, rel=0.05)
+    stop = tr.method.strategy.refine_stop_iter
+    assert 0 < stop < tr.step  # set when 70 % of the budget was used (nominally step 70,000)
