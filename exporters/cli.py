@@ -41,8 +41,8 @@ def main(
     UsdVol.ParticleField3DGaussianSplat), cameras (cameras.usda + cameras.json), textured meshes
     mesh-glb (mesh.glb), mesh-obj (mesh.obj + mesh.mtl + mesh.png), mesh-usd (mesh.usdc +
     mesh.png) and mesh-usdz (mesh.usdz, AR Quick Look), or all. Meshes are fused from depth
-    rendered at the training cameras (needs RUN/cameras.json for good results) and take about a
-    minute per 100k faces on a laptop CPU.
+    rendered at the training cameras (RUN/cameras.json; without it, from views around the scene);
+    the default 100k faces take about 1.5 minutes on a 2-core CPU (fewer --mesh-faces: faster).
     See docs/export.md for each format's axes, units and metadata.
 
     Args:

@@ -11,9 +11,9 @@ The pipeline behind the ``mesh-*`` export formats (:func:`extract_mesh`):
    blends a foreground and a background surface) and points outside the fusion bounds are dropped.
 3. **Fuse.** A sparse TSDF (Open3D's ``t.geometry.VoxelBlockGrid``; voxel
    :attr:`MeshOptions.voxel`, truncation :attr:`MeshOptions.trunc_voxels` voxels) integrates the
-   depth maps with their colours; marching cubes over voxels seen at least once extracts a
-   vertex-coloured triangle mesh. (Open3D 0.20's legacy ``ScalableTSDFVolume`` returned empty
-   meshes here, so the tensor API is used.)
+   depth maps with their colours; marching cubes over voxels seen by at least
+   :attr:`MeshOptions.min_views` views extracts a vertex-coloured triangle mesh. (Open3D 0.20's
+   legacy ``ScalableTSDFVolume`` returned empty meshes here, so the tensor API is used.)
 4. **Clean.** Connected pieces with fewer faces than :attr:`MeshOptions.min_component` times the
    largest piece's are dropped (floaters); holes up to :attr:`MeshOptions.fill_holes` in radius
    are filled; quadric decimation brings the mesh to :attr:`MeshOptions.faces` faces.
@@ -64,6 +64,9 @@ class MeshOptions:
         bounds_margin: fusion bounds = the robust scene box grown by this fraction of its diagonal.
         depth_edge: drop depth pixels whose 4-neighbour depth jump exceeds this many pixel
             footprints (and 4 voxels): the blend of two surfaces at an occlusion edge.
+        min_views: keep surface only where at least this many views observed it (TSDF weight);
+            ``None``: :func:`default_min_views` (1 below 40 views, 2 below 120, else 3).
+            Suppresses floaters that only one or two views show.
     """
 
     voxel: float | None = None
@@ -77,6 +80,7 @@ class MeshOptions:
     orbit_views: int = 64
     bounds_margin: float = 0.1
     depth_edge: float = 3.0
+    min_views: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ReconError` (one line naming the option) for an impossible value."""
@@ -94,6 +98,8 @@ class MeshOptions:
             raise ReconError(f"mesh alpha threshold must be in (0, 1), got {self.alpha}")
         if not 16 <= int(self.render_size) <= 8192:
             raise ReconError(f"--mesh-render-size must be between 16 and 8192 pixels, got {self.render_size}")
+        if self.min_views is not None and self.min_views < 1:
+            raise ReconError(f"mesh min_views must be at least 1, got {self.min_views}")
         if not self.trunc_voxels >= 1:
             raise ReconError(f"mesh TSDF truncation must be at least 1 voxel, got {self.trunc_voxels}")
 
@@ -281,9 +287,10 @@ class _Volume:
         coords = self.grid.compute_unique_block_coordinates(dt, Kt, E, 1.0, dmax, trunc_voxel_multiplier=self.trunc)
         self.grid.integrate(coords, dt, ct, Kt, Kt, E, 1.0, dmax, trunc_voxel_multiplier=self.trunc)
 
-    def extract(self):
-        """Marching cubes over voxels seen at least once: a legacy Open3D ``TriangleMesh`` with vertex colours."""
-        m = self.grid.extract_triangle_mesh(weight_threshold=0.5)
+    def extract(self, min_views: int = 1):
+        """Marching cubes over voxels seen by at least ``min_views`` views: a legacy Open3D
+        ``TriangleMesh`` with vertex colours."""
+        m = self.grid.extract_triangle_mesh(weight_threshold=float(min_views) - 0.5)
         return m.to_legacy()
 
 
@@ -385,14 +392,18 @@ def extract_mesh(
         )
 
     t0 = time.perf_counter()
-    mesh = volume.extract()
+    min_views = options.min_views if options.min_views is not None else default_min_views(len(views))
+    mesh = volume.extract(min_views)
     del volume
     mesh.remove_duplicated_vertices()
     mesh.remove_degenerate_triangles()
     mesh.remove_unreferenced_vertices()
     raw = len(mesh.triangles)
     if raw == 0:
-        raise ReconError("no surface to mesh: TSDF fusion produced no triangles (try a larger --mesh-voxel)")
+        raise ReconError(
+            f"no surface to mesh: TSDF fusion found no surface seen by {min_views} view(s) (try a larger --mesh-voxel)"
+        )
+    stats["min_views"] = min_views
     mesh, pieces, kept = keep_components(mesh, options.min_component)
     log(f"mesh: {len(views)} views fused in {stats['fuse_s']:.1f} s; {raw} faces, kept {kept} of {pieces} piece(s) -> {len(mesh.triangles)} faces")
 
@@ -441,6 +452,16 @@ def extract_mesh(
         texture=texture,
         stats=stats,
     )
+
+
+def default_min_views(n_views: int) -> int:
+    """Views that must observe a surface for it to be kept: 1 below 40 views, 2 below 120, else 3.
+
+    Measured on the turntable scene: with 60 views of an 8-minute CPU-trained model, 2 instead of
+    1 raised the F-score at 1% from 0.80 to 0.83 (floaters gone); with 32 views of a known surface,
+    3 cost a tenth of the recall (surfaces only a few views see).
+    """
+    return 1 if n_views < 40 else 2 if n_views < 120 else 3
 
 
 def keep_components(mesh, min_fraction: float):
