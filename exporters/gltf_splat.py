@@ -146,18 +146,7 @@ def encode_glb(splats: Mapping[str, Any], provenance: Mapping[str, str] | None =
         "bufferViews": views,
         "accessors": accessors,
     }
-    js = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    js += b" " * ((-len(js)) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return b"".join(
-        [
-            struct.pack("<4sII", b"glTF", 2, total),
-            struct.pack("<I4s", len(js), b"JSON"),
-            js,
-            struct.pack("<I4s", len(binary), b"BIN\0"),
-            binary,
-        ]
-    )
+    return pack_glb(doc, binary)
 
 
 def write_glb(splats: Mapping[str, Any], path: str | os.PathLike, provenance: Mapping[str, str] | None = None) -> Path:
@@ -291,6 +280,11 @@ def with_underscore_semantics(data: bytes) -> bytes:
             prim["attributes"] = {
                 ("_" + k.replace(":", "_") if k.startswith(EXT + ":") else k): v for k, v in prim["attributes"].items()
             }
+    return pack_glb(doc, binary)
+
+
+def pack_glb(doc: Mapping[str, Any], binary: bytes) -> bytes:
+    """A GLB container: the JSON chunk (space-padded to 4 bytes) and the BIN chunk (already padded)."""
     js = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     js += b" " * ((-len(js)) % 4)
     total = 12 + 8 + len(js) + 8 + len(binary)

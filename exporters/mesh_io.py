@@ -27,10 +27,8 @@ OBJ and USD store ``(u, 1 - v)`` (origin bottom-left). Every file is written ato
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from exporters.atomic import atomic_path, write_bytes_atomic
+from exporters.gltf_splat import pack_glb
 from exporters.mesh import TexturedMesh
 from recon.errors import ReconError
 
@@ -149,18 +148,7 @@ def encode_mesh_glb(mesh: TexturedMesh, provenance: Mapping[str, str] | None = N
         "bufferViews": views,
         "accessors": accessors,
     }
-    js = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    js += b" " * ((-len(js)) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return b"".join(
-        [
-            struct.pack("<4sII", b"glTF", 2, total),
-            struct.pack("<I4s", len(js), b"JSON"),
-            js,
-            struct.pack("<I4s", len(binary), b"BIN\0"),
-            binary,
-        ]
-    )
+    return pack_glb(doc, binary)
 
 
 def write_mesh_glb(mesh: TexturedMesh, path: str | os.PathLike, provenance: Mapping[str, str] | None = None) -> Path:
