@@ -203,6 +203,41 @@ def test_operator_ui_crop_and_camera_path(run_dir, tmp_path):
         assert content["render_width"] == run.cameras[0].width
         ui.update_splats(sphere_splats(200))
         assert ui.run.num_gaussians == 200 and ui._means_scene.shape == (200, 3)
+        assert ui.points is None and ui.show_points.disabled  # this run has no points.ply
         ui.close()
     finally:
         server.stop()
+
+
+def test_sparse_points_shown_with_size_control(run_dir, tmp_path):
+    import shutil
+
+    import viser
+
+    from recon.commands.train import write_points_ply
+    from viewer.operator import OperatorUI
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(500, 3)).astype(np.float32)
+    cols = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
+    write_points_ply(run / "points.ply", pts, cols)
+    r = open_run(run)
+    np.testing.assert_array_equal(r.points, pts)
+    np.testing.assert_array_equal(r.point_colors, cols)
+    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    try:
+        ui = OperatorUI(server, r)
+        assert ui.points is not None and not ui.points.visible and not ui.show_points.disabled
+        ui.show_points.value = True
+        ui.point_size.value = 0.05
+        assert ui.points.visible
+        assert ui.points.point_size == pytest.approx(0.05 * ui.frame.radius)
+        np.testing.assert_allclose(ui.points.points, pts, atol=2e-3 * np.abs(pts).max())  # viser sends float16
+        ui.close()
+    finally:
+        server.stop()
+    (run / "points.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 9\n")
+    with pytest.raises(ReconError, match="cannot read sparse points"):
+        open_run(run)

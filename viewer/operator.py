@@ -47,6 +47,11 @@ class OperatorUI:
         self.splats = None
         self._send_splats()
         self._add_cameras()
+        self.points = None
+        if run.points is not None and len(run.points):
+            self.points = sc.add_point_cloud("/world/points", points=run.points, colors=run.point_colors,
+                                             point_size=0.01 * self.frame.radius, point_shape="rounded",
+                                             visible=False)
         self._set_initial_camera()
         self._build_gui(background)
         self._set_background(background)
@@ -144,6 +149,11 @@ class OperatorUI:
             self.bg = gui.add_rgb("Background", tuple(background))
             self.show_cams = gui.add_checkbox("Cameras", True)
             self.cam_size = gui.add_slider("Camera size", 0.0, 0.5, 0.005, 0.08)
+            n_pts = 0 if self.points is None else len(self.run.points)
+            self.show_points = gui.add_checkbox(f"Sparse points ({n_pts:,})", False, disabled=n_pts == 0,
+                                                hint="SfM points the training started from (RUN/points.ply)")
+            self.point_size = gui.add_slider("Point size", 0.001, 0.1, 0.001, 0.01, disabled=n_pts == 0,
+                                             hint="In scene radii")
         with gui.add_folder("Crop", expand_by_default=False):
             lo = np.percentile(self._means_scene, 1, axis=0)
             hi = np.percentile(self._means_scene, 99, axis=0)
@@ -180,6 +190,8 @@ class OperatorUI:
         self.bg.on_update(lambda _: self._set_background(self.bg.value))
         self.show_cams.on_update(lambda _: self._cams_visible())
         self.cam_size.on_update(lambda _: self._cams_size())
+        self.show_points.on_update(lambda _: self._points_changed())
+        self.point_size.on_update(lambda _: self._points_changed())
         for h in (self.crop_on, self.crop_min, self.crop_max):
             h.on_update(lambda _: self._crop_changed())
         add.on_click(lambda ev: self._add_keyframe(ev.client))
@@ -199,6 +211,11 @@ class OperatorUI:
     def _set_background(self, rgb) -> None:
         if self.mode.value == "RGB":
             self.server.scene.set_background_image(np.full((4, 4, 3), rgb, dtype=np.uint8), format="png")
+
+    def _points_changed(self) -> None:
+        if self.points is not None:
+            self.points.visible = self.show_points.value
+            self.points.point_size = float(self.point_size.value) * self.frame.radius
 
     def _cams_visible(self) -> None:
         for f in self.frustums:

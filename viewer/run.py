@@ -90,6 +90,10 @@ class Run:
     cameras: list[RunCamera] = field(default_factory=list)
     cameras_path: Path | None = None
     frame: SceneFrame | None = None
+    points: np.ndarray | None = None
+    """Sparse (SfM) points ``[P, 3]`` in the splats' frame, from ``RUN/points.ply``; None without."""
+    point_colors: np.ndarray | None = None
+    """``[P, 3]`` uint8."""
 
     @property
     def num_gaussians(self) -> int:
@@ -134,7 +138,26 @@ def open_run(path: Path) -> Run:
     run = Run(folder=folder, splats_path=splats_path, splats=splats, cameras=cameras,
               cameras_path=cams_path if cams_path.is_file() else None)
     run.frame = scene_frame(splats["means"].detach().cpu().numpy().astype(np.float64), cameras)
+    if (folder / "points.ply").is_file():
+        run.points, run.point_colors = read_points(folder / "points.ply")
     return run
+
+
+def read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(points [P, 3] float32, colours [P, 3] uint8)`` of a PLY point cloud (grey without colours)."""
+    from plyfile import PlyData, PlyParseError
+
+    try:
+        v = PlyData.read(str(path))["vertex"]
+        pts = np.stack([np.asarray(v[k], np.float32) for k in ("x", "y", "z")], 1)
+        names = v.data.dtype.names
+        if all(k in names for k in ("red", "green", "blue")):
+            col = np.stack([np.asarray(v[k]) for k in ("red", "green", "blue")], 1).astype(np.uint8)
+        else:
+            col = np.full((len(pts), 3), 160, np.uint8)
+    except (OSError, ValueError, KeyError, IndexError, PlyParseError) as e:
+        raise ReconError(f"cannot read sparse points {path}: {e!s}; delete it or re-run training") from e
+    return pts, col
 
 
 def read_cameras(path: Path, folder: Path | None = None) -> list[RunCamera]:
