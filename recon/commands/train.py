@@ -154,7 +154,8 @@ def main(
         method: what to train.
         preset: fast (laptop CPU: fewer steps, SH degree 2, a Gaussian cap) or quality.
         out: run folder (default: runs/<method>-<timestamp> in the current directory).
-        downscale: divide image resolution by this factor.
+        downscale: divide image resolution by this factor (default: 1, or whatever brings the
+            longest side down to the preset's limit, 640 px for fast and 1600 px for quality).
         steps: training steps (overrides the preset).
         seed: random seed; a CPU run with the same seed is repeatable.
         max_minutes: stop training after this wall time; evaluation and export still run.
@@ -215,6 +216,12 @@ def main(
         scene_path = _resolve_scene(Path(scene), log)
     sc = load_scene(scene_path, background=WHITE)
     if not resume:
+        if downscale is None and cfg.max_side > 0 and sc.frames:
+            longest = max(max(f.camera.width, f.camera.height) for f in sc.frames)
+            if longest > cfg.max_side:
+                cfg.downscale = longest / cfg.max_side
+                log(f"[train] images are up to {longest} px: training at 1/{cfg.downscale:.3g} "
+                    f"(longest side {cfg.max_side} px, the {cfg.preset} preset's limit; --downscale overrides)")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg_path, {"scene": str(scene_path)})
     log(f"[train] scene {scene_path} ({sc.format}): {len(sc.split('train'))} train / "

@@ -63,6 +63,10 @@ class TrainConfig:
     steps: int = 30_000
     downscale: float = 1.0
     """Divide image resolution by this factor (training and evaluation)."""
+    max_side: int = 0
+    """When ``downscale`` is not given: downscale so the longest image side is at most this many
+    pixels (0: no limit). Set by the presets: photos straight off a camera are far larger than
+    training needs."""
     seed: int = 0
     max_minutes: Optional[float] = None
     """Stop training at this wall time (evaluation and export still run)."""
@@ -99,6 +103,7 @@ PRESETS: dict[str, dict] = {
     # Sized for a laptop CPU: ~15 minutes on 2 cores at 200x200.
     "fast": {
         "steps": 5000,
+        "max_side": 640,
         "checkpoint_every": 500,
         "splat": {
             "sh_degree": 2,
@@ -111,6 +116,7 @@ PRESETS: dict[str, dict] = {
     },
     "quality": {
         "steps": 30_000,
+        "max_side": 1600,
         "checkpoint_every": 2000,
         "splat": {"sh_degree": 3, "max_gaussians": 1_000_000, "init_num_points": 100_000},
     },
