@@ -106,3 +106,17 @@ def test_wall_time_budget_drives_the_schedules(tiny_scene, tmp_path):
     assert lr1 == pytest.approx(0.01 * lr0, rel=0.05)
     stop = tr.method.strategy.refine_stop_iter
     assert 0 < stop < tr.step  # set when 70 % of the budget was used (nominally step 70,000)
+
+
+def test_presets_cap_the_training_resolution(tiny_scene):
+    from recon.commands.train import auto_downscale
+    from recon.train.config import PRESETS
+    from recon.train.data import Views
+
+    assert PRESETS["fast"]["max_side"] == 640 and PRESETS["quality"]["max_side"] == 1600
+    assert auto_downscale(tiny_scene, 640) is None  # 64 px images: left alone
+    assert auto_downscale(tiny_scene, 0) is None
+    ds = auto_downscale(tiny_scene, 40)
+    assert ds == pytest.approx(64 / 40)
+    v = Views(tiny_scene, tiny_scene.indices("train")[:1], ds).get(0)
+    assert max(v.width, v.height) == 40 and tuple(v.image.shape[:2]) == (v.height, v.width)

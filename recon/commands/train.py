@@ -47,6 +47,15 @@ def build_config(
     return apply_preset(base, preset, overrides)
 
 
+def auto_downscale(scene, max_side: int) -> Optional[float]:
+    """The factor that brings the scene's longest image side down to ``max_side`` pixels, or None
+    when the images are already that small (or there is no limit)."""
+    if max_side <= 0 or not scene.frames:
+        return None
+    longest = max(max(f.camera.width, f.camera.height) for f in scene.frames)
+    return longest / max_side if longest > max_side else None
+
+
 def write_points_ply(path: Path, points: np.ndarray, colors=None) -> None:
     """A binary PLY point cloud (``x y z`` float32, ``red green blue`` uint8; grey without colours)."""
     from recon.io_utils import atomic_write_bytes
@@ -216,12 +225,11 @@ def main(
         scene_path = _resolve_scene(Path(scene), log)
     sc = load_scene(scene_path, background=WHITE)
     if not resume:
-        if downscale is None and cfg.max_side > 0 and sc.frames:
-            longest = max(max(f.camera.width, f.camera.height) for f in sc.frames)
-            if longest > cfg.max_side:
-                cfg.downscale = longest / cfg.max_side
-                log(f"[train] images are up to {longest} px: training at 1/{cfg.downscale:.3g} "
-                    f"(longest side {cfg.max_side} px, the {cfg.preset} preset's limit; --downscale overrides)")
+        auto = None if downscale is not None else auto_downscale(sc, cfg.max_side)
+        if auto is not None:
+            cfg.downscale = auto
+            log(f"[train] images are up to {round(auto * cfg.max_side)} px: training at 1/{auto:.3g} "
+                f"(longest side {cfg.max_side} px, the {cfg.preset} preset's limit; --downscale overrides)")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg_path, {"scene": str(scene_path)})
     log(f"[train] scene {scene_path} ({sc.format}): {len(sc.split('train'))} train / "
