@@ -14,15 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-# fastmath without nnan/ninf: culling and clamps rely on ordinary IEEE comparisons.
-FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
-OPTS = dict(cache=True, fastmath=FM, nogil=True, error_model="numpy")
-
-F0 = np.float32(0.0)
-F05 = np.float32(0.5)
-F1 = np.float32(1.0)
-F2 = np.float32(2.0)
-ALPHA_THRESHOLD = np.float32(1.0 / 255.0)
+from recon.render._cpu_common import ALPHA_THRESHOLD, F0, F1, F2, F05, FM, OPTS  # noqa: F401
 
 
 @njit(**OPTS)

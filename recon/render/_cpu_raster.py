@@ -37,15 +37,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-# fastmath without nnan/ninf: culling and clamps rely on ordinary IEEE comparisons.
-FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
-OPTS = dict(cache=True, fastmath=FM, nogil=True, error_model="numpy")
+from recon.render._cpu_common import ALPHA_THRESHOLD, F0, F1, F2, F05, FM, OPTS  # noqa: F401
 
-F0 = np.float32(0.0)
-F05 = np.float32(0.5)
-F1 = np.float32(1.0)
-F2 = np.float32(2.0)
-ALPHA_THRESHOLD = np.float32(1.0 / 255.0)
 ALPHA_MAX = np.float32(0.999)
 T_MIN = np.float32(1e-4)
 NO_STOP = np.int32(2**31 - 1)  # pixel never terminated: every intersection of its tile counts

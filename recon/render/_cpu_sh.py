@@ -12,13 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
-OPTS = dict(cache=True, fastmath=FM, nogil=True, error_model="numpy")
+from recon.render._cpu_common import F0, F1, F2, F05, FM, OPTS  # noqa: F401
 
-F0 = np.float32(0.0)
-F05 = np.float32(0.5)
-F1 = np.float32(1.0)
-F2 = np.float32(2.0)
 F3 = np.float32(3.0)
 F6 = np.float32(6.0)
 
