@@ -23,19 +23,24 @@ import numpy as np
 from recon.scene.cameras import Camera
 
 
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(points [count, 3], unit face normals [count, 3])`` uniformly by area over a triangle mesh."""
+def sample_triangles(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0):
+    """Area-uniform samples on a triangle mesh: ``(face index [count], barycentrics [count, 3],
+    face cross products [F, 3], face areas [F])``."""
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     rng = np.random.default_rng(seed)
     cr = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     area = 0.5 * np.linalg.norm(cr, axis=1)
     idx = rng.choice(len(f), size=count, p=area / area.sum())
-    r1, r2 = rng.random(count), rng.random(count)
-    s = np.sqrt(r1)
-    b0, b1, b2 = 1 - s, s * (1 - r2), s * r2
-    tri = v[f[idx]]
-    pts = b0[:, None] * tri[:, 0] + b1[:, None] * tri[:, 1] + b2[:, None] * tri[:, 2]
+    s, r2 = np.sqrt(rng.random(count)), rng.random(count)
+    return idx, np.stack([1 - s, s * (1 - r2), s * r2], 1), cr, area
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(points [count, 3], unit face normals [count, 3])`` uniformly by area over a triangle mesh."""
+    idx, b, cr, _ = sample_triangles(vertices, faces, count, seed)
+    tri = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)[idx]]
+    pts = np.einsum("nk,nkc->nc", b, tri)
     n = cr[idx] / np.maximum(np.linalg.norm(cr[idx], axis=1, keepdims=True), 1e-30)
     return pts, n
 

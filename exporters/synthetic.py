@@ -99,15 +99,11 @@ def surface_splats(
     """
     from exporters.splats import logit, rgb_to_dc
 
+    from exporters.mesh_metrics import sample_triangles
+
     v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces, np.int64)
-    rng = np.random.default_rng(seed)
-    cr = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    area = 0.5 * np.linalg.norm(cr, axis=1)
-    idx = rng.choice(len(f), size=count, p=area / area.sum())
-    s, r2 = np.sqrt(rng.random(count)), rng.random(count)
-    b = np.stack([1 - s, s * (1 - r2), s * r2], 1)
-    tri = f[idx]
+    idx, b, cr, area = sample_triangles(v, faces, count, seed)
+    tri = np.asarray(faces, np.int64)[idx]
     pts = np.einsum("nk,nkc->nc", b, v[tri])
     col = np.einsum("nk,nkc->nc", b, np.asarray(colors, np.float64)[tri])
     n = cr[idx] / np.maximum(np.linalg.norm(cr[idx], axis=1, keepdims=True), 1e-30)
