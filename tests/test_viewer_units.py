@@ -214,7 +214,7 @@ def test_sparse_points_shown_with_size_control(run_dir, tmp_path):
 
     import viser
 
-    from recon.commands.train import write_points_ply
+    from recon.scene.writers import write_ply_points
     from viewer.operator import OperatorUI
 
     run = tmp_path / "run"
@@ -222,7 +222,7 @@ def test_sparse_points_shown_with_size_control(run_dir, tmp_path):
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(500, 3)).astype(np.float32)
     cols = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
-    write_points_ply(run / "points.ply", pts, cols)
+    write_ply_points(run / "points.ply", pts, cols)
     r = open_run(run)
     np.testing.assert_array_equal(r.points, pts)
     np.testing.assert_array_equal(r.point_colors, cols)

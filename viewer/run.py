@@ -145,19 +145,14 @@ def open_run(path: Path) -> Run:
 
 def read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(points [P, 3] float32, colours [P, 3] uint8)`` of a PLY point cloud (grey without colours)."""
-    from plyfile import PlyData, PlyParseError
+    from recon.scene.readers import read_ply_points
 
     try:
-        v = PlyData.read(str(path))["vertex"]
-        pts = np.stack([np.asarray(v[k], np.float32) for k in ("x", "y", "z")], 1)
-        names = v.data.dtype.names
-        if all(k in names for k in ("red", "green", "blue")):
-            col = np.stack([np.asarray(v[k]) for k in ("red", "green", "blue")], 1).astype(np.uint8)
-        else:
-            col = np.full((len(pts), 3), 160, np.uint8)
-    except (OSError, ValueError, KeyError, IndexError, PlyParseError) as e:
-        raise ReconError(f"cannot read sparse points {path}: {e!s}; delete it or re-run training") from e
-    return pts, col
+        pts, col = read_ply_points(path)
+    except ReconError as e:
+        raise ReconError(f"cannot read sparse points {path}: {e}; delete it or re-run training") from None
+    col = np.full((len(pts), 3), 160, np.uint8) if col is None else col
+    return pts.astype(np.float32), col
 
 
 def read_cameras(path: Path, folder: Path | None = None) -> list[RunCamera]:

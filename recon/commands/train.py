@@ -56,24 +56,6 @@ def auto_downscale(scene, max_side: int) -> Optional[float]:
     return longest / max_side if longest > max_side else None
 
 
-def write_points_ply(path: Path, points: np.ndarray, colors=None) -> None:
-    """A binary PLY point cloud (``x y z`` float32, ``red green blue`` uint8; grey without colours)."""
-    from recon.io_utils import atomic_write_bytes
-
-    pts = np.asarray(points, np.float32).reshape(-1, 3)
-    col = np.full((len(pts), 3), 160, np.uint8) if colors is None else np.asarray(colors).reshape(-1, 3)
-    if col.dtype != np.uint8:
-        col = np.clip(np.round(col * 255.0 if col.max() <= 1.0 else col), 0, 255).astype(np.uint8)
-    rec = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
-                                    ("blue", "u1")])
-    rec["x"], rec["y"], rec["z"] = pts.T
-    rec["red"], rec["green"], rec["blue"] = col.T
-    header = (f"ply\nformat binary_little_endian 1.0\ncomment recon sparse points\nelement vertex {len(pts)}\n"
-              "property float x\nproperty float y\nproperty float z\nproperty uchar red\nproperty uchar green\n"
-              "property uchar blue\nend_header\n")
-    atomic_write_bytes(path, header.encode("ascii") + rec.tobytes())
-
-
 def write_run_outputs(run: Path, method, scene, cfg, res: dict, result, scene_path: Path, log) -> dict:
     """Write metrics.json, splats.ply, cameras.json, the render grid and the curves PNG."""
     from exporters.ply import write_ply
@@ -109,7 +91,9 @@ def write_run_outputs(run: Path, method, scene, cfg, res: dict, result, scene_pa
     atomic_write_text(run / "cameras.json", json.dumps({"convention": "OpenCV camera-to-world", "cameras": cams}))
     if scene.points is not None and len(scene.points) > 0:
         # The sparse (SfM) points, in the same frame as the splats, for viewers.
-        write_points_ply(run / "points.ply", np.asarray(scene.points), scene.point_colors)
+        from recon.scene.writers import write_ply_points
+
+        write_ply_points(run / "points.ply", scene.points, scene.point_colors)
     save_grid(res.get("_samples", []), run / "renders" / "grid.png")
     save_curves(result.curves, run / "curves.png", res.get("psnr"))
     extra = {
