@@ -24,80 +24,18 @@ import numpy as np
 
 from recon.errors import ReconError
 
-SH_C0 = 0.28209479177387814
-KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN")
-
-
-def num_sh_rest(degree: int) -> int:
-    """Number of higher SH coefficients per channel ``K`` for an SH ``degree``."""
-    return (degree + 1) ** 2 - 1
-
-
-def sh_degree_from_rest(k: int) -> int:
-    """SH degree whose ``K`` (coefficients beyond DC) is ``k``; raises for counts no degree has."""
-    d = int(round(math.sqrt(k + 1))) - 1
-    if num_sh_rest(d) != k:
-        raise ReconError(f"{k} higher SH coefficients per channel matches no SH degree (expected 0, 3, 8, 15 or 24)")
-    return d
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
-
-
-def logit(p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
-    return np.log(p / (1.0 - p)).astype(np.float32)
-
-
-def as_numpy(splats: Mapping[str, Any], copy: bool = True) -> dict[str, np.ndarray]:
-    """Float32 numpy arrays of a splats dict (torch tensors or arrays), validated for shape.
-
-    ``shN`` may be missing (degree 0). With ``copy=False`` float32 CPU inputs are viewed, not
-    copied (for writers that only read them). Raises :class:`ReconError` naming the bad key.
-    """
-    out: dict[str, np.ndarray] = {}
-    for k in KEYS:
-        if k not in splats:
-            if k == "shN":
-                continue
-            raise ReconError(f"splats have no {k!r} (expected keys {', '.join(KEYS)})")
-        v = splats[k]
-        if hasattr(v, "detach"):
-            v = v.detach().cpu().numpy()
-        out[k] = np.array(v, dtype=np.float32, copy=True) if copy else np.asarray(v, dtype=np.float32)
-    n = out["means"].shape[0]
-    if "shN" not in out:
-        out["shN"] = np.zeros((n, 0, 3), np.float32)
-    if out["sh0"].ndim == 2:
-        out["sh0"] = out["sh0"][:, None, :]
-    if out["opacities"].ndim == 2 and out["opacities"].shape[1] == 1:
-        out["opacities"] = out["opacities"][:, 0]
-    want = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3)}
-    for k, shape in want.items():
-        if out[k].shape != shape:
-            raise ReconError(f"splats[{k!r}] has shape {tuple(out[k].shape)}, expected {shape}")
-    if out["shN"].ndim != 3 or out["shN"].shape[0] != n or out["shN"].shape[2] != 3:
-        raise ReconError(f"splats['shN'] has shape {tuple(out['shN'].shape)}, expected ({n}, K, 3)")
-    sh_degree_from_rest(out["shN"].shape[1])
-    return out
-
-
-def sh_degree(splats: Mapping[str, Any]) -> int:
-    """SH degree of a splats dict (0 when ``shN`` is missing or empty)."""
-    if "shN" not in splats:
-        return 0
-    return sh_degree_from_rest(int(splats["shN"].shape[1]))
-
-
-def count(splats: Mapping[str, Any]) -> int:
-    return int(splats["means"].shape[0])
-
-
-def subset(splats: Mapping[str, np.ndarray], mask_or_index: np.ndarray) -> dict[str, np.ndarray]:
-    """The splats selected by a boolean mask ``[N]`` or an index array."""
-    return {k: v[mask_or_index] for k, v in splats.items()}
+from recon.models.splats import (  # noqa: F401  (the numpy helpers live with the model)
+    KEYS,
+    SH_C0,
+    as_numpy,
+    count,
+    logit,
+    num_sh_rest,
+    sh_degree,
+    sh_degree_from_rest,
+    sigmoid,
+    subset,
+)
 
 
 def cap_sh_degree(splats: Mapping[str, np.ndarray], degree: int) -> dict[str, np.ndarray]:

@@ -4,8 +4,7 @@ Splats follow recon's convention (see ARCHITECTURE.md): a dict of tensors with g
 ``means [N,3]``, ``quats [N,4]`` (wxyz, unnormalised), ``scales [N,3]`` (log), ``opacities [N]``
 (logit), ``sh0 [N,1,3]``, ``shN [N,K,3]``.
 
-Reading prefers ``exporters.ply.read_ply`` (the project's Inria-layout reader) and falls back to a
-small ``plyfile`` reader of the same layout, so the viewer works while the exporters evolve.
+Reading and writing use the project's one Inria-layout codec, :mod:`recon.models.splats_io`.
 """
 
 from __future__ import annotations
@@ -17,86 +16,24 @@ import torch
 
 from recon.errors import ReconError
 
-SH_C0 = 0.28209479177387814
-"""Zeroth-order real spherical-harmonic constant: ``rgb = 0.5 + SH_C0 * sh0``."""
+from recon.models.splats import SH_C0  # noqa: F401  (re-exported for the viewer's fixtures)
+from recon.models.splats_io import read_ply, write_ply
 
 
 def read_splats(path: Path) -> dict[str, torch.Tensor]:
     """Read an Inria-layout Gaussian PLY into recon's splat dict (float32 tensors on the CPU)."""
     path = Path(path)
     try:
-        from exporters.ply import read_ply  # type: ignore[import-not-found]
-    except ImportError:
-        read_ply = _read_ply_fallback
-    try:
-        splats = read_ply(path)
+        return read_ply(path)
     except ReconError:
         raise
-    except Exception as e:  # a malformed file: name it and say what is wrong
+    except (OSError, ValueError) as e:  # a malformed file: name it and say what is wrong
         raise ReconError(f"cannot read Gaussian splats from {path}: {e}") from e
-    missing = {"means", "quats", "scales", "opacities", "sh0"} - set(splats)
-    if missing:
-        raise ReconError(f"{path} lacks Gaussian properties {sorted(missing)}; expected an Inria-layout 3DGS PLY")
-    return splats
-
-
-def _read_ply_fallback(path: Path) -> dict[str, torch.Tensor]:
-    from plyfile import PlyData
-
-    v = PlyData.read(str(path))["vertex"].data
-    names = v.dtype.names
-
-    def cols(prefix: str) -> np.ndarray:
-        ks = sorted((n for n in names if n.startswith(prefix)), key=lambda n: int(n[len(prefix):]))
-        return np.stack([np.asarray(v[k], np.float32) for k in ks], axis=1) if ks else np.zeros((len(v), 0), np.float32)
-
-    n = len(v)
-    rest = cols("f_rest_")
-    k = rest.shape[1] // 3
-    return {
-        "means": torch.from_numpy(np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32)),
-        "quats": torch.from_numpy(cols("rot_")),
-        "scales": torch.from_numpy(cols("scale_")),
-        "opacities": torch.from_numpy(np.asarray(v["opacity"], np.float32)),
-        "sh0": torch.from_numpy(cols("f_dc_")).reshape(n, 1, 3),
-        # Inria stores f_rest channel-major: all K coefficients of red, then green, then blue.
-        "shN": torch.from_numpy(np.ascontiguousarray(rest.reshape(n, 3, k).transpose(0, 2, 1))),
-    }
 
 
 def write_splats_ply(splats: dict[str, torch.Tensor], path: Path) -> Path:
-    """Write splats as an Inria-layout binary PLY (``exporters.ply.write_ply`` when present).
-
-    Used for fixtures and benchmarks; the fallback writes the same layout the Inria code reads.
-    """
-    path = Path(path)
-    try:
-        from exporters.ply import write_ply  # type: ignore[import-not-found]
-    except ImportError:
-        write_ply = _write_ply_fallback
-    write_ply(splats, path)
-    return path
-
-
-def _write_ply_fallback(splats: dict[str, torch.Tensor], path: Path) -> None:
-    means = _np(splats["means"])
-    n = means.shape[0]
-    sh0 = _np(splats["sh0"]).reshape(n, 3)
-    shN = _np(splats.get("shN", torch.zeros(n, 0, 3)))
-    rest = shN.transpose(0, 2, 1).reshape(n, -1)  # channel-major, as Inria stores it
-    cols = [means, np.zeros_like(means), sh0, rest, _np(splats["opacities"]).reshape(n, 1),
-            _np(splats["scales"]), _np(splats["quats"])]
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-    names += [f"f_rest_{i}" for i in range(rest.shape[1])]
-    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    data = np.ascontiguousarray(np.concatenate(cols, axis=1).astype("<f4"))
-    header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n" % n
-    header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(data.tobytes())
-    tmp.replace(path)
+    """Write splats as an Inria-layout binary PLY (:func:`recon.models.splats_io.write_ply`)."""
+    return write_ply(splats, Path(path))
 
 
 def _np(t) -> np.ndarray:
