@@ -99,14 +99,17 @@ def main(
     )
     if any(k.startswith("mesh-") for k in keys):
         options.mesh.validate()  # before loading the run
+    if out is not None and out.exists() and not out.is_dir():
+        raise ReconError(f"--out {out} is an existing file, not a folder; pass a folder (default: {Path(run) / 'export'})")
     loaded = load_run(run)
     cam_path = read_camera_path(camera_path) if camera_path is not None else None
     out_dir = out if out is not None else loaded.root / "export"
+    inputs = [camera_path] if camera_path is not None else []
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = export_run(loaded, keys, out_dir, options, camera_path=cam_path, log=log)
+    results = export_run(loaded, keys, out_dir, options, camera_path=cam_path, log=log, inputs=inputs)
     cmd = "recon export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "recon export"
     print(f"\nWrote {len(results)} format(s) to {out_dir}  ({cmd})\n")
     print(summary_table(results))

@@ -153,6 +153,52 @@ def _usd_up_axis(target: str, up: str) -> str:
     return ax.stage_up_axis(target)
 
 
+# Files of a run folder that are its inputs whatever else the folder holds (the run reader's and
+# the trainer's); every other file directly in the run folder counts as an input too.
+RUN_INPUTS = ("splats.ply", "cameras.json", "config.json", "run.json", "metrics.json", "points.ply")
+
+
+def check_outputs(run: Run, formats: Sequence[str], out_dir: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse (one :class:`ReconError` naming the file) before anything is written when an output
+    would replace one of its own inputs, or cannot be written where it is asked to go.
+
+    Inputs are the files directly in the run folder (``splats.ply``, ``cameras.json``,
+    ``config.json``, ``metrics.json``, ...), and ``inputs`` (e.g. the ``--camera-path`` file).
+    Paths are compared as files (symbolic and hard links to an input count as the input).
+    Files in an earlier export folder (default ``RUN/export``) are outputs and are replaced.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReconError(f"--out {out_dir} is an existing file, not a folder; pass a folder (default: {run.root / 'export'})")
+    held: dict[tuple[int, int], Path] = {}
+    candidates: list[Path] = [Path(p) for p in inputs]
+    root = Path(run.root)
+    if root.is_dir():
+        candidates += [root / n for n in RUN_INPUTS]
+        candidates += [p for p in root.iterdir() if p.is_file()]
+    for p in candidates:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        held.setdefault((st.st_dev, st.st_ino), p)
+    for fmt in formats:
+        for name in FORMAT_FILES[fmt]:
+            target = out_dir / name
+            try:
+                st = target.stat()
+            except OSError:
+                continue
+            if target.is_dir():
+                raise ReconError(f"cannot write {target}: a folder is in the way of the {fmt} output; remove it or choose another --out")
+            src = held.get((st.st_dev, st.st_ino))
+            if src is not None:
+                raise ReconError(
+                    f"--out {out_dir} would overwrite {src}, an input of this export ({fmt} writes {name}); "
+                    f"choose another --out (default: {root / 'export'})"
+                )
+
+
 def export_run(
     run: Run,
     formats: Sequence[str],
@@ -160,16 +206,19 @@ def export_run(
     options: ExportOptions | None = None,
     camera_path: CameraPath | None = None,
     log: Callable[[str], None] = lambda s: None,
+    inputs: Sequence[str | Path] = (),
 ) -> list[ExportResult]:
     """Write the requested formats of a loaded run into ``out_dir``.
 
     Every file is written atomically; provenance is recorded in each format's metadata. Returns one
     :class:`ExportResult` per format, in the order given. Raises :class:`ReconError` for bad options
-    (before writing anything).
+    (before writing anything), among them an output that would replace one of the run's own files
+    or ``inputs`` (:func:`check_outputs`).
     """
     options = options or ExportOptions()
     formats = parse_formats(formats)
     out_dir = Path(out_dir)
+    check_outputs(run, formats, out_dir, inputs)
     up, up_how = resolve_up(options, run.cameras)
     targets = {fmt: _target_for(fmt, options.axes) for fmt in formats}
     transforms = {fmt: ax.export_transform(up, targets[fmt], options.scale) for fmt in formats}

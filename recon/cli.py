@@ -57,12 +57,10 @@ def run(argv: list[str]) -> int:
     mod_name, func_name = target.split(":")
     try:
         func = getattr(importlib.import_module(mod_name), func_name)
-        import tyro
-
-        result = tyro.cli(func, args=argv[1:], prog=f"recon {name}")
+        result = _call(func, argv[1:], name)
         return int(result) if isinstance(result, int) else 0
     except ReconError as e:
-        print(f"recon {name}: error: {e}", file=sys.stderr)
+        print(f"recon {name}: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"recon {name}: interrupted", file=sys.stderr)
@@ -74,6 +72,79 @@ def run(argv: list[str]) -> int:
         except OSError:
             pass
         return 0
+    except OSError as e:
+        # Permissions, a full disk, a read-only file system, an over-long name, a file where a
+        # folder should be: the user's environment, not a bug. One line, no traceback. Outputs are
+        # written atomically (recon.io_utils.atomic_path), so nothing half-written is left behind.
+        from recon.errors import describe_os_error
+
+        print(f"recon {name}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split()) if "\n" in msg else msg
+
+
+class _ParseError(Exception):
+    """tyro rejected the command line (its message, reduced to one line)."""
+
+
+def _call(func, args: list[str], name: str):
+    """``tyro.cli(func, args)``, with tyro's boxed error message reduced to one line.
+
+    stderr is held back while tyro parses; once the command starts, what was held is written out
+    and stderr is the real one again. A parse error becomes a :class:`ReconError` naming the
+    offending option and value.
+    """
+    import functools
+    import io
+
+    import tyro
+
+    from recon.errors import ReconError
+
+    real = sys.stderr
+    held = io.StringIO()
+    started = False
+
+    @functools.wraps(func)
+    def start(*a, **k):
+        nonlocal started
+        started = True
+        sys.stderr = real
+        real.write(held.getvalue())
+        return func(*a, **k)
+
+    sys.stderr = held
+    try:
+        return tyro.cli(start, args=args, prog=f"recon {name}")
+    except SystemExit as e:
+        if started or e.code in (0, None):
+            if not started:
+                real.write(held.getvalue())
+            raise
+        raise ReconError(_tyro_message(held.getvalue(), name)) from None
+    finally:
+        if not started:
+            sys.stderr = real
+
+
+def _tyro_message(text: str, name: str) -> str:
+    """The first paragraph of tyro's boxed error, as one line."""
+    lines = []
+    for raw in text.splitlines():
+        s = raw.strip().strip("\u2502\u256d\u256e\u2570\u256f").strip()
+        if not s or set(s) <= set("\u2500\u256d\u256e\u2570\u256f\u2502 "):
+            if lines:
+                break
+            continue
+        if s.startswith("\u2500") or "error \u2500" in s.lower() or s.endswith("\u2500"):
+            # the title bar: "─ Value error ───"
+            continue
+        lines.append(s)
+    msg = " ".join(" ".join(lines).split()) or "invalid command line"
+    return f"{msg.rstrip('.')}; see `recon {name} --help`"
 
 
 def main() -> None:

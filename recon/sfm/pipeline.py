@@ -104,9 +104,35 @@ def needs_processing(path: Path | str) -> bool:
 
 
 def default_out_dir(scene: Path) -> Path:
-    """``SCENE/recon`` for a folder, ``NAME_recon`` beside a single file."""
+    """Where ``process`` writes when no ``out_dir`` is given.
+
+    ``SCENE/recon`` for a folder (``NAME_recon`` beside a single file) when that place is
+    writable; otherwise (photos on read-only media, a folder the user may not write) a work folder
+    outside the inputs, :func:`work_dir`. The inputs are never modified either way.
+    """
     scene = Path(scene)
-    return scene.parent / f"{scene.stem}_recon" if scene.is_file() else scene / "recon"
+    beside = scene.parent / f"{scene.stem}_recon" if scene.is_file() else scene / "recon"
+    if is_output_dir(beside) and _writable(beside) or _writable(beside.parent):
+        return beside
+    return work_dir(scene)
+
+
+def work_dir(scene: Path) -> Path:
+    """The work folder for a scene whose own folder cannot be written:
+    ``$RECON_WORK_DIR/<name>-<hash>``, default ``$XDG_CACHE_HOME/recon/work`` (``~/.cache/recon/work``);
+    the hash is of the scene's absolute path, so each scene gets its own folder and a re-run finds it."""
+    import hashlib
+
+    scene = Path(os.path.abspath(Path(scene).expanduser()))
+    root = os.environ.get("RECON_WORK_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "recon", "work")
+    digest = hashlib.sha1(str(scene).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return Path(root) / f"{scene.stem[:64] or 'scene'}-{digest}"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (an existing folder; False on read-only media)."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _check_out(scene: Path, out: Path) -> None:
@@ -205,11 +231,18 @@ def process(
             return scene
     out = Path(out_dir).expanduser() if out_dir is not None else default_out_dir(scene)
     _check_out(scene, out)
+    if out_dir is None and log and out == work_dir(scene):
+        log(f"{scene} is not writable: writing the processed scene to {out} (--out chooses another folder)")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUTPUT_MARKER).write_text(json.dumps({"written_by": "recon process", "version": PIPELINE_VERSION}) + "\n")
-    cache = out / ".cache"
-    cache.mkdir(exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / OUTPUT_MARKER).write_text(json.dumps({"written_by": "recon process", "version": PIPELINE_VERSION}) + "\n")
+        cache = out / ".cache"
+        cache.mkdir(exist_ok=True)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     staging = out / ".staging"
     if staging.exists():
         shutil.rmtree(staging)
