@@ -26,7 +26,7 @@ class Synth:
     name: tyro.conf.Positional[SceneName]
     """Scene: turntable (360 object), room (forward-facing), dynamic (turntable with motion)."""
     out: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="OUT")]
-    """Output folder (new, empty, or an earlier synth output, which is replaced)."""
+    """Output folder: new, empty, or an earlier synth output (it holds .recon-synth.json), of which only what synth wrote is replaced."""
     views: int = 60
     """Number of views; every 8th (index % 8 == 0) is held out as test."""
     res: int = 256
@@ -99,7 +99,8 @@ def main(
     index = cmd.out / "transforms.json"
     before = index.stat().st_mtime_ns if index.is_file() else None
     out = synth(cmd.name, cmd.out, views=cmd.views, res=cmd.res, seed=cmd.seed, ss=cmd.ss,
-                textured_mesh=cmd.textured_mesh, force=cmd.force, progress=True)
+                textured_mesh=cmd.textured_mesh, force=cmd.force, progress=True,
+                also=("video.mp4",) if cmd.video_seconds > 0 else ())
     if before is not None and index.is_file() and index.stat().st_mtime_ns == before:
         print(f"{out} is up to date (same scene, seed and options; --force re-renders)")
     else:

@@ -12,10 +12,12 @@ Layout of ``out_dir``::
 
 Every byte depends only on (name, views, res, seed, ss, textured_mesh): nothing time- or
 machine-dependent is written. The folder is built next to ``out_dir`` and renamed into place.
+``.recon-synth.json`` lists what was created; a re-run replaces only those entries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -140,14 +142,75 @@ def _config(name: str, seed: int, views: int, res: int, ss: int, textured_mesh: 
             "textured_mesh": textured_mesh, "format_version": FORMAT_VERSION}
 
 
+MARKER = ".recon-synth.json"  # written into every output folder: what synth created there
+# What a synth output held before the marker existed (format 2 outputs without MARKER).
+_LEGACY_ENTRIES = ("images", "masks", "depth", "transforms.json", "scene.json", "mesh.ply", "mesh.obj", "mesh.mtl",
+                   "textures", "video.mp4")
+
+
+def read_marker(folder: Path) -> set[str] | None:
+    """The names ``recon scene synth`` created in ``folder`` (None: it did not write this folder).
+
+    A folder written before the marker existed is recognised by its ``scene.json`` (generator
+    ``recon.scenes``); its own entries are then the standard layout's names.
+    """
+    folder = Path(folder)
+    m = folder / MARKER
+    if m.is_file():
+        try:
+            d = json.loads(m.read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(d, dict) and d.get("generator") == GENERATOR and isinstance(d.get("entries"), list):
+            return {str(e) for e in d["entries"] if isinstance(e, str) and e and "/" not in e and e not in (".", "..")}
+        return None
+    prev = folder / "scene.json"
+    if prev.is_file():
+        try:
+            old = json.loads(prev.read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(old, dict) and old.get("generator") == GENERATOR:
+            return set(_LEGACY_ENTRIES)
+    return None
+
+
+def marked_files(folder: Path) -> set[str] | None:
+    """The files (paths relative to ``folder``) the marker says synth wrote inside its own
+    sub-folders; None when the marker does not list them (an older output)."""
+    try:
+        d = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    files = d.get("files") if isinstance(d, dict) else None
+    return {str(f) for f in files} if isinstance(files, list) else None
+
+
+def write_marker(folder: Path, entries) -> None:
+    """Record ``entries`` (top-level names in ``folder``) as created by ``recon scene synth``, with
+    every file inside those of them that are folders."""
+    from recon.io_utils import atomic_write_text
+
+    folder = Path(folder)
+    files = sorted(p.relative_to(folder).as_posix() for e in set(entries) if (folder / e).is_dir()
+                   for p in (folder / e).rglob("*") if not p.is_dir())
+    body = {"generator": GENERATOR, "format_version": FORMAT_VERSION,
+            "note": "written by `recon scene synth`; it replaces only these entries when re-run",
+            "entries": sorted(set(entries)), "files": files}
+    atomic_write_text(Path(folder) / MARKER, json.dumps(body, indent=1) + "\n")
+
+
 def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256, seed: int = 0, ss: int = 2,
-          textured_mesh: bool = False, force: bool = False, progress: bool = False) -> Path:
+          textured_mesh: bool = False, force: bool = False, progress: bool = False,
+          also: tuple[str, ...] = ()) -> Path:
     """Render built-in scene ``name`` into ``out_dir`` and return the folder.
 
     Args:
         name: one of :data:`scenes.SCENES`.
         out_dir: target folder; it must not exist, be empty, or hold an earlier ``recon scene synth``
-            output (which is replaced). Same config as the existing output and not ``force``: reused.
+            output (it holds :data:`MARKER`). Same config as the existing output and not ``force``:
+            reused. Otherwise only what synth created there is replaced; anything else in the folder
+            (notes, photos, a trained run) is kept. A non-empty folder without the marker is refused.
         views: number of views; every 8th (index % 8 == 0) is a test view.
         res: image width = height in pixels.
         seed: drives the textures and the camera rig's phase and jitter.
@@ -155,9 +218,13 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
         textured_mesh: also write ``mesh.obj`` with its texture images.
         force: re-render even when an identical output exists.
         progress: print one line per 10 views.
+        also: names the caller will write into the folder afterwards as part of this output (the
+            CLI's ``video.mp4``): refused if someone else's file has that name, recorded as own.
     """
     if views < 1:
         raise ReconError(f"--views must be at least 1, got {views}")
+    if views > 100_000:
+        raise ReconError(f"--views must be at most 100000, got {views}")
     if res < 8 or res > 8192:
         raise ReconError(f"--res must be between 8 and 8192 pixels, got {res}")
     if ss < 1 or ss > 8:
@@ -166,33 +233,92 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
         raise ReconError(f"unknown scene {name!r}; built-in scenes: {', '.join(RECIPES)}")
     out = Path(out_dir)
     cfg = _config(name, seed, views, res, ss, textured_mesh)
-    if out.exists():
+    own: set[str] = set()
+    present: set[str] = set()
+    if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise ReconError(f"{out}: exists and is not a folder; pick another output path")
-        prev = out / "scene.json"
-        if prev.is_file():
+        present = {p.name for p in out.iterdir()}
+        marked = read_marker(out)
+        if marked is None:
+            if present:
+                raise ReconError(f"{out}: folder is not empty and was not written by `recon scene synth` "
+                                 f"(no {MARKER}); nothing was changed: pick a new or empty folder")
+        else:
+            own = marked & present
+            listed = marked_files(out)
+            if listed is not None:  # someone else's file inside one of our folders is not ours to delete
+                for e in sorted(own):
+                    if (out / e).is_dir() and not (out / e).is_symlink():
+                        for p in sorted((out / e).rglob("*")):
+                            if not p.is_dir() and p.relative_to(out).as_posix() not in listed:
+                                raise ReconError(f"{p}: not written by `recon scene synth`; re-running would delete it: "
+                                                 "move it or pick another folder")
+            prev = out / "scene.json"
             try:
-                old = json.loads(prev.read_text())
+                old = json.loads(prev.read_text()) if prev.is_file() else {}
             except (OSError, ValueError):
                 old = {}
-            if old.get("generator") != GENERATOR:
-                raise ReconError(f"{out}: holds a scene.json not written by recon scene synth; pick an empty folder")
-            if old.get("config") == cfg and (out / "transforms.json").is_file() and not force:
+            if (isinstance(old, dict) and old.get("config") == cfg and (out / "transforms.json").is_file()
+                    and not force and not (set(also) & (present - own))):
                 return out
-        elif any(out.iterdir()):
-            raise ReconError(f"{out}: folder is not empty; pick a new or empty folder")
+        clash = sorted(set(also) & (present - own - {MARKER}))
+        if clash:
+            raise ReconError(f"{out / clash[0]}: not written by `recon scene synth`; it would be overwritten: "
+                             "move it or pick another folder")
     recipe = build(name, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.tmp-", dir=out.parent))
     try:
         _write(recipe, tmp, views, res, ss, textured_mesh, cfg, progress)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER] + list(also))
+        _install(tmp, out, own, present)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _install(tmp: Path, out: Path, own: set[str], present: set[str]) -> None:
+    """Put the rendered folder ``tmp`` in place of ``out``'s earlier synth output (``own``),
+    keeping every other entry of ``out``."""
+    foreign = present - own - {MARKER}
+    if not present:
+        if out.is_dir():
+            out.rmdir()  # empty: replaced by the new folder
+        os.replace(tmp, out)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.old-", dir=out.parent))
+    if not foreign:  # only our own output: swap the whole folder
+        os.replace(out, trash / "out")
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(trash / "out", out)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+        return
+    # Someone else's files live beside ours: move only our entries out and the new ones in.
+    moved_old: list[str] = []
+    moved_new: list[str] = []
+    try:
+        for n in sorted(own | ({MARKER} & present)):
+            os.replace(out / n, trash / n)
+            moved_old.append(n)
+        for p in sorted(tmp.iterdir()):
+            os.replace(p, out / p.name)
+            moved_new.append(p.name)
+    except BaseException:
+        for n in moved_new:
+            with contextlib.suppress(OSError):
+                os.replace(out / n, tmp / n)
+        for n in moved_old:
+            with contextlib.suppress(OSError):
+                os.replace(trash / n, out / n)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    tmp.rmdir()
 
 
 def _write(recipe: Recipe, out: Path, views: int, res: int, ss: int, textured_mesh: bool, cfg: dict,

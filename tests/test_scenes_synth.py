@@ -284,3 +284,22 @@ def test_render_video(tmp_path):
     assert n == 6
     cams = json.loads((tmp_path / "v.transforms.json").read_text())
     assert len(cams["frames"]) == 6 and cams["w"] == 48
+
+
+def test_rerun_replaces_only_its_own_output(tmp_path):
+    out = scenes.synth("turntable", tmp_path / "s", views=3, res=16, ss=1)
+    marker = json.loads((out / ".recon-synth.json").read_text())
+    assert "images" in marker["entries"] and "images/frame_00002.png" in marker["files"]
+    (out / "notes.txt").write_text("mine")
+    (out / "run").mkdir()
+    (out / "run" / "splats.ply").write_bytes(b"ply\n")
+    scenes.synth("turntable", out, views=2, res=16, ss=1)  # new config: re-rendered in place
+    assert (out / "notes.txt").read_text() == "mine" and (out / "run" / "splats.ply").read_bytes() == b"ply\n"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["frame_00000.png", "frame_00001.png"]
+    assert len(json.loads((out / "transforms.json").read_text())["frames"]) == 2
+    # A file of someone else's inside synth's own folder is not deleted: the re-run is refused.
+    (out / "images" / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(ReconError, match="photo.jpg"):
+        scenes.synth("turntable", out, views=3, res=16, ss=1)
+    assert (out / "images" / "photo.jpg").is_file() and len(list((out / "images").iterdir())) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temporary folders left
