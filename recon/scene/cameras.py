@@ -122,3 +122,90 @@ def intrinsics_from_fov(fov_x: float, width: int, height: int, fov_y: float | No
     fx = 0.5 * width / np.tan(0.5 * fov_x)
     fy = fx if fov_y is None else 0.5 * height / np.tan(0.5 * fov_y)
     return np.array([[fx, 0.0, width / 2.0], [0.0, fy, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: run by every reader as it builds a camera, so bad values stop the load with one line
+# naming the file, the field and the fix, instead of a traceback from deep inside training.
+
+MAX_IMAGE_SIDE = 1 << 17  # 131072 px: larger sizes in a camera header are corrupt values
+
+
+def _fmt_value(v: float) -> str:
+    return f"{v:.6g}" if np.isfinite(v) else str(v)
+
+
+def check_intrinsics(cam: Camera, where: str, focal_field: str = "the focal length") -> None:
+    """Raise :class:`ReconError` unless ``cam`` has a usable size, focal length and principal point.
+
+    Args:
+        cam: the camera to check.
+        where: the file (and frame or camera) it came from, for the message.
+        focal_field: the name of the focal-length field in that file, for the message.
+    """
+    from recon.errors import ReconError
+
+    if not (0 < cam.width <= MAX_IMAGE_SIDE and 0 < cam.height <= MAX_IMAGE_SIDE):
+        raise ReconError(
+            f"{where}: image size {cam.width}x{cam.height} is invalid; width and height must be in 1..{MAX_IMAGE_SIDE} pixels"
+        )
+    for axis, v in (("fx", cam.fx), ("fy", cam.fy)):
+        if not (np.isfinite(v) and v > 0):
+            raise ReconError(
+                f"{where}: focal length {axis} = {_fmt_value(v)} must be a positive finite number of pixels; fix {focal_field}"
+            )
+    for axis, v in (("cx", cam.cx), ("cy", cam.cy)):
+        if not np.isfinite(v):
+            raise ReconError(f"{where}: principal point {axis} = {v} is not finite; fix it (the image centre is width/2, height/2)")
+    if not np.all(np.isfinite(cam.dist)):
+        raise ReconError(f"{where}: distortion coefficients {cam.dist.tolist()} are not all finite; fix them (0 = no distortion)")
+
+
+def check_rotation(R: np.ndarray, where: str, field: str = "the rotation") -> None:
+    """Raise :class:`ReconError` unless ``R [3, 3]`` is a finite orthonormal rotation (tolerance 0.05)."""
+    from recon.errors import ReconError
+
+    R = np.asarray(R, dtype=np.float64)
+    if not np.all(np.isfinite(R)):
+        raise ReconError(f"{where}: {field} has non-finite values (NaN or inf); fix the pose")
+    det = float(np.linalg.det(R))
+    if abs(det) < 1e-6:
+        raise ReconError(f"{where}: {field} is zero or singular (determinant {det:.3g}); fix the pose")
+    err = float(np.abs(R.T @ R - np.eye(3)).max())
+    if err > 0.05:
+        raise ReconError(
+            f"{where}: {field} is not a rotation (its columns are scaled or skewed: |R^T R - I| = {err:.3g}); "
+            "fix the pose (scale belongs in the translation, not the rotation)"
+        )
+
+
+def check_pose(c2w: np.ndarray, where: str, field: str = "the pose") -> None:
+    """Raise :class:`ReconError` unless ``c2w [4, 4]`` is finite with a rotation block (see :func:`check_rotation`)."""
+    from recon.errors import ReconError
+
+    c2w = np.asarray(c2w, dtype=np.float64)
+    if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
+        raise ReconError(f"{where}: {field} has non-finite values (NaN or inf); fix the pose")
+    check_rotation(c2w[:3, :3], where, f"the rotation of {field}")
+
+
+def check_quaternion(q: np.ndarray, where: str, field: str = "the quaternion") -> None:
+    """Raise :class:`ReconError` unless ``q`` is 4 finite numbers of non-zero length."""
+    from recon.errors import ReconError
+
+    q = np.asarray(q, dtype=np.float64).reshape(-1)
+    if q.shape != (4,) or not np.all(np.isfinite(q)):
+        raise ReconError(f"{where}: {field} = {q.tolist()} is not 4 finite numbers; fix or re-export the pose")
+    n = float(np.linalg.norm(q))
+    if n < 1e-8:
+        raise ReconError(f"{where}: {field} = {q.tolist()} has zero length (no rotation); fix or re-export the pose")
+    if abs(n - 1.0) > 0.1:
+        raise ReconError(
+            f"{where}: {field} = {q.tolist()} has length {n:.4g}, not 1 (a corrupt value); fix or re-export the pose"
+        )
+
+
+def check_camera(cam: Camera, where: str, focal_field: str = "the focal length") -> None:
+    """:func:`check_intrinsics` and :func:`check_pose` of one camera."""
+    check_intrinsics(cam, where, focal_field)
+    check_pose(cam.c2w, where, "the camera pose")

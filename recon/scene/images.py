@@ -29,6 +29,11 @@ from recon.errors import ReconError
 
 DEFAULT_CACHE_BYTES = 1 << 30  # 1 GiB
 
+# Images above this many pixels (16k x 16k) are refused as unreadable before any pixel is decoded
+# (Pillow's own decompression-bomb limit, about 179 megapixels, applies first to the files it
+# opens). A decoded 16k x 16k RGBA float32 image already takes 4 GiB.
+MAX_IMAGE_PIXELS = 16384 * 16384
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".pgm", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mts", ".insv", ".360")
 
@@ -93,13 +98,15 @@ def image_size(path: Path) -> tuple[int, int]:
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with _open_pil(path) as im:
             w, h = im.size
             if _orientation(im) in _TRANSPOSING:
                 w, h = h, w
             return int(w), int(h)
     except FileNotFoundError:
         raise ReconError(f"{path}: image file not found") from None
+    except ReconError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as e:
         # Pillow cannot identify some formats OpenCV reads (e.g. EXR); fall back to a decode.
         try:
@@ -108,6 +115,36 @@ def image_size(path: Path) -> tuple[int, int]:
             why = "not a recognised image file" if isinstance(e, UnidentifiedImageError) else _one_line(e)
             raise ReconError(f"{path}: unreadable image ({why})") from None
         return int(arr.shape[1]), int(arr.shape[0])
+
+
+def _too_large(path: Path, w: int, h: int) -> ReconError:
+    return ReconError(
+        f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels), above the limit of "
+        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (16384x16384); downscale it"
+    )
+
+
+def _open_pil(path: Path):
+    """``PIL.Image.open`` with the pixel limit applied: an image above :data:`MAX_IMAGE_PIXELS`
+    (or Pillow's decompression-bomb limit) raises :class:`ReconError` before decoding."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ReconError(f"{path}: image is too large to decode ({_one_line(e)}); downscale it") from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise _too_large(path, w, h)
+    if w <= 0 or h <= 0:
+        im.close()
+        raise ReconError(f"{path}: image has an invalid size {w}x{h}")
+    return im
 
 
 def _one_line(e: BaseException) -> str:
@@ -156,7 +193,12 @@ def _decode_cv2(path: Path) -> np.ndarray:
         raise ReconError(f"{path}: image file not found") from None
     except OSError as e:
         raise ReconError(f"{path}: cannot read file ({_one_line(e)})") from None
-    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    try:
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    except cv2.error as e:  # e.g. OpenCV's own pixel limit
+        raise ReconError(f"{path}: unreadable image ({_one_line(e)[:200]})") from None
+    if arr is not None and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+        raise _too_large(path, arr.shape[1], arr.shape[0])
     if arr is None:
         raise ReconError(f"{path}: unreadable image (not a supported image file, or truncated)")
     if arr.ndim == 3:
@@ -196,9 +238,11 @@ def decode(path: Path) -> np.ndarray:
 
     path = Path(path)
     try:
-        im = Image.open(path)
+        im = _open_pil(path)
     except FileNotFoundError:
         raise ReconError(f"{path}: image file not found") from None
+    except ReconError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError):
         arr = _decode_cv2(path)
         return _shape_hwc(_to_float(arr))
@@ -282,9 +326,7 @@ def match_orientation(arr: np.ndarray, path: Path, expected: Optional[tuple[int,
     w, h = expected
     if arr.shape[1] == w and arr.shape[0] == h:
         return arr
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with _open_pil(path) as im:
         o = _orientation(im)
         raw_w, raw_h = im.size
     if o != 1 and (raw_w, raw_h) == (w, h):
@@ -294,9 +336,7 @@ def match_orientation(arr: np.ndarray, path: Path, expected: Optional[tuple[int,
 
 def decode_unoriented(path: Path) -> np.ndarray:
     """Like :func:`decode` but ignoring EXIF orientation (pixels as stored)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with _open_pil(path) as im:
         if _needs_cv2(im):
             arr = _decode_cv2(path)
         else:
@@ -355,14 +395,9 @@ def read_depth(path: Path) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        try:
-            data = np.load(path)
-            if isinstance(data, np.lib.npyio.NpzFile):
-                data = data[data.files[0]]
-        except FileNotFoundError:
-            raise ReconError(f"{path}: depth file not found") from None
-        except Exception as e:
-            raise ReconError(f"{path}: unreadable depth file ({_one_line(e)})") from None
+        data = load_npy(path, "depth file")
+        if data.dtype.kind not in "biuf":
+            raise ReconError(f"{path}: depth array has dtype {data.dtype}, expected numbers")
         arr = np.asarray(data, dtype=np.float32)
         if arr.ndim == 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
@@ -379,6 +414,72 @@ def read_depth(path: Path) -> np.ndarray:
             raise ReconError(f"{path}: 8-bit depth image; expected 16-bit PNG (millimetres), float TIFF/EXR or .npy")
         return raw.astype(np.float32) / np.float32(1000.0)
     return raw.astype(np.float32)
+
+
+def _npy_header(fp, path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = npf.read_array_header_1_0(fp)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npf.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, SyntaxError, TypeError) as e:
+        raise ReconError(f"{path}: unreadable {what} (not a .npy array: {_one_line(e)[:200]})") from None
+    if dtype.hasobject:
+        raise ReconError(f"{path}: {what} holds Python objects, which recon does not load; save a numeric array")
+    return tuple(int(v) for v in shape), bool(fortran), dtype
+
+
+def load_npy(path: Path, what: str = "array") -> np.ndarray:
+    """Load a ``.npy`` (or the first array of a ``.npz``), checking the declared shape against the
+    bytes really there before anything is allocated. Object arrays (pickles) are refused.
+
+    Raises :class:`ReconError` naming the file on a missing, truncated or lying file.
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(4)
+            f.seek(0)
+            if magic.startswith(b"PK"):
+                with zipfile.ZipFile(f) as z:
+                    names = [n for n in z.namelist() if n.endswith(".npy")]
+                    if not names:
+                        raise ReconError(f"{path}: {what} (.npz) holds no arrays")
+                    info = z.getinfo(names[0])
+                    with z.open(info) as m:
+                        shape, fortran, dtype = _npy_header(m, path, what)
+                        avail = info.file_size - m.tell()
+                        cap = MAX_IMAGE_PIXELS * 8
+                        need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                        if need > avail or need > cap:
+                            raise ReconError(f"{path}: {what} declares {need} bytes of array data but holds {avail}: truncated or corrupt")
+                        arr = np.frombuffer(m.read(need), dtype=dtype)
+            else:
+                shape, fortran, dtype = _npy_header(f, path, what)
+                avail = size - f.tell()
+                need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if need > avail:
+                    raise ReconError(
+                        f"{path}: {what} declares an array of shape {shape} ({need} bytes) but holds {avail} bytes: truncated or corrupt"
+                    )
+                arr = np.fromfile(f, dtype=dtype, count=int(np.prod(shape)))
+    except FileNotFoundError:
+        raise ReconError(f"{path}: {what} not found") from None
+    except ReconError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ReconError(f"{path}: unreadable {what} ({_one_line(e)[:200]})") from None
+    if arr.size != int(np.prod(shape)):
+        raise ReconError(f"{path}: {what} is truncated")
+    return arr.reshape(shape[::-1]).T if fortran and len(shape) > 1 else arr.reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,9 +14,22 @@ from typing import Optional
 import numpy as np
 
 from recon.errors import ReconError
-from recon.scene.cameras import Camera
+from recon.scene.cameras import Camera, check_camera
 
 SPLITS = ("train", "val", "test")
+
+
+def is_inside(root: "str | Path", path: "str | Path") -> bool:
+    """Whether ``path`` lies inside the folder ``root``, compared lexically (``..`` collapsed,
+    symbolic links not followed: a link inside the folder counts as inside)."""
+    import os
+
+    r = os.path.normpath(os.path.abspath(root))
+    p = os.path.normpath(os.path.abspath(path))
+    try:
+        return os.path.commonpath([r, p]) == r
+    except ValueError:  # different drives on Windows
+        return False
 
 
 @dataclass
@@ -99,6 +112,35 @@ class Scene:
         """``[F, 3]`` camera centres in world coordinates (frames without a camera are skipped)."""
         c = [f.camera.center for f in self.frames if f.camera is not None]
         return np.stack(c) if c else np.zeros((0, 3))
+
+    def validate(self) -> "Scene":
+        """Check every frame before any work; raise :class:`ReconError` naming the frame and field.
+
+        Checks: each camera (size in 1..131072 px, positive finite focal lengths, finite principal
+        point, distortion and pose, a rotation block that is a rotation: see
+        :func:`recon.scene.cameras.check_camera`); frame times finite; image, mask and depth paths
+        inside :attr:`root` (compared lexically, so symbolic links inside the folder may point
+        anywhere); sparse points finite. Readers run the same checks with the exact field of
+        their format as they read; this is the backstop for scenes built in code. Returns self.
+        """
+        import os
+
+        root = os.path.abspath(self.root)
+        for i, f in enumerate(self.frames):
+            where = f"{self.root} frame {i} ({f.name})"
+            for what, p in (("image", f.image_path), ("mask", f.mask_path), ("depth", f.depth_path)):
+                if p is not None and not is_inside(root, p):
+                    raise ReconError(
+                        f"{where}: {what} path {p} is outside the scene folder {self.root}; "
+                        "move the file into the scene folder (or link it there) and reference it by a relative path"
+                    )
+            if f.camera is not None:
+                check_camera(f.camera, where)
+            if f.time is not None and not np.isfinite(f.time):
+                raise ReconError(f"{where}: time = {f.time} is not finite; use a number in [0, 1]")
+        if self.points is not None and len(self.points) and not np.all(np.isfinite(self.points)):
+            raise ReconError(f"{self.root}: sparse points have non-finite coordinates; fix or remove the point cloud")
+        return self
 
     # ------------------------------------------------------------------------------------------
     # Lazy pixels. Nothing is decoded until asked for; results go through a bounded LRU cache.
