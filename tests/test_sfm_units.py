@@ -147,3 +147,29 @@ def test_cli_registered_and_parses(tmp_path, capsys):
     assert run(["process", str(empty), "--max-size", "800", "--metric-distance", "a", "b", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty folder" in err[0]
+
+
+def test_read_only_photos_go_to_a_work_folder(tmp_path, monkeypatch):
+    import recon.sfm.pipeline as P
+    from recon.sfm import default_out_dir
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    assert default_out_dir(photos) == photos / "recon"  # writable: beside the photos, as before
+    real = P._writable
+    monkeypatch.setattr(P, "_writable", lambda d: False if tmp_path / "photos" in (d, *d.parents) else real(d))
+    monkeypatch.setenv("RECON_WORK_DIR", str(tmp_path / "work"))
+    out = default_out_dir(photos)
+    assert out.parent == tmp_path / "work" and out.name.startswith("photos-")
+    assert out == default_out_dir(photos)  # stable: a re-run finds its work
+    assert needs_processing(photos)
+    logs: list[str] = []
+    with pytest.raises(ReconError):  # random noise does not register; what matters is where it wrote
+        process(photos, log=logs.append)
+    assert any("not writable" in m and str(out) in m for m in logs), logs
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before  # photos untouched, no recon/
+    assert (out / ".recon-sfm.json").is_file() and not (out / "transforms.json").exists()
