@@ -37,7 +37,7 @@ import numpy as np
 
 from exporters.atomic import atomic_path, write_text_atomic
 from recon.errors import ReconError
-from recon.scene.cameras import Camera
+from recon.scene.cameras import MAX_IMAGE_SIDE, Camera, check_camera
 from recon.scene.conventions import opencv_to_opengl, opengl_to_opencv
 
 FILMBACK_WIDTH = 36.0
@@ -65,7 +65,10 @@ class CameraPath:
 
 
 def _mat4(v: Any, where: str) -> np.ndarray:
-    a = np.asarray(v, np.float64)
+    try:
+        a = np.asarray(v, np.float64)
+    except (TypeError, ValueError):
+        raise ReconError(f"{where}: pose must be a 4x4 (or 3x4) matrix of numbers") from None
     if a.size == 16:
         return a.reshape(4, 4)
     if a.size == 12:
@@ -81,7 +84,31 @@ def camera_from_entry(e: Mapping[str, Any], where: str, width: int | None = None
     Size: ``width``/``w``, ``height``/``h`` (else the defaults given). Intrinsics: ``K``, or
     ``fx``/``fl_x``, ``fy``/``fl_y``, ``cx``, ``cy``, or a field of view: ``fov`` (vertical,
     degrees, as nerfstudio camera paths), ``fov_y_deg``, ``fov_x_deg``, ``camera_angle_x`` (radians).
+
+    Every value is validated (finite pose with a rotation block, positive finite focal lengths,
+    a field of view inside (0, 180) degrees, a positive size): anything else raises
+    :class:`ReconError` naming ``where`` and the field.
     """
+    try:
+        cam = _camera_from_entry(e, where, width, height)
+    except ReconError:
+        raise
+    except (TypeError, ValueError, OverflowError, KeyError) as err:
+        raise ReconError(f"{where}: invalid camera entry ({' '.join(str(err).split())[:160]})") from None
+    check_camera(cam, where, "fx/fy (or fov)")
+    return cam
+
+
+def _fov(v: Any, key: str, where: str, degrees: bool) -> float:
+    a = float(v)
+    lim = 180.0 if degrees else math.pi
+    if not (0.0 < a < lim):
+        unit = "degrees, in (0, 180)" if degrees else "radians, in (0, pi)"
+        raise ReconError(f"{where}: {key} = {a:.6g} must be a field of view in {unit}; fix {key}")
+    return math.radians(a) if degrees else a
+
+
+def _camera_from_entry(e: Mapping[str, Any], where: str, width: int | None, height: int | None) -> Camera:
     c2w = None
     for k in ("c2w_opencv", "c2w", "camtoworld"):
         if k in e:
@@ -105,10 +132,14 @@ def camera_from_entry(e: Mapping[str, Any], where: str, width: int | None = None
         fy = e.get("fy", e.get("fl_y", fx))
         if fx is None:
             if "fov" in e or "fov_y_deg" in e:
-                fy = 0.5 * h / math.tan(math.radians(float(e.get("fov", e.get("fov_y_deg")))) / 2)
+                key = "fov" if "fov" in e else "fov_y_deg"
+                fy = 0.5 * h / math.tan(_fov(e[key], key, where, True) / 2)
                 fx = fy
             elif "fov_x_deg" in e or "camera_angle_x" in e:
-                ang = math.radians(float(e["fov_x_deg"])) if "fov_x_deg" in e else float(e["camera_angle_x"])
+                if "fov_x_deg" in e:
+                    ang = _fov(e["fov_x_deg"], "fov_x_deg", where, True)
+                else:
+                    ang = _fov(e["camera_angle_x"], "camera_angle_x", where, False)
                 fx = fy = 0.5 * w / math.tan(ang / 2)
             else:
                 raise ReconError(f"{where}: camera has no intrinsics (K, fx/fy/cx/cy or fov)")
@@ -123,11 +154,17 @@ def camera_from_entry(e: Mapping[str, Any], where: str, width: int | None = None
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReconError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
         raise ReconError(f"{path}: invalid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ReconError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ReconError(f"{path}: invalid JSON (nested too deeply)") from None
+    except OSError as e:
+        raise ReconError(f"{path}: cannot read ({' '.join(str(e).split())})") from None
 
 
 def read_cameras_json(path: str | os.PathLike) -> list[NamedCamera]:
@@ -170,11 +207,19 @@ def read_camera_path(path: str | os.PathLike, width: int = 1920, height: int = 1
     entries = data.get("camera_path", data.get("frames"))
     if not isinstance(entries, list) or not entries:
         raise ReconError(f"{path}: camera path has no 'camera_path' or 'frames' list")
-    w = int(data.get("render_width", data.get("width", width)))
-    h = int(data.get("render_height", data.get("height", height)))
-    fps = float(data.get("fps", 30.0))
-    if fps <= 0:
-        raise ReconError(f"{path}: fps must be positive, got {fps}")
+    try:
+        w = int(data.get("render_width", data.get("width", width)))
+        h = int(data.get("render_height", data.get("height", height)))
+        fps = float(data.get("fps", 30.0))
+    except (TypeError, ValueError, OverflowError):
+        raise ReconError(f"{path}: render_width, render_height and fps must be numbers") from None
+    if not (math.isfinite(fps) and fps > 0):
+        raise ReconError(f"{path}: fps must be a positive number, got {fps}")
+    if not (0 < w <= MAX_IMAGE_SIDE and 0 < h <= MAX_IMAGE_SIDE):
+        raise ReconError(f"{path}: render size {w}x{h} is invalid; width and height must be in 1..{MAX_IMAGE_SIDE}")
+    for i, e in enumerate(entries):
+        if not isinstance(e, Mapping):
+            raise ReconError(f"{path} frame {i}: expected an object")
     frames = [camera_from_entry(e, f"{path} frame {i}", w, h) for i, e in enumerate(entries)]
     return CameraPath(fps=fps, frames=frames)
 

@@ -163,15 +163,26 @@ def parse_glb(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], bytes
     _, version, total = struct.unpack_from("<4sII", data, 0)
     if version != 2:
         raise ReconError(f"{name}: GLB version {version}, expected 2")
+    if total > len(data):
+        raise ReconError(f"{name}: GLB header declares {total} bytes but the file has {len(data)}: truncated")
     jlen, jtype = struct.unpack_from("<I4s", data, 12)
     if jtype != b"JSON":
         raise ReconError(f"{name}: first GLB chunk is not JSON")
-    doc = json.loads(data[20 : 20 + jlen])
+    if 20 + jlen > total:
+        raise ReconError(f"{name}: GLB JSON chunk of {jlen} bytes runs past the end of the file: truncated or corrupt")
+    try:
+        doc = json.loads(bytes(data[20 : 20 + jlen]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ReconError(f"{name}: GLB JSON chunk is malformed ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(doc, dict):
+        raise ReconError(f"{name}: GLB JSON chunk is not an object")
     binary = b""
     off = 20 + jlen
-    if off + 8 <= len(data):
+    if off + 8 <= total:
         blen, btype = struct.unpack_from("<I4s", data, off)
         if btype == b"BIN\0":
+            if off + 8 + blen > total:
+                raise ReconError(f"{name}: GLB BIN chunk of {blen} bytes runs past the end of the file: truncated or corrupt")
             binary = data[off + 8 : off + 8 + blen]
     return doc, binary
 
@@ -179,21 +190,69 @@ def parse_glb(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], bytes
 def decode_glb(data: bytes, name: str = "<bytes>") -> dict[str, torch.Tensor]:
     """Read the first ``KHR_gaussian_splatting`` primitive of a GLB written by :func:`encode_glb`."""
     doc, binary = parse_glb(data, name)
+    try:
+        return _decode_doc(doc, binary, name)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise ReconError(f"{name}: malformed glTF document ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
 
-    def read(idx: int) -> np.ndarray:
-        acc = doc["accessors"][idx]
-        view = doc["bufferViews"][acc["bufferView"]]
+
+def _index(doc: Mapping[str, Any], key: str, i: Any, name: str) -> Mapping[str, Any]:
+    items = doc.get(key)
+    if not isinstance(items, list) or not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(items):
+        raise ReconError(f"{name}: glTF {key} index {i!r} is out of range")
+    if not isinstance(items[i], dict):
+        raise ReconError(f"{name}: glTF {key}[{i}] is not an object")
+    return items[i]
+
+
+def _nonneg(v: Any, what: str, name: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ReconError(f"{name}: glTF {what} must be a non-negative integer, got {v!r}")
+    return v
+
+
+def _decode_doc(doc: Mapping[str, Any], binary: bytes, name: str) -> dict[str, torch.Tensor]:
+    count: list[int] = []
+
+    def read(idx: Any) -> np.ndarray:
+        # Every offset and length is checked against the BIN chunk before a view is made.
+        acc = _index(doc, "accessors", idx, name)
+        view = _index(doc, "bufferViews", acc.get("bufferView"), name)
+        if acc.get("componentType") not in (FLOAT, UNSIGNED_BYTE):
+            raise ReconError(f"{name}: accessor {idx} has unsupported componentType {acc.get('componentType')!r}")
+        if acc.get("type") not in _NCOMP:
+            raise ReconError(f"{name}: accessor {idx} has unsupported type {acc.get('type')!r}")
         dt = np.dtype("<f4") if acc["componentType"] == FLOAT else np.dtype("u1")
         nc = _NCOMP[acc["type"]]
-        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-        arr = np.frombuffer(binary, dt, acc["count"] * nc, start)
-        return arr.reshape(acc["count"], nc) if nc > 1 else arr.copy()
+        n = _nonneg(acc.get("count"), f"accessor {idx} count", name)
+        if count and n != count[0]:
+            raise ReconError(f"{name}: accessor {idx} has {n} elements, POSITION has {count[0]}")
+        count.append(n)
+        v_off = _nonneg(view.get("byteOffset", 0), "bufferView byteOffset", name)
+        v_len = _nonneg(view.get("byteLength"), "bufferView byteLength", name)
+        a_off = _nonneg(acc.get("byteOffset", 0), f"accessor {idx} byteOffset", name)
+        stride = view.get("byteStride")
+        if stride is not None and stride != dt.itemsize * nc:
+            raise ReconError(f"{name}: interleaved bufferView (byteStride {stride}) is not supported")
+        if v_off + v_len > len(binary):
+            raise ReconError(f"{name}: bufferView [{v_off}, {v_off + v_len}) runs past the {len(binary)}-byte BIN chunk: corrupt")
+        if a_off + n * nc * dt.itemsize > v_len:
+            raise ReconError(f"{name}: accessor {idx} ({n} x {acc['type']}) runs past its bufferView: corrupt")
+        arr = np.frombuffer(binary, dt, n * nc, v_off + a_off)
+        return arr.reshape(n, nc) if nc > 1 else arr.copy()
 
-    for mesh in doc.get("meshes", []):
+    meshes = doc.get("meshes", [])
+    if not isinstance(meshes, list):
+        raise ReconError(f"{name}: glTF 'meshes' is not a list")
+    for mesh in meshes:
         for prim in mesh["primitives"]:
             if EXT not in prim.get("extensions", {}):
                 continue
             at = prim["attributes"]
+            for sem in ("POSITION", f"{EXT}:ROTATION", f"{EXT}:SCALE", f"{EXT}:OPACITY", f"{EXT}:SH_DEGREE_0_COEF_0"):
+                if sem not in at:
+                    raise ReconError(f"{name}: {EXT} primitive has no {sem} attribute")
+            means = read(at["POSITION"]).astype(np.float32)
             q = read(at[f"{EXT}:ROTATION"])
             deg = 0
             while f"{EXT}:SH_DEGREE_{deg + 1}_COEF_0" in at:
@@ -201,13 +260,16 @@ def decode_glb(data: bytes, name: str = "<bytes>") -> dict[str, torch.Tensor]:
             coeffs = np.stack([read(at[sem]) for sem in sh_attribute_names(deg)], axis=1)
             op = np.clip(read(at[f"{EXT}:OPACITY"]).astype(np.float64), 1e-7, 1 - 1e-7)
             out = {
-                "means": read(at["POSITION"]).astype(np.float32),
+                "means": means,
                 "quats": q[:, [3, 0, 1, 2]].astype(np.float32),
                 "scales": np.log(np.maximum(read(at[f"{EXT}:SCALE"]).astype(np.float64), 1e-30)).astype(np.float32),
                 "opacities": np.log(op / (1 - op)).astype(np.float32),
                 "sh0": coeffs[:, :1].astype(np.float32),
                 "shN": np.ascontiguousarray(coeffs[:, 1:], dtype=np.float32),
             }
+            from recon.models.splats_io import check_finite
+
+            check_finite(out, name)
             return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
     raise ReconError(f"{name}: no {EXT} primitive found")
 

@@ -25,6 +25,7 @@ import torch
 from exporters.atomic import write_bytes_atomic
 from exporters.splats import SH_C0, as_numpy
 from recon.errors import ReconError
+from recon.models.splats_io import check_finite
 
 ROW = np.dtype([("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 assert ROW.itemsize == 32
@@ -81,6 +82,7 @@ def decode_splat(data: bytes, name: str = "<bytes>") -> dict[str, torch.Tensor]:
         "sh0": ((rgba[:, :3] - 0.5) / SH_C0).astype(np.float32).reshape(n, 1, 3),
         "shN": np.zeros((n, 0, 3), np.float32),
     }
+    check_finite(out, name)
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
 

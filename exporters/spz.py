@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,12 +39,14 @@ import torch
 from exporters.atomic import write_bytes_atomic
 from exporters.splats import as_numpy, num_sh_rest, sh_degree_from_rest
 from recon.errors import ReconError
+from recon.models.splats_io import check_finite
 
 MAGIC = 0x5053474E
 VERSION = 3
 COLOR_SCALE = 0.15
 _SQRT1_2 = 0.7071067811865476
 FLAG_ANTIALIASED = 0x1
+MAX_EXPANSION = 1100  # deflate's largest possible ratio is about 1032:1
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -170,6 +173,19 @@ def write_spz(splats: Mapping[str, Any], path: str | os.PathLike, **kw: Any) -> 
     return path
 
 
+def _inflate(d: "zlib._Decompress", data: bytes, want: int) -> bytes:
+    """Up to ``want`` decompressed bytes from ``d`` (fed ``data``, then its unconsumed input)."""
+    out, got = [], 0
+    chunk = d.decompress(data, want) if want else b""
+    while chunk:
+        out.append(chunk)
+        got += len(chunk)
+        if got >= want or d.eof:
+            break
+        chunk = d.decompress(d.unconsumed_tail, want - got)
+    return b"".join(out)
+
+
 def decode_spz(data: bytes, name: str = "<bytes>") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Decode SPZ versions 1-3 into recon Gaussians plus the header fields.
 
@@ -179,25 +195,50 @@ def decode_spz(data: bytes, name: str = "<bytes>") -> tuple[dict[str, torch.Tens
     """
     if data[:4] == b"NGSP":
         raise ReconError(f"{name}: SPZ version 4 (zstd streams) is not supported by this reader; export with recon")
+    if data[:2] != b"\x1f\x8b":
+        raise ReconError(f"{name}: not a gzip SPZ file (no gzip signature)")
+    # Decompress in two bounded steps: the 16-byte header first, then exactly the bytes it
+    # declares (plus one to detect trailing data), so a lying count or a gzip bomb cannot make
+    # the reader allocate more than the declared model, itself capped relative to the file size.
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError) as e:
+        head = _inflate(d, data, 16)
+    except zlib.error as e:
         raise ReconError(f"{name}: not a gzip SPZ file ({e})") from None
-    if len(raw) < 16:
+    if len(head) < 16:
         raise ReconError(f"{name}: SPZ header is truncated")
-    magic, version, n, deg, fb, flags, _ = struct.unpack_from("<IIIBBBB", raw, 0)
+    magic, version, n, deg, fb, flags, _ = struct.unpack_from("<IIIBBBB", head, 0)
     if magic != MAGIC:
         raise ReconError(f"{name}: bad SPZ magic 0x{magic:08x}")
     if version not in (1, 2, 3):
         raise ReconError(f"{name}: SPZ version {version} is not supported (1-3 are)")
     if deg > 3:
         raise ReconError(f"{name}: SPZ SH degree {deg} is not supported (at most 3)")
+    if version >= 2 and fb > 24:
+        raise ReconError(f"{name}: SPZ fractional bits {fb} is out of range (0-24)")
     k = num_sh_rest(deg)
     pos_bytes = 6 if version == 1 else 9
     rot_bytes = 4 if version >= 3 else 3
     sizes = [n * pos_bytes, n, 3 * n, 3 * n, n * rot_bytes, n * k * 3]
-    if len(raw) < 16 + sum(sizes):
-        raise ReconError(f"{name}: SPZ data is truncated ({len(raw) - 16} of {sum(sizes)} bytes)")
+    total = sum(sizes)
+    # deflate compresses at most about 1032:1; quantised splat data compresses far less
+    if total > MAX_EXPANSION * len(data) + 1024:
+        raise ReconError(
+            f"{name}: SPZ header claims {n} Gaussians ({total} bytes), more than a {len(data)}-byte file can hold: "
+            "truncated or corrupt"
+        )
+    try:
+        body = _inflate(d, d.unconsumed_tail, total)
+        extra = _inflate(d, d.unconsumed_tail, 1)
+    except zlib.error as e:
+        raise ReconError(f"{name}: corrupt SPZ gzip stream ({e})") from None
+    if len(body) < total:
+        raise ReconError(f"{name}: SPZ data is truncated ({len(body)} of {total} bytes)")
+    if extra:
+        raise ReconError(f"{name}: SPZ data is longer than its header declares ({n} Gaussians): corrupt file")
+    if not d.eof:
+        raise ReconError(f"{name}: SPZ gzip stream is truncated (no end of stream after the declared data)")
+    raw = head + body
     off = 16
     blocks = []
     for sz in sizes:
@@ -232,6 +273,7 @@ def decode_spz(data: bytes, name: str = "<bytes>") -> tuple[dict[str, torch.Tens
         "sh0": sh0,
         "shN": np.ascontiguousarray(shN),
     }
+    check_finite(splats, name)
     header = {
         "version": version,
         "num_points": n,

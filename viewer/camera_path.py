@@ -124,10 +124,38 @@ def write_camera_path(path: Path, content: dict) -> Path:
 
 
 def read_keyframes(path: Path) -> list[Keyframe]:
-    """Keyframes of a ``camera_path.json`` written by :func:`to_nerfstudio` (or nerfstudio's viewer)."""
+    """Keyframes of a ``camera_path.json`` written by :func:`to_nerfstudio` (or nerfstudio's viewer).
+
+    Each keyframe needs a finite 4x4 ``matrix`` whose rotation block is a rotation, a ``fov`` in
+    (0, 180) degrees and a positive finite ``aspect``; anything else raises :class:`ReconError`
+    naming the file, the keyframe and the field.
+    """
+    from recon.scene.cameras import check_pose
+
+    path = Path(path)
     try:
-        d = json.loads(Path(path).read_text())
-        return [Keyframe(np.asarray(k["matrix"], np.float64).reshape(4, 4) @ GL_CV_FLIP,
-                         math.radians(float(k["fov"])), float(k.get("aspect", 16 / 9))) for k in d["keyframes"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ReconError(f"cannot read camera path keyframes from {path}: {e}") from e
+        d = json.loads(path.read_text(encoding="utf-8"))
+        kfs = d["keyframes"]
+        if not isinstance(kfs, list):
+            raise TypeError("'keyframes' is not a list")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ReconError(f"cannot read camera path keyframes from {path}: {' '.join(str(e).split())[:200]}") from None
+    out = []
+    for i, k in enumerate(kfs):
+        where = f"{path} keyframe {i}"
+        try:
+            m = np.asarray(k["matrix"], np.float64)
+            fov = float(k["fov"])
+            aspect = float(k.get("aspect", 16 / 9))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ReconError(f"{where}: needs 'matrix' (16 numbers) and 'fov' (degrees): {' '.join(str(e).split())[:120]}") from None
+        if m.size != 16:
+            raise ReconError(f"{where}: 'matrix' must have 16 numbers, got {m.size}")
+        c2w = m.reshape(4, 4) @ GL_CV_FLIP
+        check_pose(c2w, where, "'matrix'")
+        if not (0.0 < fov < 180.0):
+            raise ReconError(f"{where}: fov = {fov} must be a vertical field of view in (0, 180) degrees")
+        if not (math.isfinite(aspect) and aspect > 0):
+            raise ReconError(f"{where}: aspect = {aspect} must be a positive number (width / height)")
+        out.append(Keyframe(c2w, math.radians(fov), aspect))
+    return out

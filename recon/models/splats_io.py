@@ -106,37 +106,60 @@ def write_ply(splats: Mapping[str, Any], path: str | os.PathLike, comments: Sequ
     return path
 
 
+_HEADER_LIMIT = 1 << 20  # a PLY header longer than 1 MiB is not a splat file
+_LINE_LIMIT = 1 << 16
+
+
 def _read_header(f) -> tuple[str, int, list[tuple[str, str]], list[str], int]:
     """Parse a PLY header: ``(format, vertex count, [(name, dtype)], comments, header bytes)``."""
-    magic = f.readline()
+    magic = f.readline(_LINE_LIMIT)
     if magic.strip() != b"ply":
         raise ReconError(f"{f.name}: not a PLY file (first line is {magic[:20]!r})")
     fmt, n, props, comments = "", -1, [], []
     element = None
     while True:
-        line = f.readline()
+        line = f.readline(_LINE_LIMIT)
         if not line:
             raise ReconError(f"{f.name}: PLY header has no end_header")
+        if f.tell() > _HEADER_LIMIT:
+            raise ReconError(f"{f.name}: PLY header is longer than {_HEADER_LIMIT} bytes: corrupt, or not a PLY file")
         text = line.decode("ascii", "replace").rstrip("\r\n")
         parts = text.split()
         if not parts:
             continue
-        if parts[0] == "end_header":
-            break
-        if parts[0] == "format":
-            fmt = parts[1]
-        elif parts[0] == "comment":
-            comments.append(text[len("comment ") :] if text.startswith("comment ") else "")
-        elif parts[0] == "element":
-            element = parts[1]
-            if element == "vertex":
-                n = int(parts[2])
-        elif parts[0] == "property" and element == "vertex":
-            if parts[1] == "list":
-                raise ReconError(f"{f.name}: list property {parts[-1]!r} in vertex element is not a 3DGS PLY")
-            if parts[1] not in _PLY_TYPES:
-                raise ReconError(f"{f.name}: unknown PLY property type {parts[1]!r}")
-            props.append((parts[2], _PLY_TYPES[parts[1]]))
+        try:
+            if parts[0] == "end_header":
+                break
+            if parts[0] == "format":
+                fmt = parts[1]
+            elif parts[0] == "comment":
+                comments.append(text[len("comment ") :] if text.startswith("comment ") else "")
+            elif parts[0] == "element":
+                if element == "vertex":
+                    break  # the vertex data comes first; later elements are not read
+                element = parts[1]
+                if element == "vertex":
+                    n = int(parts[2])
+                    if n < 0:
+                        raise ValueError(f"negative vertex count {n}")
+                elif n < 0:
+                    raise ReconError(f"{f.name}: element {element!r} comes before the vertex element; not a 3DGS PLY")
+            elif parts[0] == "property" and element == "vertex":
+                if parts[1] == "list":
+                    raise ReconError(f"{f.name}: list property {parts[-1]!r} in vertex element is not a 3DGS PLY")
+                if parts[1] not in _PLY_TYPES:
+                    raise ReconError(f"{f.name}: unknown PLY property type {parts[1]!r}")
+                props.append((parts[2], _PLY_TYPES[parts[1]]))
+        except (IndexError, ValueError) as e:
+            raise ReconError(f"{f.name}: malformed PLY header line {text[:80]!r} ({e})") from None
+    if len({p for p, _ in props}) != len(props):
+        raise ReconError(f"{f.name}: PLY vertex element repeats a property name")
+    while parts[0] != "end_header":  # skip the headers of later elements
+        line = f.readline(_LINE_LIMIT)
+        if not line or f.tell() > _HEADER_LIMIT:
+            raise ReconError(f"{f.name}: PLY header has no end_header")
+        parts = line.split() or [b""]
+        parts = [parts[0].decode("ascii", "replace")]
     return fmt, n, props, comments, f.tell()
 
 
@@ -157,19 +180,37 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ReconError(f"{path}: no such PLY file")
+    size = path.stat().st_size
     with open(path, "rb") as f:
         fmt, n, props, _, offset = _read_header(f)
         if n < 0:
             raise ReconError(f"{path}: PLY has no vertex element")
         names = [p for p, _ in props]
+        body = size - offset
         if fmt == "ascii":
-            data = np.loadtxt(f, dtype=np.float64, max_rows=n, ndmin=2)
+            # every value takes at least two characters (a digit and a separator)
+            if n * 2 * max(1, len(props)) > body:
+                raise ReconError(
+                    f"{path}: PLY header claims {n} vertices, but the file has {body} bytes of ASCII data "
+                    f"(room for at most {body // (2 * max(1, len(props)))}): truncated or corrupt"
+                )
+            try:
+                data = np.loadtxt(f, dtype=np.float64, max_rows=n, ndmin=2) if n else np.zeros((0, len(props)))
+            except ValueError as e:
+                raise ReconError(f"{path}: malformed ASCII PLY data ({' '.join(str(e).split())[:200]})") from None
+            if data.shape[0] != n:
+                raise ReconError(f"{path}: PLY is truncated ({data.shape[0]} of {n} vertices)")
             if n and data.shape[1] < len(props):
                 raise ReconError(f"{path}: ASCII PLY rows have {data.shape[1]} values, expected {len(props)}")
             cols = {p: data[:, i] for i, p in enumerate(names)} if n else {p: np.zeros(0) for p in names}
         elif fmt in ("binary_little_endian", "binary_big_endian"):
             end = "<" if fmt == "binary_little_endian" else ">"
             dtype = np.dtype([(p, end + t) for p, t in props])
+            if n * dtype.itemsize > body:  # checked before allocating: a lying header must not cost memory
+                raise ReconError(
+                    f"{path}: PLY header claims {n} vertices ({n * dtype.itemsize} bytes), but the file holds "
+                    f"{body} bytes of vertex data ({body // max(1, dtype.itemsize)} vertices): truncated or corrupt; re-export it"
+                )
             data = np.fromfile(f, dtype=dtype, count=n)
             if data.shape[0] != n:
                 raise ReconError(f"{path}: PLY is truncated ({data.shape[0]} of {n} vertices)")
@@ -213,7 +254,26 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         "sh0": sh0,
         "shN": np.ascontiguousarray(rest, dtype=np.float32),
     }
+    check_finite(out, path)
     return {k_: torch.from_numpy(np.ascontiguousarray(v)) for k_, v in out.items()}
+
+
+def check_finite(s: Mapping[str, np.ndarray], name: Any) -> None:
+    """Refuse Gaussians with NaN in any attribute or an infinite position, quaternion or colour.
+
+    (``-inf``/``+inf`` opacities and scales stand for fully transparent/opaque and zero/huge
+    Gaussians and are kept.) Raises :class:`ReconError` naming ``name``, the attribute and how many.
+    """
+    for key, arr in s.items():
+        a = np.asarray(arr)
+        bad = np.isnan(a) if key in ("opacities", "scales") else ~np.isfinite(a)
+        if bad.any():
+            rows = bad.reshape(a.shape[0], -1).any(axis=1) if a.ndim > 1 else bad
+            what = "NaN" if key in ("opacities", "scales") else "non-finite (NaN or inf)"
+            raise ReconError(
+                f"{name}: {int(rows.sum())} of {a.shape[0]} Gaussians have {what} {key} (first: {int(np.argmax(rows))}); "
+                "the model is corrupt: re-export it, or retrain from a checkpoint"
+            )
 
 
 def _contiguous(props: list[tuple[str, str]], keys: list[str]) -> bool:
