@@ -36,6 +36,48 @@ INGEST_VERSION = 1
 OUTPUT_MARKER = ".recon-sfm.json"  # written into every `recon process` output folder
 DEFAULT_VIDEO_FRAMES = 150  # total frames over all videos when neither frames nor fps is given
 _LINKABLE = {"JPEG": ".jpg", "PNG": ".png"}
+MAX_DEPTH = 64  # deepest subfolder a recursive walk enters
+
+
+def jpeg_problem(path: Path) -> Optional[str]:
+    """libjpeg's complaint about a JPEG's compressed data, or ``None`` when it decodes cleanly.
+
+    Pillow decodes a JPEG with corrupt entropy-coded data without an error (the picture is
+    garbage below the damage); libjpeg only warns. This decodes the file once more through
+    OpenCV's libjpeg at 1/8 scale (every coefficient is still entropy-decoded) and captures the
+    warnings it prints on standard error ("Corrupt JPEG data: ...", "Premature end of JPEG
+    file"). Not thread-safe with other writers of file descriptor 2 during the call.
+    """
+    import sys
+    import tempfile
+
+    import cv2
+
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        return f"cannot read file ({e.strerror or e})"
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        try:
+            os.dup2(log.fileno(), 2)
+            try:
+                arr = cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+            except cv2.error:
+                arr = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        text = log.read(4096).decode("utf-8", "replace")
+    if arr is None:
+        return "corrupt JPEG data (OpenCV cannot decode it)"
+    lines = [ln.strip() for ln in text.splitlines() if "JPEG" in ln or "jpeg" in ln]
+    return f"corrupt JPEG data ({lines[0]})" if lines else None
 
 
 @dataclass
@@ -143,18 +185,39 @@ def list_media(
             return [], [scene], []
         return [], [], [scene]
     excl = {Path(os.path.abspath(e)) for e in exclude}
+    # Folders already walked, by (device, inode): a symbolic link back to a parent (a cycle) or a
+    # second link to the same folder is entered once, so a recursive walk always ends.
+    seen: set[tuple[int, int]] = set()
+
+    def first_visit(d: Path) -> bool:
+        try:
+            st = d.stat()
+        except OSError:  # a broken or looping link
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
 
     def skip_dir(d: Path) -> bool:
         return d.name.startswith(".") or Path(os.path.abspath(d)) in excl or is_output_dir(d)
 
-    def scan(folder: Path, deep: bool) -> tuple[list[Path], list[Path], list[Path]]:
+    def entries(folder: Path) -> list[Path]:
+        try:
+            return sorted(folder.iterdir(), key=lambda q: q.name)
+        except OSError as e:
+            raise ReconError(f"{folder}: cannot list folder ({e.strerror or e})") from None
+
+    def scan(folder: Path, deep: bool, depth: int = 0) -> tuple[list[Path], list[Path], list[Path]]:
         imgs, vids, other = [], [], []
-        for p in sorted(folder.iterdir(), key=lambda q: q.name):
+        first_visit(folder)
+        for p in entries(folder):
             if p.name.startswith("."):
                 continue
             if p.is_dir():
-                if deep and not skip_dir(p):
-                    a, b, c = scan(p, True)
+                if deep and depth < MAX_DEPTH and not skip_dir(p) and first_visit(p):
+                    a, b, c = scan(p, True, depth + 1)
                     imgs += a
                     vids += b
                     other += c
@@ -166,6 +229,7 @@ def list_media(
 
     imgs, vids, other = scan(scene, recursive)
     if not imgs and not vids and not recursive and (scene / "images").is_dir() and not skip_dir(scene / "images"):
+        seen.clear()
         a, b, c = scan(scene / "images", False)
         imgs, vids, other = a, b, other + c
     return imgs, vids, other
@@ -216,17 +280,22 @@ def _ingest_image(
     from recon.scene.images import decode, split_rgba
 
     try:
-        with Image.open(p) as im:
-            exif = read_exif(im)
-            fmt, mode = im.format, im.mode
-    except (UnidentifiedImageError, OSError, ValueError):
-        exif, fmt, mode = read_exif(None), None, None
-    try:
-        arr = decode(p)
+        arr = decode(p)  # refuses images above the pixel limit before decoding them
     except ReconError as e:
         msg = str(e)
         res.skipped.append((str(p), msg.split(": ", 1)[1] if msg.startswith(str(p)) else msg))
         return
+    try:
+        with Image.open(p) as im:
+            exif = read_exif(im)
+            fmt, mode = im.format, im.mode
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        exif, fmt, mode = read_exif(None), None, None
+    if fmt == "JPEG":
+        problem = jpeg_problem(p)
+        if problem:
+            res.skipped.append((str(p), problem))
+            return
     rgb, _ = split_rgba(arr, (1.0, 1.0, 1.0))
     u8 = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
     digest = hashlib.sha1(np.ascontiguousarray(u8).tobytes() + str(u8.shape).encode()).hexdigest()

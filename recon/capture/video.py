@@ -11,6 +11,7 @@ applied, so frames are stored as displayed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,6 +19,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from recon.errors import ReconError
+
+# Frames above this many pixels (16k x 16k, as for images) are refused before decoding.
+MAX_FRAME_PIXELS = 16384 * 16384
 
 
 @dataclass
@@ -68,12 +72,28 @@ def probe_video(path: Path) -> VideoInfo:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or 30
-        fps = float(rate) if rate else 30.0
-        n = int(stream.frames or 0)
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        w, h = int(stream.width or 0), int(stream.height or 0)
+        if w * h > MAX_FRAME_PIXELS:
+            raise ReconError(
+                f"{path}: video frames are {w}x{h} ({w * h / 1e6:.0f} megapixels), above the limit of "
+                f"{MAX_FRAME_PIXELS / 1e6:.0f}; a corrupt header, or re-encode it smaller"
+            )
+        try:
+            rate = stream.average_rate or stream.guessed_rate or 30
+            fps = float(rate) if rate else 30.0
+        except (ZeroDivisionError, ValueError, TypeError):
+            fps = 30.0
+        if not (math.isfinite(fps) and 0 < fps <= 10000):
+            fps = 30.0  # a corrupt or absent rate: assume a common one
+        n = max(0, int(stream.frames or 0))
+        try:
+            duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        except (ValueError, TypeError):
+            duration = 0.0
         if not duration and container.duration:
             duration = container.duration / 1e6
+        if not (math.isfinite(duration) and duration >= 0):
+            duration = 0.0
         if n <= 0:
             try:
                 n = sum(1 for pkt in container.demux(stream) if pkt.size)
@@ -81,7 +101,7 @@ def probe_video(path: Path) -> VideoInfo:
                 n = int(round(duration * fps))
         if not duration and n:
             duration = n / fps
-        return VideoInfo(fps=fps, frames=n, duration_s=duration, width=int(stream.width or 0), height=int(stream.height or 0))
+        return VideoInfo(fps=fps, frames=n, duration_s=duration, width=w, height=h)
     finally:
         container.close()
 
