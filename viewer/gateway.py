@@ -6,12 +6,23 @@ Every request passes through :class:`Gateway`, which
 * when a token is set, refuses requests that carry neither ``?token=T`` nor the ``recon_token``
   cookie (403); a request with the right query token gets the cookie, so the page's own requests
   (scripts, the splat file, viser's websocket) need not repeat it;
-* without a token (loopback only), refuses Host headers other than localhost names (403), so a web
-  page cannot reach the viewer through DNS rebinding;
+* refuses requests whose ``Host`` is not one of the names the viewer answers to (:attr:`Gateway.hosts`;
+  loopback names by default), in every mode, so a web page cannot reach it through DNS rebinding;
+* refuses cross-origin requests (403, logged as refused), in every mode: a request whose ``Origin``
+  is not one of the viewer's own origins (``http://NAME:PORT`` and ``https://NAME:HTTPS_PORT`` for
+  each allowed name; ``Origin: null`` is foreign), and a browser request that says it comes from
+  another site (``Sec-Fetch-Site: same-site`` or ``cross-site``), unless it is a top-level
+  navigation (following a link to the viewer). This covers viser's websocket, which carries the
+  whole model, and every route below. Requests without these headers (curl, raw clients) are
+  checked by ``Host`` and token only;
 * serves a fixed set of routes itself (the WebXR page, the vendored scripts, the run's splats and
   cameras), streaming files in chunks;
 * forwards everything else, websocket upgrades included, to viser's server, which listens on an
   ephemeral loopback port.
+
+No response carries CORS headers (upstream ``Access-Control-*`` headers are dropped), and every
+response says ``Cross-Origin-Resource-Policy: same-origin`` and ``X-Frame-Options: DENY``, so a
+page on another origin can neither read nor frame what the viewer serves.
 
 It listens on a plain-HTTP port and, given an ``ssl.SSLContext``, on an HTTPS port, both served by
 the same handler in one asyncio loop on a background thread. ``bytes_sent`` counts bytes written
@@ -23,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hmac
+import sys
 import threading
 import time
 import urllib.parse
@@ -46,7 +58,8 @@ MIME = {
 }
 COOKIE = "recon_token"
 CHUNK = 1 << 20
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -74,6 +87,10 @@ class Gateway:
     ssl_context: object | None = None
     upstream_headers: list[tuple[str, str]] = field(default_factory=list)
     """Headers added to every forwarded request (a client's own copies are dropped)."""
+    hosts: frozenset[str] = frozenset(LOOPBACK_NAMES)
+    """Names (lower case, IPv6 without brackets) the viewer answers to in ``Host`` and ``Origin``."""
+    log: Callable[[str], None] | None = None
+    """Where refused cross-origin and foreign-host requests are reported (default: stderr)."""
 
     def __post_init__(self) -> None:
         self.bytes_sent: dict[str, int] = {}
@@ -81,6 +98,9 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._thread: threading.Thread | None = None
+        self.hosts = frozenset(_host_name(h) for h in self.hosts)
+        self.refused: list[tuple[str, str, str]] = []  # (method, path, reason), last 1000
+        self._last_report: dict[str, float] = {}
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -166,14 +186,21 @@ class Gateway:
         for ln in lines[1:]:
             if ":" in ln:
                 k, v = ln.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
+                k = k.strip().lower()
+                if k in headers and k in ("host", "origin", "cookie", "sec-fetch-site", "upgrade"):
+                    return await self._reply(writer, 400, f"bad request: repeated {k} header", "refused", method)
+                headers[k] = v.strip()
         raw_path, _, query = target.partition("?")
         path = urllib.parse.unquote(raw_path)
         if (not raw_path.startswith("/") or "\\" in path or "\x00" in path
                 or any(seg in ("..", ".") for seg in raw_path.split("/") + path.split("/"))):
             return await self._reply(writer, 400, "bad path", "refused", method, raw_path)
 
-        # Access control.
+        # Access control: who is asked for (Host), who is asking (Origin, Sec-Fetch-Site), then the token.
+        refusal = self._foreign(method, headers)
+        if refusal is not None:
+            self._report(method, raw_path, refusal)
+            return await self._reply(writer, 403, f"forbidden: {refusal}", "refused", method, raw_path)
         set_cookie = None
         if self.token:
             q_token = urllib.parse.parse_qs(query).get("token", [None])[0]
@@ -185,12 +212,6 @@ class Gateway:
                                          "`recon view` printed (it ends in ?token=...)", "refused", method, raw_path)
             if ok_q and not ok_c:
                 set_cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
-        else:
-            host = headers.get("host", "")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.lower() not in LOOPBACK_NAMES:
-                return await self._reply(writer, 403, "forbidden: this viewer only answers to localhost; "
-                                         "serve with --host and a --token to share it", "refused", method, raw_path)
 
         route, rel = self._match(path)
         if route is None:
@@ -210,6 +231,68 @@ class Gateway:
         if file is None or not file.is_file():
             return await self._reply(writer, 404, "not found", route.kind, method, raw_path)
         await self._stream(writer, file, route, method, raw_path, extra)
+
+    def origins(self) -> set[str]:
+        """The viewer's own origins, as browsers write them (default ports left out)."""
+        out = set()
+        for scheme, port in (("http", self.port), ("https", self.https_port if self.ssl_context else None)):
+            if port is None:
+                continue
+            for h in self.hosts:
+                name = f"[{h}]" if ":" in h else h
+                out.add(f"{scheme}://{name}" + ("" if port == DEFAULT_PORTS[scheme] else f":{port}"))
+        return out
+
+    def _foreign(self, method: str, headers: dict[str, str]) -> str | None:
+        """Why a request is refused as foreign (wrong Host, another origin, another site), or None."""
+        host = headers.get("host")
+        if host is None:
+            return "no Host header"
+        try:
+            name = _host_name(urllib.parse.urlsplit("//" + host).hostname or "")
+            urllib.parse.urlsplit("//" + host).port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            name = ""
+        if name not in self.hosts:
+            return (f"Host {host!r} is not an address of this viewer (it answers to {', '.join(sorted(self.hosts))}); "
+                    "serve with --host (and a --token) to reach it by another address")
+        origin = headers.get("origin")
+        if origin is not None and not self._own_origin(origin):
+            return f"cross-origin request from {origin!r} refused (this viewer only answers its own pages)"
+        site = headers.get("sec-fetch-site", "").lower()
+        if site in ("same-site", "cross-site"):
+            top_level = (headers.get("sec-fetch-mode", "").lower() == "navigate"
+                         and headers.get("sec-fetch-dest", "").lower() == "document" and method in ("GET", "HEAD"))
+            if not top_level:
+                return f"{site} request refused (this viewer only answers its own pages)"
+        return None
+
+    def _own_origin(self, origin: str) -> bool:
+        try:
+            u = urllib.parse.urlsplit(origin.strip())
+            port = u.port
+        except ValueError:
+            return False
+        if u.scheme not in DEFAULT_PORTS or u.path or u.query or u.fragment or u.username or u.password:
+            return False
+        port = port if port is not None else DEFAULT_PORTS[u.scheme]
+        served = self.port if u.scheme == "http" else (self.https_port if self.ssl_context else None)
+        return port == served and _host_name(u.hostname or "") in self.hosts
+
+    def _report(self, method: str, path: str, reason: str) -> None:
+        """Record a refused request; print it (each reason at most once per 10 s, so a page cannot flood)."""
+        self.refused.append((method, path, reason))
+        del self.refused[:-1000]
+        now = time.monotonic()
+        key = reason.split(" refused")[0]
+        if now - self._last_report.get(key, -1e9) < 10.0:
+            return
+        self._last_report[key] = now
+        line = f"viewer: refused {method} {path[:200]}: {reason}"
+        if self.log is not None:
+            self.log(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def _match(self, path: str) -> tuple[Route | None, str]:
         if path in self.routes:
@@ -268,7 +351,8 @@ class Gateway:
 
     async def _proxy(self, lines: list[str], headers: dict[str, str], reader, writer, method: str, path: str,
                      set_cookie: str | None = None) -> None:
-        """Forward one request (or a websocket session) to viser's server, byte for byte."""
+        """Forward one request (or a websocket session) to viser's server: the body and websocket
+        frames byte for byte, the response head filtered (:func:`_filter_head`)."""
         upgrade = headers.get("upgrade", "").lower() == "websocket"
         try:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -289,16 +373,6 @@ class Gateway:
         up_w.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
         await up_w.drain()
         self._log(method, path, 101 if upgrade else 0)
-        if set_cookie and not upgrade:
-            # Add the token cookie to viser's response head, so the page's websocket carries it.
-            try:
-                head = await asyncio.wait_for(up_r.readuntil(b"\r\n\r\n"), timeout=60)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
-                up_w.close()
-                return
-            head = head[:-2] + f"Set-Cookie: {set_cookie}\r\n\r\n".encode("latin-1")
-            writer.write(head)
-            self._count("viser", len(head))
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, kind: str | None) -> None:
             try:
@@ -314,6 +388,17 @@ class Gateway:
                 pass
 
         t_up = asyncio.ensure_future(pipe(reader, up_w, None))
+        # Rewrite viser's response head: no CORS headers, ours added (and the token cookie, so the
+        # page's websocket carries it).
+        try:
+            head = await asyncio.wait_for(up_r.readuntil(b"\r\n\r\n"), timeout=60)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+            t_up.cancel()
+            up_w.close()
+            return
+        head = _filter_head(head, [("Set-Cookie", set_cookie)] if set_cookie and not upgrade else [])
+        writer.write(head)
+        self._count("viser", len(head))
         t_down = asyncio.ensure_future(pipe(up_r, writer, "viser"))
         await asyncio.wait([t_up, t_down], return_when=asyncio.FIRST_COMPLETED)
         if not upgrade:
@@ -324,11 +409,32 @@ class Gateway:
         up_w.close()
 
 
+SECURITY_HEADERS = [("Cross-Origin-Resource-Policy", "same-origin"), ("X-Frame-Options", "DENY"),
+                    ("Referrer-Policy", "no-referrer")]
+"""On every response, ours and viser's: other origins may not embed, frame or leak from what is served."""
+
+
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
               502: "Bad Gateway"}.get(status, "OK")
-    hs = headers + [("Referrer-Policy", "no-referrer"), ("Connection", "close")]
+    hs = headers + SECURITY_HEADERS + [("Connection", "close")]
     return (f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hs) + "\r\n").encode("latin-1")
+
+
+def _host_name(name: str) -> str:
+    """A host name as compared here: lower case, no brackets around IPv6, no trailing spaces."""
+    return name.strip().lower().removeprefix("[").removesuffix("]")
+
+
+def _filter_head(head: bytes, extra: list[tuple[str, str]]) -> bytes:
+    """An upstream response head without CORS or framing headers, with ``extra`` and ours added."""
+    lines = head.decode("latin-1").split("\r\n")
+    ours = {k.lower() for k, _ in SECURITY_HEADERS}
+    keep = [lines[0]] + [ln for ln in lines[1:] if ln and not (
+        ln.split(":", 1)[0].strip().lower().startswith("access-control-")
+        or ln.split(":", 1)[0].strip().lower() in ours)]
+    keep += [f"{k}: {v}" for k, v in extra + SECURITY_HEADERS]
+    return ("\r\n".join(keep) + "\r\n\r\n").encode("latin-1")
 
 
 def _cookie(header: str, name: str) -> str | None:

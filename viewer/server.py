@@ -31,10 +31,11 @@ from typing import Literal
 import numpy as np
 
 from recon.errors import ReconError
-from viewer.gateway import Gateway, Route, is_port_in_use
+from viewer.gateway import LOOPBACK_NAMES, Gateway, Route, is_port_in_use
 from viewer.run import GL_CV_FLIP, Run
 from viewer.splats import write_splats_ply
-from viewer.tls import Certificate, cache_dir, ensure_self_signed, load_certificate, local_addresses
+from viewer.tls import (Certificate, cache_dir, certificate_names, ensure_self_signed, load_certificate,
+                        local_addresses)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -60,6 +61,8 @@ class ViewerOptions:
     splat_format: Literal["auto", "spz", "ply"] = "auto"
     background: tuple[int, int, int] = (0, 0, 0)
     """XR page background (0-255 RGB)."""
+    allow_hosts: tuple[str, ...] = ()
+    """Further names the viewer is reached by (a DNS name of this machine); see :meth:`ViewerServer.hosts`."""
 
 
 def is_loopback(host: str) -> bool:
@@ -112,7 +115,7 @@ class ViewerServer:
         xr_port = o.xr_port if o.xr_port is not None else (o.port + 1 if o.port else 0)
         self.gateway = Gateway(host=o.host, port=o.port, upstream_port=0, token=self.token, routes=routes,
                                https_port=xr_port, ssl_context=self.certificate.ssl_context(),
-                               upstream_headers=[(GATEWAY_HEADER, self._secret)])
+                               upstream_headers=[(GATEWAY_HEADER, self._secret)], hosts=self.hosts())
         try:
             self.gateway.start()
         except OSError as e:
@@ -141,12 +144,42 @@ class ViewerServer:
             if not (o.cert and o.key):
                 raise ReconError("pass both --cert and --key (PEM files), or neither for a self-signed certificate")
             return load_certificate(Path(o.cert), Path(o.key))
+        return ensure_self_signed(self._own_names() + list(o.allow_hosts))
+
+    def _own_names(self) -> list[str]:
+        """The bind address, and for a wildcard bind this machine's addresses and host name."""
+        o = self.opts
         hosts = [o.host] + (local_addresses() if not is_loopback(o.host) else [])
         if not is_loopback(o.host):
             import socket
 
             hosts.append(socket.gethostname())
-        return ensure_self_signed(hosts)
+        return hosts
+
+    def hosts(self) -> frozenset[str]:
+        """The names this viewer answers to, in ``Host`` headers and in the origins it accepts.
+
+        Loopback names (``localhost``, ``127.0.0.1``, ``::1``) when bound to loopback or to every
+        interface; the ``--host`` address; for ``0.0.0.0``/``::`` this machine's addresses and host
+        name (``NAME`` and ``NAME.local``); the names of a ``--cert`` certificate (wildcards
+        excepted); and ``allow_hosts``. None of them can be chosen by a web page, which is what
+        keeps DNS rebinding out.
+        """
+        o = self.opts
+        names = {o.host, *o.allow_hosts}
+        wildcard = o.host in ("0.0.0.0", "::", "")
+        if is_loopback(o.host) or wildcard:
+            names |= LOOPBACK_NAMES
+        if wildcard:
+            import socket
+
+            names |= set(self._own_names())
+            name = socket.gethostname()
+            names |= {name, name + ".local", socket.getfqdn()}
+        if o.cert:
+            names |= set(certificate_names(Path(o.cert)))
+        return frozenset(n.strip().lower().strip("[]") for n in names
+                         if n and n not in ("0.0.0.0", "::") and "*" not in n)
 
     def _prepare_xr_splats(self) -> str:
         """Pick the XR page's splat format and make its file; returns "spz" or "ply"."""
@@ -157,13 +190,14 @@ class ViewerServer:
         if src is None:  # in-memory splats: snapshots are encoded on demand (see _xr_file)
             return "spz" if _have_spz() and self.opts.splat_format != "ply" else "ply"
         st = src.stat()
-        key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+        aa = bool(getattr(self.run, "antialiased", False))
+        key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|aa={aa}".encode()).hexdigest()[:24]
         out = cache_dir() / "spz" / f"{key}.spz"
         try:
             if not out.is_file():
                 from exporters.spz import write_spz
 
-                write_spz(self.run.splats, out)
+                write_spz(self.run.splats, out, antialiased=aa)
             self.splats_file = out
             return "spz"
         except Exception as e:  # noqa: BLE001 - fall back to the PLY, which Spark also reads
@@ -184,7 +218,7 @@ class ViewerServer:
                 if self._fmt == "spz":
                     from exporters.spz import write_spz
 
-                    write_spz(splats, out)
+                    write_spz(splats, out, antialiased=bool(getattr(self.run, "antialiased", False)))
                 else:
                     write_splats_ply(splats, out)
                 self.splats_file, self._encoded_version = out, self._version

@@ -77,6 +77,19 @@ def load_certificate(cert: Path, key: Path) -> Certificate:
     return out
 
 
+def certificate_names(cert: Path) -> list[str]:
+    """The DNS names and IP addresses a PEM certificate's subject alternative names cover."""
+    from cryptography import x509
+
+    try:
+        c = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+        san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return []
+    return ([str(v) for v in san.get_values_for_type(x509.DNSName)]
+            + [str(v) for v in san.get_values_for_type(x509.IPAddress)])
+
+
 def fingerprint(cert) -> str:
     from cryptography.hazmat.primitives import hashes
 
