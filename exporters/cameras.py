@@ -69,6 +69,8 @@ def _mat4(v: Any, where: str) -> np.ndarray:
         a = np.asarray(v, np.float64)
     except (TypeError, ValueError):
         raise ReconError(f"{where}: pose must be a 4x4 (or 3x4) matrix of numbers") from None
+    if not np.all(np.isfinite(a)):
+        raise ReconError(f"{where}: pose has non-finite values (NaN or inf); fix the pose")
     if a.size == 16:
         return a.reshape(4, 4)
     if a.size == 12:

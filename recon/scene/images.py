@@ -427,7 +427,7 @@ def _npy_header(fp, path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dt
             shape, fortran, dtype = npf.read_array_header_2_0(fp)
         else:
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, OSError, SyntaxError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - numpy parses the header with tokenize/literal_eval
         raise ReconError(f"{path}: unreadable {what} (not a .npy array: {_one_line(e)[:200]})") from None
     if dtype.hasobject:
         raise ReconError(f"{path}: {what} holds Python objects, which recon does not load; save a numeric array")

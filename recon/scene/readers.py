@@ -517,7 +517,7 @@ def check_ply_size(path: Path, what: str = "PLY file") -> None:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(_PLY_HEADER_LIMIT)
+            head = f.read(min(size, _PLY_HEADER_LIMIT))
     except FileNotFoundError:
         raise ReconError(f"{path}: {what} not found") from None
     except OSError as e:
@@ -776,8 +776,12 @@ def read_colmap_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         where = binf
     elif txtf.is_file():
         # POINT3D_ID X Y Z R G B ERROR TRACK[]: rows differ in length; the first 7 columns suffice.
+        import warnings
+
         try:
-            a = np.loadtxt(txtf, comments="#", usecols=range(7), ndmin=2, dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": no points
+                a = np.loadtxt(txtf, comments="#", usecols=range(7), ndmin=2, dtype=np.float64)
         except (ValueError, IndexError) as e:
             raise ReconError(f"{txtf}: malformed points3D file ({' '.join(str(e).split())[:200]})") from None
         except OSError as e:
