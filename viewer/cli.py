@@ -23,6 +23,7 @@ def main(
     cert: Optional[Path] = None,
     key: Optional[Path] = None,
     splat_format: Literal["auto", "spz", "ply"] = "auto",
+    allow_host: tuple[str, ...] = (),
 ) -> int:
     """Serve RUN (a folder written by `recon train`, or a splat .ply) until Ctrl-C.
 
@@ -40,6 +41,7 @@ def main(
         cert: PEM certificate for HTTPS instead of the self-signed one (with --key).
         key: PEM private key for --cert.
         splat_format: file the WebXR page loads: SPZ (compact; converted once and cached), the run's PLY, or auto (SPZ, else PLY).
+        allow_host: further names this machine is reached by (e.g. a DNS name), accepted in Host and Origin headers; requests naming any other host, or coming from another origin, get 403.
     """
     from viewer.run import open_run
     from viewer.server import ViewerOptions, ViewerServer
@@ -50,7 +52,8 @@ def main(
     try:
         r = open_run(run)
         server = ViewerServer(r, ViewerOptions(host=host, port=port, xr_port=xr_port, token=token, cert=cert,
-                                               key=key, splat_format=splat_format))
+                                               key=key, splat_format=splat_format,
+                                               allow_hosts=tuple(allow_host)))
         server.start()
         serving.set()
     except BaseException as e:

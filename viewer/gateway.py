@@ -15,6 +15,7 @@ Every request passes through :class:`Gateway`, which
   navigation (following a link to the viewer). This covers viser's websocket, which carries the
   whole model, and every route below. Requests without these headers (curl, raw clients) are
   checked by ``Host`` and token only;
+* answers only GET and HEAD (405 for other methods);
 * serves a fixed set of routes itself (the WebXR page, the vendored scripts, the run's splats and
   cameras), streaming files in chunks;
 * forwards everything else, websocket upgrades included, to viser's server, which listens on an
@@ -214,10 +215,11 @@ class Gateway:
                 set_cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
 
         route, rel = self._match(path)
+        if method not in ("GET", "HEAD"):  # nothing here, viser's page and websocket included, takes more
+            return await self._reply(writer, 405, "method not allowed", route.kind if route else "viser",
+                                     method, raw_path)
         if route is None:
             return await self._proxy(lines, headers, reader, writer, method, raw_path, set_cookie)
-        if method not in ("GET", "HEAD"):
-            return await self._reply(writer, 405, "method not allowed", route.kind, method, raw_path)
         extra = [("Set-Cookie", set_cookie)] if set_cookie else []
         if route.data is not None:
             body = route.data()
@@ -395,7 +397,7 @@ class Gateway:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
             t_up.cancel()
             up_w.close()
-            return
+            return await self._reply(writer, 502, "viewer backend gave no answer", "viser", method, path)
         head = _filter_head(head, [("Set-Cookie", set_cookie)] if set_cookie and not upgrade else [])
         writer.write(head)
         self._count("viser", len(head))
