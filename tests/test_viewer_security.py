@@ -307,11 +307,11 @@ def test_xr_spz_keeps_the_antialiased_flag(run_dir):
 # ----------------------------------------------------------------------------- in a real browser
 
 ATTACK_JS = r"""
-async function tryWs(url) {
+async function tryWs(url, protocol) {
   return new Promise((resolve) => {
     let ws, opened = false, bytes = 0, done = false;
     const finish = () => { if (!done) { done = true; try { ws.close(); } catch (e) {} resolve({opened, bytes}); } };
-    try { ws = new WebSocket(url); } catch (e) { return resolve({opened, bytes, error: String(e)}); }
+    try { ws = new WebSocket(url, [protocol]); } catch (e) { return resolve({opened, bytes, error: String(e)}); }
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { opened = true; };
     ws.onmessage = (m) => { bytes += m.data.byteLength || m.data.length || 0; };
@@ -326,11 +326,11 @@ async function tryFetch(url, opts) {
     return {ok: true, type: r.type, status: r.status, bytes: b.byteLength};
   } catch (e) { return {ok: false, bytes: 0, error: String(e)}; }
 }
-window.attack = async (bases, routes) => {
+window.attack = async (bases, routes, protocol) => {
   const out = {};
   for (const base of bases) {
     const ws = base.replace(/^http/, "ws") + "/";
-    out[ws] = await tryWs(ws);
+    out[ws] = await tryWs(ws, protocol);
     for (const r of routes) {
       for (const [name, opts] of [["cors", {credentials: "include"}], ["cors-anon", {}],
                                   ["no-cors", {mode: "no-cors", credentials: "include"}]]) {
@@ -384,6 +384,8 @@ def browser(tmp_path_factory):
 
 
 def test_browser_page_on_another_origin_cannot_read_the_model(browser, viewer, attacker_origin):
+    import viser
+
     # The user has the viewer open (with a token, the browser now holds its cookie: cookies are
     # per host, not per port, so the browser would send it with the other origin's requests too).
     browser.clear_cookies()
@@ -397,7 +399,8 @@ def test_browser_page_on_another_origin_cannot_read_the_model(browser, viewer, a
     assert page.goto(attacker_origin + "/attack.html").status == 200
     bases = [f"http://127.0.0.1:{viewer.gateway.port}", f"https://127.0.0.1:{viewer.gateway.https_port}"]
     routes = [f"/run/splats.{viewer._fmt}", "/run/scene.json", "/run/cameras.json", "/"]
-    got = page.evaluate("([b, r]) => window.attack(b, r)", [bases, routes])
+    # The script speaks viser's protocol (its client's subprotocol), as a real attack would.
+    got = page.evaluate("([b, r, p]) => window.attack(b, r, p)", [bases, routes, f"viser-v{viser.__version__}"])
     page.close()
 
     ws = {k: v for k, v in got.items() if k.startswith("ws")}
