@@ -76,9 +76,9 @@ BAD_NERFSTUDIO = [
     (None, {"transform_matrix": [[float("nan")] * 4] * 4}, ["frame 0", "transform_matrix", "non-finite"]),
     (None, {"transform_matrix": [[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 1]]}, ["frame 0", "zero or singular"]),
     (None, {"transform_matrix": (np.diag([3.0, 3.0, 3.0, 1.0])).tolist()}, ["frame 0", "not a rotation"]),
-    (None, {"file_path": "../outside.png"}, ["frame 0", "'../outside.png'", "outside the scene folder"]),
-    (None, {"file_path": "images/../../outside.png"}, ["frame 0", "outside the scene folder"]),
-    (None, {"mask_path": "../m.png"}, ["frame 0", "mask_path", "outside the scene folder"]),
+    (None, {"file_path": "../outside.png"}, ["transforms.json frame 0 (../outside.png)", "image path", "outside the scene folder"]),
+    (None, {"file_path": "images/../../outside.png"}, ["frame 0 (images/../../outside.png)", "outside the scene folder"]),
+    (None, {"mask_path": "../m.png"}, ["frame 0", "mask path", "m.png points outside the scene folder"]),
     (None, {"time": float("nan")}, ["frame 0", "time"]),
 ]
 
@@ -111,8 +111,23 @@ def test_nerfstudio_valid_scene_still_loads(tmp_path):
 def test_absolute_path_outside_is_refused(tmp_path):
     outside = _png(tmp_path / "elsewhere" / "x.png")
     root = _nerfstudio(tmp_path / "scene", frame0={"file_path": str(outside)})
-    with pytest.raises(ReconError, match=r"transforms\.json frame 0: file_path '.*x\.png' points outside the scene folder"):
+    with pytest.raises(ReconError, match=r"transforms\.json frame 0 \(.*x\.png\): image path .*x\.png points outside the scene folder"):
         load_scene(root)
+
+
+def test_index_written_apart_from_its_images_still_loads(tmp_path):
+    """Every frame outside (an index that refers back to a read-only dataset) is one scene, not an escape."""
+    _nerfstudio(tmp_path / "data")
+    meta = json.loads((tmp_path / "data" / "transforms.json").read_text())
+    for f in meta["frames"]:
+        f["file_path"] = "../data/" + f["file_path"]
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "transforms.json").write_text(json.dumps(meta))
+    assert len(load_scene(tmp_path / "index")) == 3
+    meta["frames"][1]["file_path"] = "../index/transforms.json"  # now one frame is inside: a mix
+    (tmp_path / "index" / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(ReconError, match=r"frame 0 \(\.\./data/images/f0\.png\): image path .* points outside"):
+        load_scene(tmp_path / "index")
 
 
 def test_symlink_inside_the_scene_is_accepted(tmp_path):

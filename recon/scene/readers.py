@@ -30,7 +30,7 @@ from recon.errors import ReconError
 from recon.scene.cameras import CAMERA_MODELS, MAX_IMAGE_SIDE, Camera, check_intrinsics, check_quaternion, check_rotation
 from recon.scene.conventions import colmap_to_c2w, opengl_to_opencv
 from recon.scene.images import ImageCache, env_cache_bytes, image_size, is_image_file, is_video_file, load_npy
-from recon.scene.scene import SPLITS, Frame, Scene, is_inside
+from recon.scene.scene import SPLITS, Frame, Scene, is_inside, outside_frame_path
 
 FORMATS = ("nerfstudio", "blender", "dnerf", "colmap", "llff", "images")
 TEST_EVERY = 8  # default hold-out: frames with index % 8 == 0 are "test"
@@ -288,11 +288,23 @@ def _scene_path(root: Path, base: Path, rel: str, where: str, field: str = "imag
     return p
 
 
+def _check_frame_paths(frames: list[Frame], root: Path, where: list[str]) -> None:
+    """Refuse a frame whose image, mask or depth points outside the scene folder (see
+    :func:`recon.scene.scene.outside_frame_path`), naming the index file's frame and the field."""
+    out = outside_frame_path(frames, root)
+    if out is not None:
+        i, field, p = out
+        raise ReconError(
+            f"{where[i]}: {field} path {p} points outside the scene folder {root}; "
+            "move the file into the scene folder (or link it there) and use a path relative to it"
+        )
+
+
 def _resolve_image(base: Path, rel: Any, where: str) -> Path:
     """An image reference to an existing file; Blender-style paths without extension get ``.png``."""
     if not isinstance(rel, str) or not rel:
         raise ReconError(f"{where}: missing or invalid 'file_path'")
-    p = _scene_path(base, base, rel, where, "file_path")
+    p = _resolve(base, rel)  # containment is checked over all frames (_check_frame_paths)
     if p.is_file():
         return p
     if not p.suffix or p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"):
@@ -422,6 +434,7 @@ def read_nerfstudio(json_path: Path, background: Optional[tuple[float, float, fl
         raise ReconError(f"{json_path}: no 'frames' list (or it is empty)")
     lazy = _LazySize()
     frames: list[Frame] = []
+    wheres: list[str] = []
     for idx, fm in enumerate(frames_meta):
         where = f"{json_path} frame {idx}"
         if not isinstance(fm, dict):
@@ -445,6 +458,8 @@ def read_nerfstudio(json_path: Path, background: Optional[tuple[float, float, fl
             except (TypeError, ValueError):
                 raise ReconError(f"{where}: 'time' must be a number, got {t!r}") from None
         frames.append(Frame(image_path=img, camera=cam, mask_path=mask, depth_path=depth, time=t, name=_rel_name(img, root)))
+        wheres.append(where)
+    _check_frame_paths(frames, root, wheres)
 
     _nerfstudio_splits(meta, frames, root, json_path)
 
@@ -471,7 +486,7 @@ def _optional_file(root: Path, rel: Any, where: str, key: str) -> Optional[Path]
         return None
     if not isinstance(rel, str):
         raise ReconError(f"{where}: '{key}' must be a path string")
-    p = _scene_path(root, root, rel, where, key)
+    p = _resolve(root, rel)
     if not p.is_file():
         raise ReconError(f"{p}: {key} referenced by {where} not found")
     return p
@@ -605,6 +620,7 @@ def read_blender(root: Path, background: Optional[tuple[float, float, float]] = 
         raise ReconError(f"{root}: no transforms_train.json, transforms_val.json or transforms_test.json")
     lazy = _LazySize()
     frames: list[Frame] = []
+    wheres: list[str] = []
     for split, jf in files:
         meta = read_json(jf)
         if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
@@ -630,6 +646,8 @@ def read_blender(root: Path, background: Optional[tuple[float, float, float]] = 
                 except (TypeError, ValueError):
                     raise ReconError(f"{where}: 'time' must be a number, got {t!r}") from None
             frames.append(Frame(image_path=img, camera=cam, split=split, time=t, name=_rel_name(img, root)))
+            wheres.append(where)
+    _check_frame_paths(frames, root, wheres)
     if not frames:
         raise ReconError(f"{root}: the transforms_*.json files list no frames")
     fmt = "dnerf" if any(f.time is not None for f in frames) else "blender"

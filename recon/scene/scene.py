@@ -19,6 +19,27 @@ from recon.scene.cameras import Camera, check_camera
 SPLITS = ("train", "val", "test")
 
 
+def outside_frame_path(frames: "list[Frame]", root: "str | Path") -> "Optional[tuple[int, str, Path]]":
+    """The first ``(frame index, field, path)`` that escapes the scene folder, or ``None``.
+
+    A frame's image, mask and depth must lie inside ``root`` (compared lexically: links inside
+    the folder may point anywhere). One exception keeps an index written apart from its images
+    working (``write_transforms_json(scene, elsewhere)`` refers back to them with ``../``): when
+    *no* frame image is inside ``root``, the files only have to share one folder, which every
+    path then trivially does. A mix (some frames inside, one pointing out) is refused.
+    """
+    import os
+
+    images = [os.path.abspath(f.image_path) for f in frames]
+    if images and not any(is_inside(root, p) for p in images):
+        return None  # an index apart from its images: the images' own folder is the scene folder
+    for i, f in enumerate(frames):
+        for field, p in (("image", f.image_path), ("mask", f.mask_path), ("depth", f.depth_path)):
+            if p is not None and not is_inside(root, p):
+                return i, field, Path(p)
+    return None
+
+
 def is_inside(root: "str | Path", path: "str | Path") -> bool:
     """Whether ``path`` lies inside the folder ``root``, compared lexically (``..`` collapsed,
     symbolic links not followed: a link inside the folder counts as inside)."""
@@ -119,21 +140,18 @@ class Scene:
         Checks: each camera (size in 1..131072 px, positive finite focal lengths, finite principal
         point, distortion and pose, a rotation block that is a rotation: see
         :func:`recon.scene.cameras.check_camera`); frame times finite; image, mask and depth paths
-        inside :attr:`root` (compared lexically, so symbolic links inside the folder may point
-        anywhere); sparse points finite. Readers run the same checks with the exact field of
+        inside :attr:`root` (see :func:`outside_frame_path`); sparse points finite. Readers run the same checks with the exact field of
         their format as they read; this is the backstop for scenes built in code. Returns self.
         """
-        import os
-
-        root = os.path.abspath(self.root)
+        out = outside_frame_path(self.frames, self.root)
+        if out is not None:
+            i, what, p = out
+            raise ReconError(
+                f"{self.root} frame {i} ({self.frames[i].name}): {what} path {p} is outside the scene folder {self.root}; "
+                "move the file into the scene folder (or link it there) and reference it by a relative path"
+            )
         for i, f in enumerate(self.frames):
             where = f"{self.root} frame {i} ({f.name})"
-            for what, p in (("image", f.image_path), ("mask", f.mask_path), ("depth", f.depth_path)):
-                if p is not None and not is_inside(root, p):
-                    raise ReconError(
-                        f"{where}: {what} path {p} is outside the scene folder {self.root}; "
-                        "move the file into the scene folder (or link it there) and reference it by a relative path"
-                    )
             if f.camera is not None:
                 check_camera(f.camera, where)
             if f.time is not None and not np.isfinite(f.time):
