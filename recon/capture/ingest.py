@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -286,9 +287,11 @@ def _ingest_image(
         res.skipped.append((str(p), msg.split(": ", 1)[1] if msg.startswith(str(p)) else msg))
         return
     try:
-        with Image.open(p) as im:
-            exif = read_exif(im)
-            fmt, mode = im.format, im.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked by decode()
+            with Image.open(p) as im:
+                exif = read_exif(im)
+                fmt, mode = im.format, im.mode
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         exif, fmt, mode = read_exif(None), None, None
     if fmt == "JPEG":

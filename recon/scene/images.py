@@ -94,7 +94,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
     Raises :class:`ReconError` naming the file when it is missing or not an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     try:
@@ -234,7 +234,7 @@ def decode(path: Path) -> np.ndarray:
     ``C`` is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Float files (e.g. EXR, float TIFF)
     keep their values. Raises :class:`ReconError` naming the file on any failure.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     try:

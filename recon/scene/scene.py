@@ -34,9 +34,9 @@ def outside_frame_path(frames: "list[Frame]", root: "str | Path") -> "Optional[t
     if images and not any(is_inside(root, p) for p in images):
         return None  # an index apart from its images: the images' own folder is the scene folder
     for i, f in enumerate(frames):
-        for field, p in (("image", f.image_path), ("mask", f.mask_path), ("depth", f.depth_path)):
+        for what, p in (("image", f.image_path), ("mask", f.mask_path), ("depth", f.depth_path)):
             if p is not None and not is_inside(root, p):
-                return i, field, Path(p)
+                return i, what, Path(p)
     return None
 
 
