@@ -101,7 +101,7 @@ class Gateway:
         self._thread: threading.Thread | None = None
         self.hosts = frozenset(_host_name(h) for h in self.hosts)
         self.refused: list[tuple[str, str, str]] = []  # (method, path, reason), last 1000
-        self._last_report: dict[str, float] = {}
+        self._last_report: dict[str, tuple[float, int]] = {}  # kind -> (printed at, refused since)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -200,8 +200,8 @@ class Gateway:
         # Access control: who is asked for (Host), who is asking (Origin, Sec-Fetch-Site), then the token.
         refusal = self._foreign(method, headers)
         if refusal is not None:
-            self._report(method, raw_path, refusal)
-            return await self._reply(writer, 403, f"forbidden: {refusal}", "refused", method, raw_path)
+            self._report(refusal[0], method, raw_path, refusal[1])
+            return await self._reply(writer, 403, f"forbidden: {refusal[1]}", "refused", method, raw_path)
         set_cookie = None
         if self.token:
             q_token = urllib.parse.parse_qs(query).get("token", [None])[0]
@@ -234,39 +234,29 @@ class Gateway:
             return await self._reply(writer, 404, "not found", route.kind, method, raw_path)
         await self._stream(writer, file, route, method, raw_path, extra)
 
-    def origins(self) -> set[str]:
-        """The viewer's own origins, as browsers write them (default ports left out)."""
-        out = set()
-        for scheme, port in (("http", self.port), ("https", self.https_port if self.ssl_context else None)):
-            if port is None:
-                continue
-            for h in self.hosts:
-                name = f"[{h}]" if ":" in h else h
-                out.add(f"{scheme}://{name}" + ("" if port == DEFAULT_PORTS[scheme] else f":{port}"))
-        return out
-
-    def _foreign(self, method: str, headers: dict[str, str]) -> str | None:
-        """Why a request is refused as foreign (wrong Host, another origin, another site), or None."""
+    def _foreign(self, method: str, headers: dict[str, str]) -> tuple[str, str] | None:
+        """Why a request is refused as foreign, as (kind, reason): a Host that is not this viewer's,
+        another origin, another site; or None."""
         host = headers.get("host")
         if host is None:
-            return "no Host header"
+            return "host", "no Host header"
         try:
             name = _host_name(urllib.parse.urlsplit("//" + host).hostname or "")
             urllib.parse.urlsplit("//" + host).port  # noqa: B018 - raises on a malformed port
         except ValueError:
             name = ""
         if name not in self.hosts:
-            return (f"Host {host!r} is not an address of this viewer (it answers to {', '.join(sorted(self.hosts))}); "
-                    "serve with --host (and a --token) to reach it by another address")
+            return "host", (f"Host {host!r} is not an address of this viewer; pass --allow-host NAME to reach "
+                            "it by another name")
         origin = headers.get("origin")
         if origin is not None and not self._own_origin(origin):
-            return f"cross-origin request from {origin!r} refused (this viewer only answers its own pages)"
+            return "origin", f"cross-origin request from {origin!r} refused (this viewer only answers its own pages)"
         site = headers.get("sec-fetch-site", "").lower()
         if site in ("same-site", "cross-site"):
             top_level = (headers.get("sec-fetch-mode", "").lower() == "navigate"
                          and headers.get("sec-fetch-dest", "").lower() == "document" and method in ("GET", "HEAD"))
             if not top_level:
-                return f"{site} request refused (this viewer only answers its own pages)"
+                return "site", f"{site} request refused (this viewer only answers its own pages)"
         return None
 
     def _own_origin(self, origin: str) -> bool:
@@ -281,16 +271,19 @@ class Gateway:
         served = self.port if u.scheme == "http" else (self.https_port if self.ssl_context else None)
         return port == served and _host_name(u.hostname or "") in self.hosts
 
-    def _report(self, method: str, path: str, reason: str) -> None:
-        """Record a refused request; print it (each reason at most once per 10 s, so a page cannot flood)."""
+    def _report(self, kind: str, method: str, path: str, reason: str) -> None:
+        """Record a refused request; print it (one line per kind per 10 s, with a count of the rest,
+        so a page cannot flood the terminal)."""
         self.refused.append((method, path, reason))
         del self.refused[:-1000]
         now = time.monotonic()
-        key = reason.split(" refused")[0]
-        if now - self._last_report.get(key, -1e9) < 10.0:
+        last, quiet = self._last_report.get(kind, (-1e9, 0))
+        if now - last < 10.0:
+            self._last_report[kind] = (last, quiet + 1)
             return
-        self._last_report[key] = now
-        line = f"viewer: refused {method} {path[:200]}: {reason}"
+        self._last_report[kind] = (now, 0)
+        shown = path[:200].encode("unicode_escape").decode("ascii")  # no terminal escapes from a client
+        line = f"viewer: refused {method} {shown}: {reason}" + (f" ({quiet} more like it not shown)" if quiet else "")
         if self.log is not None:
             self.log(line)
         else:
@@ -333,8 +326,7 @@ class Gateway:
         size = file.stat().st_size
         ctype = route.content_type or MIME.get(file.suffix.lower(), "application/octet-stream")
         hdr = _head(200, [("Content-Type", ctype), ("Content-Length", str(size)),
-                          ("Cache-Control", "max-age=3600" if route.cache else "no-cache"),
-                          ("X-Content-Type-Options", "nosniff")] + extra)
+                          ("Cache-Control", "max-age=3600" if route.cache else "no-cache")] + extra)
         writer.write(hdr)
         sent = len(hdr)
         if method != "HEAD":
@@ -412,7 +404,7 @@ class Gateway:
 
 
 SECURITY_HEADERS = [("Cross-Origin-Resource-Policy", "same-origin"), ("X-Frame-Options", "DENY"),
-                    ("Referrer-Policy", "no-referrer")]
+                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
 """On every response, ours and viser's: other origins may not embed, frame or leak from what is served."""
 
 

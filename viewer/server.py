@@ -4,10 +4,11 @@ Pieces, all in this process:
 
 * viser's server on an ephemeral loopback port, holding the operator UI (:mod:`viewer.operator`);
 * :class:`viewer.gateway.Gateway` on ``--port`` (HTTP) and ``--xr-port`` (HTTPS, default
-  ``port + 1``): checks Host, Origin and the token (:meth:`ViewerServer.hosts`) and paths, serves the WebXR page, the vendored three.js/Spark,
-  the run's splats and cameras, and forwards everything else (the viser page and its websocket)
-  to viser. viser's own port only answers requests that carry the gateway's secret header, so
-  the token cannot be bypassed by connecting to it directly.
+  ``port + 1``): checks Host and Origin (against :meth:`ViewerServer.hosts`), the token and paths,
+  serves the WebXR page, the vendored three.js/Spark, the run's splats and cameras, and forwards
+  everything else (the viser page and its websocket) to viser. viser's own port only answers
+  requests that carry the gateway's secret header, so none of this can be bypassed by connecting
+  to it directly.
 
 The WebXR page gets the splats as SPZ (converted once with :mod:`exporters.spz` and cached in
 ``$XDG_CACHE_HOME/recon/viewer/spz/``; the run folder is never written) or, with
