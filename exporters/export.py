@@ -254,7 +254,8 @@ def export_run(
     if meshing:  # one mesh for every mesh format, before anything is written
         from exporters.mesh import extract_mesh
 
-        mesh = extract_mesh(splats, [c.camera for c in run.cameras], options.mesh, up=ax.axis_vector(up), log=log)
+        mesh = extract_mesh(splats, [c.camera for c in run.cameras], options.mesh, up=ax.axis_vector(up), log=log,
+                            antialiased=run.antialiased)
     mesh_cache: dict[str, object] = {}
     png_written: set[Path] = set()
 

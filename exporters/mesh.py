@@ -199,40 +199,20 @@ def orbit_views(lo: np.ndarray, hi: np.ndarray, count: int, size: int, up: np.nd
 
 
 class _Renderer:
-    """Colour + expected depth + alpha of one splat set (activations applied once)."""
+    """Colour (unpremultiplied) + expected depth + alpha of one splat set, through the run's one
+    renderer (:class:`recon.models.splats.SplatRenderer`)."""
 
-    def __init__(self, splats: dict[str, np.ndarray]):
-        import torch
+    def __init__(self, splats: dict[str, np.ndarray], antialiased: bool = False):
+        from recon.models.splats import SplatRenderer
 
-        def t(a):
-            return torch.from_numpy(np.ascontiguousarray(a, np.float32))
-
-        self.means = t(splats["means"])
-        self.quats = t(splats["quats"])
-        self.scales = torch.exp(t(splats["scales"]))
-        self.opacities = torch.sigmoid(t(splats["opacities"]))
-        sh = np.concatenate([splats["sh0"], splats["shN"]], axis=1) if splats["shN"].shape[1] else splats["sh0"]
-        self.colors = t(sh)
-        self.sh_degree = int(round(math.sqrt(self.colors.shape[1]))) - 1
+        self.model = SplatRenderer(splats, antialiased=antialiased, sh_degree=3)
 
     def render(self, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rgb [H, W, 3] float32 unpremultiplied, depth [H, W] float32 z, alpha [H, W] float32)``."""
-        import torch
-
-        from recon.render import rasterization
-        from recon.scene.conventions import c2w_to_viewmat
-
-        viewmat = torch.from_numpy(c2w_to_viewmat(cam.c2w)).float()[None]
-        K = torch.from_numpy(cam.K).float()[None]
-        with torch.no_grad():
-            out, alphas, _ = rasterization(
-                self.means, self.quats, self.scales, self.opacities, self.colors, viewmat, K,
-                cam.width, cam.height, sh_degree=min(self.sh_degree, 3), render_mode="RGB+ED",
-            )  # fmt: skip
-        out = out[0].numpy()
-        alpha = alphas[0, ..., 0].numpy()
-        rgb = np.clip(out[..., :3] / np.maximum(alpha, 1e-6)[..., None], 0.0, 1.0)
-        return rgb.astype(np.float32), np.ascontiguousarray(out[..., 3], np.float32), alpha
+        o = self.model.render(cam, outputs=("rgb", "depth"))
+        alpha = o.alpha[..., 0].numpy()
+        rgb = np.clip(o.rgb.numpy() / np.maximum(alpha, 1e-6)[..., None], 0.0, 1.0)
+        return rgb.astype(np.float32), np.ascontiguousarray(o.depth[..., 0].numpy(), np.float32), alpha
 
 
 def depth_edges(depth: np.ndarray, valid: np.ndarray, threshold: np.ndarray | float) -> np.ndarray:
@@ -305,6 +285,7 @@ def extract_mesh(
     options: MeshOptions | None = None,
     up: np.ndarray | None = None,
     log: Callable[[str], None] = lambda s: None,
+    antialiased: bool = False,
 ) -> TexturedMesh:
     """A textured mesh of the splats' surfaces (see the module doc for the stages).
 
@@ -313,6 +294,7 @@ def extract_mesh(
             ``scales [N, 3]``, logit ``opacities [N]``, ``sh0 [N, 1, 3]``, ``shN [N, K, 3]``).
         cameras: training cameras (OpenCV c2w); empty: orbit views around the scene.
         options: :class:`MeshOptions`.
+        antialiased: render depth and colour as the model was trained (gsplat's antialiased mode).
         up: the scene's up vector ``[3]`` (for orbit views only; default +Y).
         log: progress sink (one line per stage).
 
@@ -361,7 +343,7 @@ def extract_mesh(
         + f"; voxel {voxel:.4g} (scene extent {extent:.4g})"
     )
 
-    renderer = _Renderer(splats)
+    renderer = _Renderer(splats, antialiased)
     volume = _Volume(voxel, options.trunc_voxels, n_blocks=_initial_blocks(blo, bhi, voxel))
     colours: list[np.ndarray] = []
     fused_px = 0

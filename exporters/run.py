@@ -1,11 +1,9 @@
-"""Reading a trained run folder.
+"""Reading a trained run folder for export, through the one run reader (:class:`recon.run.RunFolder`).
 
-A run folder (``runs/<method>-<timestamp>/``) holds:
-
-* ``splats.ply``: the trained Gaussians in the Inria 3DGS layout (required);
-* ``config.json``: the training config (optional; hashed into provenance, and read for the source
-  capture, the method and whether rasterization was antialiased);
-* ``cameras.json``: the training cameras (optional; any layout :func:`read_cameras_json` reads).
+A recon run (``run.json``) gives the splats, the cameras, the render settings (antialiased) and the
+provenance recorded at training. Folders without a manifest (recon 0.1 runs, other 3DGS tools: a
+``splats.ply`` or Inria ``point_cloud/iteration_*``, any ``config.json``, a ``cameras.json`` in any
+layout :func:`exporters.cameras.read_cameras_json` reads) are exported too.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from exporters.cameras import NamedCamera, read_cameras_json
-from exporters.ply import read_ply, read_ply_comments
+from exporters.ply import read_ply_comments
 from exporters.provenance import Provenance, from_run
 from exporters.splats import as_numpy
 from recon.errors import ReconError
@@ -42,47 +40,36 @@ class Run:
     cameras: list[NamedCamera] = field(default_factory=list)
     provenance: Provenance = field(default_factory=Provenance)
 
-    @property
-    def antialiased(self) -> bool:
-        """Whether the config says rasterization was antialiased: ``antialiased: true`` or gsplat's
-        ``rasterize_mode: "antialiased"``, at any depth (e.g. ``{"config": {"splat": {...}}}``)."""
-
-        def find(d: Any) -> bool | None:
-            if isinstance(d, dict):
-                for k in ("rasterize_mode", "antialiased"):
-                    if k in d and not isinstance(d[k], dict):
-                        return d[k] is True or str(d[k]).lower() == "antialiased"
-                for v in d.values():
-                    r = find(v)
-                    if r is not None:
-                        return r
-            return None
-
-        return bool(find(self.config or {}))
+    antialiased: bool = False
+    """Whether the model was trained with antialiased rasterization (from the run's manifest)."""
 
 
 def load_run(path: str | Path) -> Run:
     """Load a run folder; raises :class:`ReconError` (one line) when it is missing or invalid."""
+    from recon.run import RunFolder
+
     root = Path(path)
-    if not root.exists():
-        raise ReconError(f"{root}: no such run folder")
-    if not root.is_dir():
+    if root.exists() and not root.is_dir():
         raise ReconError(f"{root}: not a folder (pass a run folder that holds splats.ply)")
-    ply = root / "splats.ply"
-    if not ply.is_file():
-        raise ReconError(f"{root}: no splats.ply in the run folder (train first: recon train SCENE)")
-    config = None
-    cfg_path = root / "config.json"
-    if cfg_path.is_file():
-        try:
-            config = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ReconError(f"{cfg_path}: invalid JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise ReconError(f"{cfg_path}: expected a JSON object")
-    cameras = read_cameras_json(root / "cameras.json") if (root / "cameras.json").is_file() else []
-    splats = as_numpy(read_ply(ply))
-    return Run(root=root, splats=splats, config=config, cameras=cameras, provenance=_provenance(root, config))
+    rf = RunFolder.open(root)
+    cams_path = rf.path("cameras") or rf.root / "cameras.json"
+    cameras = read_cameras_json(cams_path) if cams_path.is_file() else []
+    splats = as_numpy(rf.gaussians())
+    config = rf.config_dict
+    if rf.is_recon_run:
+        prov = from_run(rf.root, config)
+        recorded = rf.provenance()
+        for k in ("source", "method", "config_hash"):
+            if recorded.get(k):
+                setattr(prov, k, recorded[k])
+        if "recon_version" in recorded:
+            prov.extra["trained_with"] = recorded["recon_version"]
+        if "date" in recorded:
+            prov.extra["trained_at"] = recorded["date"]
+    else:
+        prov = _provenance(rf.root, config)
+    return Run(root=rf.root, splats=splats, config=config, cameras=cameras, provenance=prov,
+               antialiased=rf.antialiased)
 
 
 _RECORDED = ("source", "method", "config_hash", "recon_version", "date")

@@ -17,8 +17,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", "help")
     "demo": ("recon.commands.demo:main", "the whole job on the built-in scene: generate, train, evaluate, export"),
-    "train": ("recon.commands.train:main", "train Gaussian splats on a capture (runs SfM first when needed), evaluate, export PLY"),
-    "eval": ("recon.commands.evaluate:main", "score a trained run on held-out views: PSNR, SSIM, LPIPS"),
+    "train": ("recon.commands.train:command", "train a method (Gaussian splats, ...) on a capture (runs SfM first when needed), evaluate, write the run"),
+    "eval": ("recon.commands.eval:main", "score a trained run on held-out views: PSNR, SSIM, LPIPS"),
     "export": ("exporters.cli:main", "write splats (PLY, SPZ, .splat, glTF, USD), textured meshes (GLB, OBJ, USD, USDZ) and cameras for engines, VR/AR and USD"),
     "scene": ("scenes.cli:main", "built-in ground-truth scenes: recon scene synth NAME OUT"),
     "view": ("viewer.cli:main", "serve a trained run to a browser (viser) and VR headsets (WebXR)"),
@@ -104,6 +104,12 @@ def _call(func, args: list[str], name: str):
 
     from recon.errors import ReconError
 
+    parse = getattr(func, "parse", None)
+    if parse is not None:
+        # A command that builds its own parser (e.g. `recon train`, whose options depend on
+        # --method): parse with stderr held back, then run.
+        return func(_quiet_parse(lambda: parse(args, prog=f"recon {name}"), name))
+
     real = sys.stderr
     held = io.StringIO()
     started = False
@@ -128,6 +134,44 @@ def _call(func, args: list[str], name: str):
     finally:
         if not started:
             sys.stderr = real
+
+
+def parse_only(argv: list[str]):
+    """Parse ``recon ARGV`` with the real parsers and run nothing (for tests of documented command
+    lines); raises ``SystemExit`` as argparse does on a bad line."""
+    import tyro
+
+    name = argv[0]
+    if name in ("-h", "--help", "help", "--version", "version"):
+        return None
+    if name not in COMMANDS:
+        raise SystemExit(f"unknown command {name!r}")
+    mod_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(mod_name), func_name)
+    parse = getattr(func, "parse", None)
+    if parse is not None:
+        return parse(argv[1:], prog=f"recon {name}", offline=True)
+    return tyro.extras.get_parser(func, prog=f"recon {name}").parse_args(argv[1:])
+
+
+def _quiet_parse(parse, name: str):
+    """Run ``parse()`` (a tyro parse) with stderr held back; a parse error becomes one line."""
+    import io
+
+    from recon.errors import ReconError
+
+    real = sys.stderr
+    held = io.StringIO()
+    sys.stderr = held
+    try:
+        return parse()
+    except SystemExit as e:
+        if e.code in (0, None):
+            real.write(held.getvalue())
+            raise
+        raise ReconError(_tyro_message(held.getvalue(), name)) from None
+    finally:
+        sys.stderr = real
 
 
 def _tyro_message(text: str, name: str) -> str:

@@ -94,7 +94,7 @@ def test_default_out_and_explicit_up(run_dir, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["export", "{tmp}/missing"], "no such run folder"),
+        (["export", "{tmp}/missing"], "does not exist"),
         (["export", "{tmp}"], "no splats.ply"),
         (["export", "{run}", "--format", "ply,gltf"], "unknown export format 'gltf'"),
         (["export", "{run}", "--format", "splat-glb", "--axes", "z-up"], "glTF is right-handed and +Y up"),

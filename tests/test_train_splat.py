@@ -9,7 +9,8 @@ import torch
 import scenes
 from recon.eval.evaluate import evaluate
 from recon.scene.readers import load_scene
-from recon.train.config import SplatConfig, TrainConfig
+from recon.methods.splat import SplatConfig
+from recon.train.config import TrainConfig
 from recon.train.trainer import Trainer
 
 
@@ -25,7 +26,7 @@ def _cfg(steps: int, **kw) -> TrainConfig:
         sh_degree=1, sh_degree_interval=150, init_num_points=4000, refine_start=100, refine_every=50,
         reset_every=10_000, refine_stop_fraction=0.7, max_gaussians=20_000,
     )
-    return TrainConfig(steps=steps, checkpoint_every=0, log_every_seconds=1e9, splat=sp, **kw)
+    return TrainConfig(steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=sp, **kw)
 
 
 class _StopAt:
@@ -46,9 +47,9 @@ class _StopAt:
 def test_smoke_training_reaches_psnr(tiny_scene, tmp_path):
     cfg = _cfg(600)
     tr = Trainer(cfg, tiny_scene, tmp_path / "run", log=lambda s: None)
-    res0 = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)
+    res0 = evaluate(tr.method.renderer(), tiny_scene, 1.0, log=lambda s: None)
     tr.train()
-    res = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)
+    res = evaluate(tr.method.renderer(), tiny_scene, 1.0, log=lambda s: None)
     print(f"held-out PSNR {res0['psnr']:.2f} -> {res['psnr']:.2f} dB, {tr.method.num_primitives} Gaussians")
     # Measured: 7.3 dB at init -> 19.5-20.0 dB after 600 steps (64x64, 21 training views, 2 cores,
     # ~60 s). Changes at float rounding level (e.g. the SSIM blur's summation order) move the result
@@ -74,8 +75,8 @@ def test_resume_matches_uninterrupted_run(tiny_scene, tmp_path):
         pa, pc = a.method.params[k].detach(), c.method.params[k].detach()
         assert pa.shape == pc.shape, k
         assert torch.allclose(pa, pc, atol=1e-5, rtol=1e-5), (k, float((pa - pc).abs().max()))
-    ea = evaluate(a.method, tiny_scene, 1.0, max_views=3, log=lambda s: None)["psnr"]
-    ec = evaluate(c.method, tiny_scene, 1.0, max_views=3, log=lambda s: None)["psnr"]
+    ea = evaluate(a.method.renderer(), tiny_scene, 1.0, max_views=3, log=lambda s: None)["psnr"]
+    ec = evaluate(c.method.renderer(), tiny_scene, 1.0, max_views=3, log=lambda s: None)["psnr"]
     assert abs(ea - ec) < 1e-3
 
 
@@ -83,13 +84,13 @@ def test_mcmc_strategy_trains_on_cpu(tiny_scene, tmp_path):
     """gsplat's MCMCStrategy runs unchanged on CPU tensors (recon.train.gsplat_cpu supplies its
     two CUDA kernels). Measured: 7.3 -> 18.9 dB in 300 steps with a 6,000-Gaussian cap."""
     cfg = _cfg(300)
-    cfg.splat.strategy = "mcmc"
-    cfg.splat.refine_start = 50
-    cfg.splat.max_gaussians = 6000
+    cfg.model.strategy = "mcmc"
+    cfg.model.refine_start = 50
+    cfg.model.max_gaussians = 6000
     tr = Trainer(cfg, tiny_scene, tmp_path / "mcmc", log=lambda s: None)
-    r0 = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)["psnr"]
+    r0 = evaluate(tr.method.renderer(), tiny_scene, 1.0, log=lambda s: None)["psnr"]
     tr.train()
-    r1 = evaluate(tr.method, tiny_scene, 1.0, log=lambda s: None)["psnr"]
+    r1 = evaluate(tr.method.renderer(), tiny_scene, 1.0, log=lambda s: None)["psnr"]
     assert r1 > 16.5 and r1 > r0 + 8.0
     assert tr.method.num_primitives <= 6000
 
@@ -98,7 +99,7 @@ def test_wall_time_budget_drives_the_schedules(tiny_scene, tmp_path):
     """With --max-minutes ending the run long before --steps, the means' learning rate still decays
     to 1 % and densification still stops at refine_stop_fraction of the budget."""
     cfg = _cfg(100_000, max_minutes=0.25)  # 15 s for a nominal 100k steps
-    cfg.splat.refine_start = 0
+    cfg.model.refine_start = 0
     tr = Trainer(cfg, tiny_scene, tmp_path / "budget", log=lambda s: None)
     lr0 = tr.method.optimizers["means"].param_groups[0]["lr"]
     r = tr.train()
@@ -112,10 +113,8 @@ def test_wall_time_budget_drives_the_schedules(tiny_scene, tmp_path):
 
 def test_presets_cap_the_training_resolution(tiny_scene):
     from recon.commands.train import auto_downscale
-    from recon.train.config import PRESETS
     from recon.train.data import Views
 
-    assert PRESETS["fast"]["max_side"] == 640 and PRESETS["quality"]["max_side"] == 1600
     assert auto_downscale(tiny_scene, 640) is None  # 64 px images: left alone
     assert auto_downscale(tiny_scene, 0) is None
     ds = auto_downscale(tiny_scene, 40)

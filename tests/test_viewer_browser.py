@@ -54,28 +54,16 @@ def served(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A run trained for real on the built-in turntable scene (24 views at 64x64, 200 steps, SH
-    degree 1), written in the trainer's run layout (splats.ply + cameras.json). ~35 s on 2 cores."""
-    import json
-
+    degree 1), written by `recon train` itself (run.json, splats.ply, cameras.json). ~35 s on 2 cores."""
     import scenes
-    from recon.scene.readers import load_scene
-    from recon.train.config import SplatConfig, TrainConfig
-    from recon.train.trainer import Trainer
-    from viewer.splats import write_splats_ply
+    from recon.commands.train import cli
 
     data = scenes.synth("turntable", tmp_path_factory.mktemp("turntable"), views=24, res=64)
-    scene = load_scene(data, background=(1.0, 1.0, 1.0))
-    sp = SplatConfig(sh_degree=1, sh_degree_interval=100, init_num_points=3000, refine_start=100, refine_every=50,
-                     reset_every=10_000, refine_stop_fraction=0.7, max_gaussians=20_000)
-    cfg = TrainConfig(steps=200, checkpoint_every=0, log_every_seconds=1e9, splat=sp)
-    run = tmp_path_factory.mktemp("trained-run")
-    trainer = Trainer(cfg, scene, run, log=lambda s: None)
-    trainer.train()
-    splats = {k: v.detach().cpu() for k, v in trainer.method.export_splats().items()}
-    write_splats_ply(splats, run / "splats.ply")
-    cams = [{"name": f.name, "split": f.split, "width": f.camera.width, "height": f.camera.height,
-             "K": f.camera.K.tolist(), "c2w": f.camera.c2w.tolist()} for f in scene.frames]
-    (run / "cameras.json").write_text(json.dumps({"convention": "OpenCV camera-to-world", "cameras": cams}))
+    run = tmp_path_factory.mktemp("trained-run") / "run"
+    assert cli([str(data), "--out", str(run), "--steps", "200", "--sh-degree", "1", "--sh-degree-interval", "100",
+                "--init-num-points", "3000", "--refine-start", "100", "--refine-every", "50", "--reset-every",
+                "10000", "--refine-stop-fraction", "0.7", "--max-gaussians", "20000", "--checkpoint-every", "0",
+                "--log-every-seconds", "1e9", "--eval-views", "1"]) == 0
     return run
 
 

@@ -45,14 +45,15 @@ class LiveViewer:
         self._thread: threading.Thread | None = None
 
     def on_start(self, trainer: Any) -> None:
-        params = getattr(trainer.method, "params", None)
+        params = trainer.method.gaussians()
         if params is None or "means" not in params:
             self.log("[view] this method has no Gaussians to show; live viewer off")
             return
         splats = snapshot(params)
         cams = [RunCamera(f.name, f.camera.c2w, f.camera.K, f.camera.width, f.camera.height, image=f.image_path)
                 for f in trainer.scene.frames if f.camera is not None and f.split == "train"]
-        run = Run(folder=trainer.run_dir, splats_path=None, splats=splats, cameras=cams)
+        run = Run(folder=trainer.run_dir, splats_path=None, splats=splats, cameras=cams,
+                  antialiased=bool(trainer.method.render_settings().get("antialiased", False)))
         run.frame = scene_frame(splats["means"].numpy().astype("float64"), cams)
         self.server = ViewerServer(run, self.options).start()
         for line in self.server.banner():
@@ -63,8 +64,8 @@ class LiveViewer:
         if self.server is None or self._busy.is_set() or time.monotonic() - self._last < self.every_seconds:
             return
         self._last = time.monotonic()
-        splats = snapshot(trainer.method.params)
-        status = (f"training: step {step:,} · {stats.get('num_gaussians', len(splats['means'])):,} Gaussians · "
+        splats = snapshot(trainer.method.gaussians())
+        status = (f"training: step {step:,} · {stats.get('gaussians', len(splats['means'])):,} Gaussians · "
                   f"PSNR {stats.get('psnr', float('nan')):.2f}")
         self._push(splats, status)
 
@@ -74,7 +75,7 @@ class LiveViewer:
         if self._thread is not None:
             self._thread.join()
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))[:200]
-        self._push(snapshot(trainer.method.params), f"training done · {shown}")
+        self._push(snapshot(trainer.method.gaussians()), f"training done · {shown}")
         if self._thread is not None:
             self._thread.join()
         if not self.keep_serving:

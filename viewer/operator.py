@@ -37,7 +37,7 @@ class OperatorUI:
         self._closed = threading.Event()
         self._render_jobs: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
-        self.renderer = server_render.SplatRenderer(run.splats) if server_render.available() else None
+        self.renderer = server_render.SplatRenderer(run.splats, getattr(run, "antialiased", False))
         self._means_scene = self.frame.to_scene(run.splats["means"].detach().cpu().numpy().astype(np.float64))
 
         sc = server.scene
@@ -65,7 +65,7 @@ class OperatorUI:
             self.run.splats = splats
             self._means_scene = self.frame.to_scene(splats["means"].detach().cpu().numpy().astype(np.float64))
             if self.renderer is not None:
-                self.renderer = server_render.SplatRenderer(splats)
+                self.renderer = server_render.SplatRenderer(splats, getattr(self.run, "antialiased", False))
             self._mask = self.crop_mask()
         self._send_splats()
         self.splats.visible = self.mode.value == "RGB"

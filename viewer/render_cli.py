@@ -9,14 +9,18 @@ the frame of ``RUN/cameras.json``), ``fov`` (vertical, degrees), plus ``render_w
 path name ``orbit`` instead makes a smooth 360-degree orbit around the scene at the training
 cameras' mean distance, height and field of view.
 
-Frames are rendered by :func:`recon.render.rasterization` (recon's CPU backend here; the run's
-antialiased setting is read from its ``config.json``), as ``recon eval`` renders, and the MP4
+Frames are rendered by the run's one renderer (:class:`recon.models.splats.SplatRenderer`,
+honouring the antialiased setting the run records), as ``recon eval`` renders, and the MP4
 (H.264, yuv420p) is written through PyAV to a temporary file renamed at the end. ``--frames DIR``
 also writes, per frame, ``rgb/NNNNN.png`` (over the background, as in the video),
 ``alpha/NNNNN.png`` (8-bit), ``depth/NNNNN.png`` (16-bit; depth = value x ``depth_png_scale``
 in ``DIR/frames.json``, 0 where alpha < 0.5) and ``depth/NNNNN.npy`` (float32 expected depth
 along the camera's z axis in run units; ``.exr`` with ``--depth-float exr`` when OpenCV can write
 it), and ``frames.json`` with every frame's camera (OpenCV camera-to-world and K).
+
+``--split test --out DIR`` instead writes the views of one split of the run's scene (``train``,
+``test``, ``val``, or ``held-out``: what ``recon eval`` scores) as ``DIR/<frame stem>.png`` at
+the evaluation resolution, so any tool can score any run.
 
 This module imports neither viser nor the viewer's server.
 """
@@ -285,15 +289,6 @@ def depth_png_scale(path: CameraPath, run) -> float:
     return 10.0 ** (e + 1)
 
 
-def _antialiased(folder: Path) -> bool:
-    """Whether the run trained with antialiased rasterization (its ``config.json``); False if unknown."""
-    try:
-        saved = json.loads((folder / "config.json").read_text())
-        return bool(saved.get("config", {}).get("splat", {}).get("antialiased", False))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 # ---------------------------------------------------------------------------------------- command
 def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None,
                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), crf: int = 18,
@@ -303,20 +298,15 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     import torch
 
     from recon.io_utils import atomic_path, atomic_write_text
-    from recon.render import rasterization
-    from recon.scene.conventions import c2w_to_viewmat
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     W, H = int(path.width), int(path.height)
-    # Activated parameters, once (the run stores log scales and logit opacities, as gsplat trains them).
-    sp = {k: v.detach().float().cpu() for k, v in run.splats.items()}
-    means, quats = sp["means"].contiguous(), sp["quats"].contiguous()
-    scales, opacities = torch.exp(sp["scales"]).contiguous(), torch.sigmoid(sp["opacities"]).contiguous()
-    shN = sp.get("shN")
-    colors = torch.cat([sp["sh0"], shN], 1) if shN is not None and shN.shape[1] else sp["sh0"]
-    colors = colors.contiguous()
-    sh_degree = int(round(math.sqrt(colors.shape[1]))) - 1
-    aa = _antialiased(run.folder)
+    from recon.models.splats import SplatRenderer
+    from recon.scene.cameras import Camera
+
+    renderer = SplatRenderer(run.splats, antialiased=run.antialiased)
+    sh_degree = renderer.sh_degree
+    aa = run.antialiased
     bg = torch.tensor(background, dtype=torch.float32)
     n = len(path.cameras)
     scale = depth_png_scale(path, run) if frames_dir is not None else None
@@ -334,14 +324,10 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
         try:
             for i, cam in enumerate(path.cameras):
                 K = intrinsics(cam.fov_y, W, H)
-                viewmat = torch.from_numpy(c2w_to_viewmat(cam.c2w)).float()
-                with torch.no_grad():
-                    out_c, out_a, _ = rasterization(
-                        means, quats, scales, opacities, colors, viewmat[None], torch.from_numpy(K).float()[None],
-                        W, H, sh_degree=sh_degree, packed=False, backgrounds=bg[None],
-                        render_mode="RGB+ED" if frames_dir is not None else "RGB",
-                        rasterize_mode="antialiased" if aa else "classic")
-                out_c, out_a = out_c[0], out_a[0]
+                o = renderer.render(Camera(K=K, width=W, height=H, c2w=cam.c2w),
+                                    outputs=("rgb", "depth") if frames_dir is not None else ("rgb",), background=bg)
+                out_c = o.rgb if o.depth is None else torch.cat([o.rgb, o.depth], dim=-1)
+                out_a = o.alpha
                 rgb = (out_c[..., :3].clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
                 video.write(rgb)
                 if frames_dir is not None:
@@ -375,6 +361,57 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     return {"frames": n, "width": W, "height": H, "fps": path.fps, "seconds": dt, "out": str(out)}
 
 
+def render_split(run: Path, split: str, out: Path, background: tuple[float, float, float],
+                 scene: Optional[Path] = None, log=None) -> list[Path]:
+    """Write every view of ``split`` of the run's scene as ``out/<frame stem>.png`` (8-bit sRGB, on
+    ``background``), at the run's evaluation resolution; returns the files written."""
+    import torch
+    from PIL import Image
+
+    from recon.eval.evaluate import eval_split
+    from recon.io_utils import atomic_path
+    from recon.run import EVAL_BACKGROUND, RunFolder
+    from recon.scene.readers import load_scene
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    rf = RunFolder.open(run)
+    renderer = rf.renderer()
+    sc = load_scene(rf.scene_path(scene), background=EVAL_BACKGROUND)
+    if split == "held-out":
+        split, idx = eval_split(sc)
+    else:
+        idx = sc.indices(split)
+    if not idx:
+        have = sorted({f.split for f in sc.frames})
+        raise ReconError(f"--split {split}: the scene {sc.root} has no {split} views (it has: {', '.join(have)})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReconError(f"--out {out} is a file; with --split give a folder for the PNGs")
+    downscale = float(rf.render_settings.get("downscale", 1.0) or 1.0)
+    names: dict[str, int] = {}
+    bg = torch.tensor(background, dtype=torch.float32)
+    progress = Progress(len(idx))
+    written = []
+    for n, i in enumerate(idx):
+        f = sc.frames[i]
+        stem = Path(f.image_path).stem if f.image_path is not None else Path(f.name).stem
+        if stem in names:  # two frames with one stem (different folders): keep both
+            names[stem] += 1
+            stem = f"{stem}_{names[stem]}"
+        names.setdefault(stem, 0)
+        cam = sc.camera(i, downscale)
+        rgb = renderer.render(cam, time=f.time, background=bg).rgb.clamp(0, 1).cpu().numpy()
+        path = out / f"{stem}.png"
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Image.fromarray((rgb * 255.0 + 0.5).astype(np.uint8)).save(tmp, format="PNG")
+        written.append(path)
+        progress.update(n + 1)
+    log(f"render: wrote {len(written)} {split} views of {rf.root} to {out} "
+        f"({cam.width}x{cam.height}, 1/{downscale:g} of the images)")
+    return written
+
+
 def main(
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
     camera_path: str = "orbit",
@@ -389,6 +426,8 @@ def main(
     crf: int = 18,
     depth_float: Literal["npy", "exr"] = "npy",
     pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p",
+    split: Optional[Literal["train", "test", "val", "held-out"]] = None,
+    scene: Optional[Path] = None,
 ) -> int:
     """Render RUN along a camera path into an H.264 MP4 (and optionally PNG colour, depth and alpha frames).
 
@@ -406,10 +445,18 @@ def main(
         crf: H.264 quality (lower is better and larger; 18 is visually lossless).
         depth_float: float depth frames as .npy, or .exr (needs an OpenCV built with OpenEXR).
         pix_fmt: yuv420p plays everywhere; yuv444p keeps full colour resolution (fewer players).
+        split: instead of a video, write this split's views of the run's scene as OUT/<frame stem>.png
+            (held-out: the views `recon eval` scores), at the evaluation resolution.
+        scene: with --split, the scene folder when it moved since training.
     """
     from viewer.run import open_run
 
     bg = parse_background(background)
+    if split is not None:
+        if out is None:
+            raise ReconError("--split needs --out DIR (the folder for the PNGs)")
+        render_split(run, split, Path(out).expanduser(), bg, scene)
+        return 0
     if downscale <= 0 or not math.isfinite(downscale):
         raise ReconError(f"--downscale must be > 0 (got {downscale})")
     for name, v in (("--width", width), ("--height", height)):

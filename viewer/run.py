@@ -1,8 +1,8 @@
 """Opening a trained run folder for viewing: splats, cameras and a display frame.
 
-A run folder (written by ``recon train``) holds ``splats.ply`` (Inria layout) and
-``cameras.json`` (a list of ``{name, c2w (OpenCV 4x4), K, width, height}``). ``recon view`` also
-accepts a ``.ply`` file directly.
+Runs are read through :class:`recon.run.RunFolder` (the one run reader): the splats, the
+cameras (``cameras.json``), the training images (found through the scene path the run records)
+and the render settings. ``recon view`` also accepts a ``.ply`` file directly.
 
 The *scene frame* is how the viewers show the run: a rigid transform of recon's world so that the
 object's centre is at the origin and "up" (the mean of the training cameras' up vectors) is +Z, with
@@ -12,7 +12,6 @@ turns it to three.js's Y-up convention.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +19,10 @@ import numpy as np
 import torch
 
 from recon.errors import ReconError
-from viewer.splats import read_splats
 
 # Scene frame (Z up) to three.js / WebXR (Y up): (x, y, z) -> (x, z, -y).
 Z_UP_TO_Y_UP = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
-GL_CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+from recon.scene.conventions import GL_CV_FLIP  # noqa: E402,F401  (re-exported for the server)
 
 
 @dataclass
@@ -94,6 +92,8 @@ class Run:
     """Sparse (SfM) points ``[P, 3]`` in the splats' frame, from ``RUN/points.ply``; None without."""
     point_colors: np.ndarray | None = None
     """``[P, 3]`` uint8."""
+    antialiased: bool = False
+    """Whether the model was trained with antialiased rasterization (every renderer honours it)."""
 
     @property
     def num_gaussians(self) -> int:
@@ -105,41 +105,29 @@ class Run:
         return int(round(np.sqrt(k + 1))) - 1
 
 
-def find_splats_file(folder: Path) -> Path | None:
-    """The run's splat file: ``splats.ply``, else the newest Inria ``point_cloud/iteration_*`` PLY."""
-    if (folder / "splats.ply").is_file():
-        return folder / "splats.ply"
-    its = sorted(folder.glob("point_cloud/iteration_*/point_cloud.ply"),
-                 key=lambda p: int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1)
-    return its[-1] if its else None
-
-
 def open_run(path: Path) -> Run:
-    """Open a run folder (or a splat ``.ply`` file); raises :class:`ReconError` naming what is missing."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ReconError(f"run {path} does not exist; pass a folder written by `recon train` (or a splat .ply)")
-    if path.is_file():
-        if path.suffix.lower() != ".ply":
-            raise ReconError(f"{path} is not a run folder or a .ply splat file")
-        folder, splats_path = path.parent, path
-    else:
-        folder = path
-        found = find_splats_file(folder)
-        if found is None:
-            raise ReconError(f"no splats.ply in run folder {folder}; has training finished? "
-                             "(`recon train` writes RUN/splats.ply at the end)")
-        splats_path = found
-    splats = read_splats(splats_path)
+    """Open a run folder (or a splat ``.ply`` file) through :class:`recon.run.RunFolder`; raises
+    :class:`ReconError` naming what is missing."""
+    from recon.run import RunFolder
+
+    rf = RunFolder.open(path)
+    splats = {k: v.float() for k, v in rf.gaussians().items()}
+    splats_path = rf.path("model")
     if int(splats["means"].shape[0]) == 0:
         raise ReconError(f"{splats_path} holds no Gaussians")
-    cams_path = folder / "cameras.json"
-    cameras = read_cameras(cams_path, folder) if cams_path.is_file() else []
-    run = Run(folder=folder, splats_path=splats_path, splats=splats, cameras=cameras,
-              cameras_path=cams_path if cams_path.is_file() else None)
+    import torch
+
+    if not all(bool(torch.isfinite(v).all()) for v in splats.values()):
+        raise ReconError(f"{splats_path} holds non-finite values (NaN or inf); re-export or retrain the run")
+    cams_path = rf.path("cameras") or rf.root / "cameras.json"
+    cameras = [RunCamera(c.name, c.c2w, c.K, c.width, c.height, image=rf.image_path(c), split=c.split)
+               for c in rf.cameras()] if cams_path.is_file() else []
+    run = Run(folder=rf.root, splats_path=splats_path, splats=splats, cameras=cameras,
+              cameras_path=cams_path if cams_path.is_file() else None, antialiased=rf.antialiased)
     run.frame = scene_frame(splats["means"].detach().cpu().numpy().astype(np.float64), cameras)
-    if (folder / "points.ply").is_file():
-        run.points, run.point_colors = read_points(folder / "points.ply")
+    points = rf.path("points") or rf.root / "points.ply"
+    if points.is_file():
+        run.points, run.point_colors = read_points(points)
     return run
 
 
@@ -153,64 +141,6 @@ def read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ReconError(f"cannot read sparse points {path}: {e}; delete it or re-run training") from None
     col = np.full((len(pts), 3), 160, np.uint8) if col is None else col
     return pts.astype(np.float32), col
-
-
-def read_cameras(path: Path, folder: Path | None = None) -> list[RunCamera]:
-    """Read ``cameras.json`` (list of ``{name, c2w, K, width, height}``, c2w OpenCV)."""
-    try:
-        items = json.loads(path.read_text())
-        if isinstance(items, dict):  # tolerate {"cameras": [...]} or {"frames": [...]}
-            items = items.get("cameras", items.get("frames", []))
-        image_dirs = _image_dirs(folder) if folder else []
-        cams = []
-        for i, it in enumerate(items):
-            name = str(it.get("name", f"{i:05d}"))
-            cams.append(RunCamera(
-                name=name,
-                c2w=np.asarray(it["c2w"], dtype=np.float64).reshape(4, 4),
-                K=np.asarray(it["K"], dtype=np.float64).reshape(3, 3),
-                width=int(it["width"]),
-                height=int(it["height"]),
-                image=_find_image(name, image_dirs),
-                split=str(it.get("split", "train")),
-            ))
-        return cams
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ReconError(f"cannot read cameras from {path}: {e!s}; expected a list of "
-                         "{name, c2w (4x4), K (3x3), width, height}") from e
-
-
-def _image_dirs(folder: Path) -> list[Path]:
-    """Folders that may hold the training images: the run's, and the scene named by config.json."""
-    dirs = [folder / "images"]
-    cfg = folder / "config.json"
-    if cfg.is_file():
-        try:
-            conf = json.loads(cfg.read_text())
-        except (OSError, ValueError):
-            conf = {}
-        for key in ("scene", "data", "data_dir", "source", "source_path", "scene_dir", "input"):
-            v = conf.get(key) if isinstance(conf, dict) else None
-            if isinstance(v, str) and v:
-                p = Path(v).expanduser()
-                p = p if p.is_absolute() else (folder / p)
-                dirs += [p, p / "images"]
-    return [d for d in dirs if d.is_dir()]
-
-
-IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
-
-
-def _find_image(name: str, dirs: list[Path]) -> Path | None:
-    """The image a camera was trained on: ``name`` (with or without its extension) in ``dirs``."""
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        return None
-    for d in dirs:
-        for suf in IMAGE_SUFFIXES:
-            p = d / (name + suf)
-            if p.is_file():
-                return p
-    return None
 
 
 def scene_frame(means: np.ndarray, cameras: list[RunCamera]) -> SceneFrame:

@@ -17,16 +17,26 @@ from recon.train.data import Views
 
 
 def eval_split(scene: Scene) -> tuple[str, list[int]]:
-    """The held-out split to evaluate: test, else val, else every 8th frame."""
+    """The held-out split to evaluate: test, else val. A scene without either is scored on every
+    8th *training* view, labelled ``"train (every 8th; no held-out views)"``: those views were
+    trained on, so the figure says how well the model fits, not how it generalises."""
     for name in ("test", "val"):
         idx = scene.indices(name)
         if idx:
             return name, idx
-    return "every-8th", list(range(0, len(scene.frames), 8))
+    return TRAIN_FALLBACK, scene.indices("train")[::8]
+
+
+TRAIN_FALLBACK = "train (every 8th; no held-out views)"
+
+
+def held_out(split: str) -> bool:
+    """Whether an evaluated split is truly held out (not the training-view fallback)."""
+    return split != TRAIN_FALLBACK
 
 
 def evaluate(
-    method,
+    renderer,
     scene: Scene,
     downscale: float,
     max_views: int = 0,
@@ -34,7 +44,8 @@ def evaluate(
     keep_renders: int = 4,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Render every held-out view and score it against the ground truth.
+    """Render every held-out view with ``renderer`` (:class:`recon.methods.base.Renderer`) and
+    score it against the ground truth.
 
     Returns a dict with mean ``psnr``, ``ssim``, ``lpips`` (``None`` when unavailable, with the reason in
     ``lpips_note``), ``render_ms`` (median per view), ``eval_views``, ``split``, ``per_view`` and the
@@ -57,7 +68,7 @@ def evaluate(
         v = views.get(k)
         t0 = time.perf_counter()
         with torch.no_grad():
-            rgb, _, _ = method.render(v.viewmat, v.K, v.width, v.height, bg)
+            rgb = renderer.render(v.camera, time=v.time, background=bg).rgb
         times.append(time.perf_counter() - t0)
         rgb = rgb.clamp(0, 1).cpu()
         m = v.mask[..., 0] > 0.5 if v.mask is not None else None

@@ -225,19 +225,83 @@ def render_splats(
 
 
 class SplatRenderer:
-    """A fixed splat model that renders cameras (for evaluation, viewers and exporters)."""
+    """A fixed splat model that renders any camera: the one renderer of splat runs, used by
+    evaluation, the viewer's server-side modes, ``recon render``, mesh extraction and 2D hooks.
 
-    def __init__(self, splats: dict, antialiased: bool = False):
-        self.splats = {k: v.detach() for k, v in splats.items()}
-        self.antialiased = antialiased
-        self.sh_degree = int(round(math.sqrt(1 + self.splats["shN"].shape[1]))) - 1
+    Activations (exp of scales, sigmoid of opacities, SH concatenation) are applied once here.
+
+    Args:
+        splats: dict with ``means [N,3]``, ``quats [N,4]``, ``scales [N,3]`` (log),
+            ``opacities [N]`` (logit), ``sh0 [N,1,3]``, ``shN [N,K,3]`` (tensors or arrays).
+        antialiased: gsplat's antialiased rasterization (as the model was trained).
+        sh_degree: SH degree to evaluate (default: the model's).
+    """
+
+    method = "splat"
+
+    def __init__(self, splats, antialiased: bool = False, sh_degree: Optional[int] = None):
+        def t(v):
+            v = v.detach() if torch.is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v))
+            return v.float()
+
+        self.means = t(splats["means"]).contiguous()
+        self.quats = t(splats["quats"]).contiguous()
+        self.log_scales = t(splats["scales"])
+        self.scales = torch.exp(self.log_scales).contiguous()
+        self.opacity_logits = t(splats["opacities"]).reshape(-1)
+        self.opacities = torch.sigmoid(self.opacity_logits).contiguous()
+        sh = t(splats["sh0"]).reshape(-1, 1, 3)
+        shN = splats.get("shN")
+        if shN is not None and shN.shape[1] > 0:
+            sh = torch.cat([sh, t(shN)], dim=1)
+        self.colors = sh.contiguous()
+        self.max_sh_degree = int(round(math.sqrt(self.colors.shape[1]))) - 1
+        self.sh_degree = self.max_sh_degree if sh_degree is None else min(int(sh_degree), self.max_sh_degree)
+        self.antialiased = bool(antialiased)
 
     @property
     def num_primitives(self) -> int:
-        return int(self.splats["means"].shape[0])
+        return int(self.means.shape[0])
 
-    def render(self, viewmat, K, width, height, background=None, step=None, render_mode="RGB"):
-        return render_splats(
-            self.splats, viewmat, K, width, height, self.sh_degree, background, render_mode,
-            antialiased=self.antialiased,
-        )
+    def stats(self) -> dict[str, float]:
+        return {"gaussians": self.num_primitives}
+
+    def gaussians(self) -> dict[str, torch.Tensor]:
+        """The model as a splat dict (log scales, logit opacities)."""
+        return {"means": self.means, "quats": self.quats, "scales": self.log_scales,
+                "opacities": self.opacity_logits, "sh0": self.colors[:, :1], "shN": self.colors[:, 1:]}
+
+    def subset(self, mask) -> "SplatRenderer":
+        """A renderer of the Gaussians selected by ``mask [N]`` (bool), e.g. a crop box."""
+        m = torch.as_tensor(np.asarray(mask)) if not torch.is_tensor(mask) else mask
+        g = {k: v[m] for k, v in self.gaussians().items()}
+        return SplatRenderer(g, self.antialiased, self.sh_degree)
+
+    def render(self, camera, time: Optional[float] = None, outputs: tuple[str, ...] = ("rgb",),
+               background: Optional[torch.Tensor] = None):
+        """Render ``camera`` (:class:`recon.scene.cameras.Camera`, OpenCV axes; or anything with
+        ``viewmat``/``K``/``width``/``height``). Returns a :class:`recon.methods.base.RenderOutput`
+        with ``rgb [H, W, 3]`` composited on ``background`` (``[3]``; ``None``: black),
+        ``alpha [H, W, 1]`` and, when asked, ``depth [H, W, 1]`` (expected z). ``time`` is ignored
+        (static model)."""
+        from recon.methods.base import RenderOutput
+        from recon.render import rasterization
+
+        viewmat = camera.viewmat
+        viewmat = viewmat.float() if torch.is_tensor(viewmat) else torch.from_numpy(np.asarray(viewmat, np.float32))
+        K = camera.K
+        K = K.float() if torch.is_tensor(K) else torch.from_numpy(np.asarray(K, np.float32))
+        depth = "depth" in outputs
+        bg = None
+        if background is not None:
+            bg = torch.as_tensor(background, dtype=torch.float32).reshape(1, 3).to(self.means.device)
+        with torch.no_grad():
+            out, alphas, info = rasterization(
+                self.means, self.quats, self.scales, self.opacities, self.colors,
+                viewmat[None].to(self.means.device), K[None].to(self.means.device), int(camera.width), int(camera.height), sh_degree=self.sh_degree,
+                packed=False, rasterize_mode="antialiased" if self.antialiased else "classic",
+                backgrounds=bg, render_mode="RGB+ED" if depth else "RGB",
+            )
+        out = out[0]
+        return RenderOutput(rgb=out[..., :3], alpha=alphas[0], depth=out[..., 3:4] if depth else None,
+                            aux={"info": info})

@@ -1,111 +1,137 @@
-"""Training configuration: one dataclass, presets, and the resolved config saved with each run."""
+"""Training configuration: the options every method shares, the method's own options
+(``TrainConfig.model``, a dataclass owned by the method), presets, validation and the hash that
+guards checkpoints.
+
+Options whose field metadata says ``{"hash": False}`` do not change what a run computes (threads,
+logging, checkpoint cadence, how many views evaluation uses) or may be extended on ``--resume``
+(``steps``, ``max_minutes``); every other option is part of :meth:`TrainConfig.hash`, together with
+:data:`CONFIG_VERSION`, so a checkpoint is only resumed with the options that made it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
+
+import tyro
 
 from recon.errors import ReconError
 
+CONFIG_VERSION = 2
+"""Bumped when the meaning of a saved config changes (part of the checkpoint hash)."""
 
-@dataclass
-class SplatConfig:
-    """Gaussian splat model and optimisation options (gsplat's defaults unless noted)."""
+RESUME_EXTENDABLE = ("steps", "max_minutes")
+"""Options ``--resume`` may change (every option with ``hash: False`` may change as well)."""
 
-    sh_degree: int = 3
-    """Final SH degree; raised by one every ``sh_degree_interval`` steps."""
-    sh_degree_interval: int = 1000
-    init_num_points: int = 50_000
-    """Random initial Gaussians when the scene has no sparse points."""
-    init_opacity: float = 0.1
-    init_scale: float = 1.0
-    lr_means: float = 1.6e-4
-    """Scaled by the scene extent; decays exponentially to 1% over training."""
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    lr_opacities: float = 5e-2
-    lr_sh0: float = 2.5e-3
-    lr_shN: float = 2.5e-3 / 20
-    strategy: Literal["default", "mcmc"] = "default"
-    refine_start: int = 500
-    refine_stop_fraction: float = 0.5
-    """Densification stops at this fraction of the steps."""
-    refine_every: int = 100
-    reset_every: int = 3000
-    grow_grad2d: float = 2e-4
-    prune_opacity: float = 0.005
-    absgrad: bool = False
-    antialiased: bool = False
-    max_gaussians: int = 1_000_000
-    """Cap on the number of Gaussians (MCMC's cap_max; the default strategy prunes the faintest)."""
-    opacity_reg: float = 0.0
-    scale_reg: float = 0.0
-    appearance: bool = False
-    """Learn a per-image affine colour correction (exposure/white balance) for training views."""
-    pose_opt: bool = False
-    """Refine the training cameras' poses (a small rotation and translation per image)."""
-    lr_pose: float = 1e-4
-    """Adam learning rate of the pose corrections (radians; translation in scene extents)."""
-    pose_reg: float = 1e-6
-    """Weight decay pulling pose corrections back towards the input poses."""
+_NOHASH = {"hash": False}
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run (saved as ``RUN/config.json``)."""
+    """Everything that decides a training run (saved in the run's manifest)."""
 
-    method: Literal["splat"] = "splat"
-    preset: Literal["fast", "quality", "none"] = "none"
-    steps: int = 30_000
-    downscale: float = 1.0
-    """Divide image resolution by this factor (training and evaluation)."""
+    method: tyro.conf.Suppress[str] = "splat"
+    """What to train (a registered method: splat, or a plugin's)."""
+    preset: tyro.conf.Suppress[str] = "none"
+    steps: int = field(default=30_000, metadata=_NOHASH)
+    """Training steps (may be raised on --resume)."""
+    downscale: float = 0.0
+    """Divide image resolution by this factor (training and evaluation); 0: automatic, so that the
+    longest side is at most --max-side pixels."""
     max_side: int = 0
-    """When ``downscale`` is not given: downscale so the longest image side is at most this many
-    pixels (0: no limit). Set by the presets: photos straight off a camera are far larger than
-    training needs."""
+    """With an automatic --downscale: the longest image side in pixels (0: no limit). Set by the presets."""
     seed: int = 0
-    max_minutes: Optional[float] = None
-    """Stop training at this wall time (evaluation and export still run)."""
+    """Random seed; a CPU run with the same seed is repeatable."""
+    max_minutes: Optional[float] = field(default=None, metadata=_NOHASH)
+    """Stop training after this wall time; evaluation and export still run (may change on --resume)."""
     ssim_lambda: float = 0.2
+    """Weight of D-SSIM in the photometric loss ((1-l) L1 + l D-SSIM)."""
     background: Literal["random", "white", "black", "scene"] = "random"
-    """Background for RGBA scenes during training (evaluation uses the scene's background)."""
-    checkpoint_every: int = 1000
-    eval_every: int = 0
-    """Evaluate held-out views every N steps (0: only at the end)."""
-    max_eval_views: int = 0
+    """Background for RGBA captures during training (evaluation uses the scene's)."""
+    checkpoint_every: int = field(default=1000, metadata=_NOHASH)
+    """Write a checkpoint every N steps (0: only at the end)."""
+    eval_views: int = field(default=0, metadata=_NOHASH)
     """Evaluate at most this many held-out views (0: all)."""
-    log_every_seconds: float = 2.0
-    threads: int = 0
-    """Torch/Numba threads (0: all cores)."""
-    splat: SplatConfig = field(default_factory=SplatConfig)
+    log_every_seconds: float = field(default=2.0, metadata=_NOHASH)
+    """Seconds between progress lines."""
+    threads: int = field(default=0, metadata=_NOHASH)
+    """CPU threads for torch and the CPU rasterizer (0: all cores)."""
+    model: tyro.conf.Suppress[Any] = None
+    """The method's own options (its ``Config`` dataclass)."""
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            from recon.methods import get_method
+
+            self.model = get_method(self.method).Config()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        d = self.to_dict()
-        d.pop("max_minutes", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        """12 hex digits over the options that change results, plus :data:`CONFIG_VERSION`."""
+        return hashlib.sha256(json.dumps(hashed_options(self), sort_keys=True).encode()).hexdigest()[:12]
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
+        """The inverse of :meth:`to_dict`; unknown keys are refused with their names."""
+        from recon.methods import get_method
+
         d = dict(d)
-        splat = SplatConfig(**d.pop("splat", {}))
-        return TrainConfig(**d, splat=splat)
+        method = d.get("method", "splat")
+        model = d.pop("model", None)
+        if model is None and "splat" in d:  # version-1 configs kept the splat options under "splat"
+            model = d.pop("splat")
+        d.pop("eval_every", None)
+        if "max_eval_views" in d:
+            d["eval_views"] = d.pop("max_eval_views")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ReconError(f"unknown training options {', '.join(extra)}")
+        mcls = get_method(method).Config
+        mknown = {f.name for f in dataclasses.fields(mcls)}
+        model = dict(model or {})
+        mextra = sorted(set(model) - mknown)
+        if mextra:
+            raise ReconError(f"unknown {method} options {', '.join(mextra)}")
+        return TrainConfig(**d, model=mcls(**model))
 
 
-# Each preset sets only what differs from the defaults; explicit options override presets.
+def hashed_options(cfg: TrainConfig) -> dict:
+    """The options that decide what a run computes, as a JSON-able dict."""
+    out: dict[str, Any] = {"config_version": CONFIG_VERSION}
+    for f in dataclasses.fields(cfg):
+        if f.name == "model" or not f.metadata.get("hash", True) or f.name == "preset":
+            continue
+        out[f.name] = getattr(cfg, f.name)
+    out["model"] = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)
+                    if f.metadata.get("hash", True)}
+    return out
+
+
+def changed_options(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Names (``--flag`` style) of hashed options that differ between two configs."""
+    a, b = hashed_options(old), hashed_options(new)
+    names = [k for k in a if k != "model" and a[k] != b.get(k)]
+    names += [k for k in a["model"] if a["model"][k] != b["model"].get(k)]
+    return ["--" + n.replace("_", "-") for n in names]
+
+
+# Each preset sets only what differs from the defaults; explicit options override presets. Method
+# options sit under "model" and apply to the method that has them.
 PRESETS: dict[str, dict] = {
     # Sized for a laptop CPU: ~15 minutes on 2 cores at 200x200.
     "fast": {
         "steps": 5000,
         "max_side": 640,
         "checkpoint_every": 500,
-        "splat": {
+        "model": {
             "sh_degree": 2,
             "init_num_points": 30_000,
             "refine_start": 300,
@@ -118,32 +144,82 @@ PRESETS: dict[str, dict] = {
         "steps": 30_000,
         "max_side": 1600,
         "checkpoint_every": 2000,
-        "splat": {"sh_degree": 3, "max_gaussians": 1_000_000, "init_num_points": 100_000},
+        "model": {"sh_degree": 3, "max_gaussians": 1_000_000, "init_num_points": 100_000},
+    },
+    # gsplat's MCMC recipe (Kheradmand et al. 2024) at the fast preset's budget: relocation instead of
+    # clone/split, opacity and scale regularisers, denser random initialisation.
+    "mcmc": {
+        "steps": 5000,
+        "max_side": 640,
+        "checkpoint_every": 500,
+        "model": {
+            "strategy": "mcmc",
+            "sh_degree": 2,
+            "init_num_points": 30_000,
+            "refine_start": 300,
+            "refine_stop_fraction": 0.6,
+            "max_gaussians": 120_000,
+            "init_opacity": 0.5,
+            "init_scale": 0.1,
+            "opacity_reg": 0.01,
+            "scale_reg": 0.01,
+        },
     },
     "none": {},
 }
+PRESET_NAMES = ("fast", "quality", "mcmc")
 
 
-def apply_preset(cfg: TrainConfig, preset: str, overrides: dict) -> TrainConfig:
-    """Defaults <- preset <- explicit overrides (a nested dict of only the options the user set)."""
+def preset_config(method: str, preset: str) -> TrainConfig:
+    """Defaults of ``method`` with ``preset`` applied (preset keys a method lacks are skipped)."""
     if preset not in PRESETS:
-        raise ReconError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    d = cfg.to_dict()
+        raise ReconError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    cfg = TrainConfig(method=method)
+    p = PRESETS[preset]
+    for k, v in p.items():
+        if k != "model":
+            setattr(cfg, k, v)
+    mfields = {f.name for f in dataclasses.fields(cfg.model)}
+    for k, v in p.get("model", {}).items():
+        if k in mfields:
+            setattr(cfg.model, k, v)
+    cfg.preset = preset
+    return cfg
 
-    def merge(dst: dict, src: dict) -> None:
-        for k, v in src.items():
-            if isinstance(v, dict):
-                merge(dst[k], v)
-            else:
-                dst[k] = v
 
-    merge(d, PRESETS[preset])
-    merge(d, overrides)
-    d["preset"] = preset
-    return TrainConfig.from_dict(d)
+def validate(cfg: TrainConfig) -> None:
+    """Refuse option values that cannot train, naming the option (before any work starts)."""
+
+    def bad(name: str, value: Any, want: str) -> None:
+        raise ReconError(f"--{name.replace('_', '-')} {value}: {want}")
+
+    if cfg.steps < 1:
+        bad("steps", cfg.steps, "must be at least 1")
+    if not (math.isfinite(cfg.downscale) and cfg.downscale >= 0):
+        bad("downscale", cfg.downscale, "must be > 0 (or 0 for automatic)")
+    if 0 < cfg.downscale < 1e-3:
+        bad("downscale", cfg.downscale, "must be a factor like 1, 2 or 4")
+    if cfg.max_side < 0:
+        bad("max_side", cfg.max_side, "must be >= 0 pixels")
+    if cfg.max_minutes is not None and not (math.isfinite(cfg.max_minutes) and cfg.max_minutes > 0):
+        bad("max_minutes", cfg.max_minutes, "must be > 0 minutes")
+    if not (0.0 <= cfg.ssim_lambda <= 1.0):
+        bad("ssim_lambda", cfg.ssim_lambda, "must be in [0, 1]")
+    if cfg.checkpoint_every < 0:
+        bad("checkpoint_every", cfg.checkpoint_every, "must be >= 0 (0: only at the end)")
+    if cfg.eval_views < 0:
+        bad("eval_views", cfg.eval_views, "must be >= 0 (0: all held-out views)")
+    if cfg.threads < 0:
+        bad("threads", cfg.threads, "must be >= 0 (0: all cores)")
+    if not (math.isfinite(cfg.log_every_seconds) and cfg.log_every_seconds >= 0):
+        bad("log_every_seconds", cfg.log_every_seconds, "must be >= 0")
+    check = getattr(cfg.model, "validate", None)
+    if check is not None:
+        check()
 
 
 def save_config(cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
+    """Write ``{"config": ..., "config_hash": ...}`` (+ ``extra``) as JSON, atomically."""
     from recon.io_utils import atomic_write_text
 
     d = {"config": cfg.to_dict(), "config_hash": cfg.hash()}

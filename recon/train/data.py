@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from recon.errors import ReconError
 from recon.scene.cameras import Camera
 from recon.scene.scene import Scene
 
@@ -71,9 +72,9 @@ class Views:
         m = self.scene.mask(i, self.downscale)
         mask = None if m is None else torch.from_numpy(np.ascontiguousarray(m)).float()[..., None]
         if img.shape[0] != cam.height or img.shape[1] != cam.width:
-            raise RuntimeError(
+            raise ReconError(
                 f"image {self.scene.frames[i].image_path} is {img.shape[1]}x{img.shape[0]} but its camera "
-                f"says {cam.width}x{cam.height}"
+                f"says {cam.width}x{cam.height}; fix the width/height (or intrinsics) of that frame"
             )
         v = View(
             index=i,
@@ -89,3 +90,56 @@ class Views:
         if self.preload:
             self._cache[k] = v
         return v
+
+
+class ViewSampler:
+    """Whole training views in a shuffled order (a new permutation each epoch), as
+    :class:`recon.methods.base.Batch` es.
+
+    RGBA captures are recomposited from the stored background onto this step's background
+    (``background="random"``: a random colour per step, so the model cannot paint the background
+    into the scene); other captures keep their pixels. The order is part of the checkpoint.
+    """
+
+    def __init__(self, views: Views, background: str, scene_background=None):
+        self.views = views
+        self.mode = background
+        bg = scene_background
+        self.scene_bg = torch.tensor(bg if bg is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
+        self.order: list[int] = []
+
+    def next_index(self, gen: torch.Generator) -> int:
+        if not self.order:
+            self.order = torch.randperm(len(self.views), generator=gen).tolist()
+        return self.order.pop()
+
+    def background(self, has_alpha: bool, gen: torch.Generator) -> torch.Tensor:
+        if has_alpha and self.mode == "random":
+            return torch.rand(3, generator=gen)
+        if self.mode == "white":
+            return torch.ones(3)
+        if self.mode == "black":
+            return torch.zeros(3)
+        return self.scene_bg.clone()
+
+    def next(self, gen: torch.Generator, device: torch.device):
+        from recon.methods.base import Batch
+
+        k = self.next_index(gen)
+        view = self.views.get(k)
+        bg = self.background(view.alpha is not None, gen)
+        target = view.image
+        if view.alpha is not None:
+            # Recomposite the stored image (on the scene background) onto this step's background.
+            target = target + (bg - self.scene_bg) * (1.0 - view.alpha)
+        return Batch(
+            kind="view", index=k, target=target.to(device), background=bg.to(device),
+            alpha=None if view.alpha is None else view.alpha.to(device),
+            mask=None if view.mask is None else view.mask.to(device), view=view, time=view.time,
+        )
+
+    def state_dict(self) -> dict:
+        return {"order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = list(state["order"])

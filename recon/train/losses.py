@@ -1,4 +1,5 @@
-"""Training losses: L1 and D-SSIM (1 - SSIM), optionally masked."""
+"""Training losses: L1 and D-SSIM (1 - SSIM), optionally masked, and the loss-term interface the
+trainer sums for every method."""
 
 from __future__ import annotations
 
@@ -98,10 +99,38 @@ def photometric_loss(
     """
     if mask is not None:
         pred = pred * mask + target.detach() * (1 - mask)
-        l1 = (pred - target).abs().sum() / (mask.sum().clamp_min(1) * 3)
+        l1 = (pred - target).abs().sum() / (mask.sum().clamp_min(1) * pred.shape[-1])
     else:
         l1 = (pred - target).abs().mean()
     if ssim_lambda <= 0:
         return l1
     s = ssim_map(pred[None], target[None]).mean()
     return (1 - ssim_lambda) * l1 + ssim_lambda * (1 - s)
+
+
+class LossTerm:
+    """A loss the trainer adds for every method: ``term(out, batch, step) -> scalar``.
+
+    ``needs`` names the :class:`recon.methods.base.RenderOutput` fields beyond ``rgb`` the term reads
+    (the trainer asks the method for them); ``name`` labels it in logs."""
+
+    name: str = "loss"
+    needs: frozenset = frozenset()
+
+    def __call__(self, out, batch, step: int) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Photometric(LossTerm):
+    """``(1 - λ) L1 + λ D-SSIM`` of the render against the batch's target, honouring its mask.
+
+    Whole views get both terms; ray batches (``[R, 3]``) get L1 only, since SSIM needs a window."""
+
+    name = "photometric"
+
+    def __init__(self, ssim_lambda: float = 0.2):
+        self.ssim_lambda = ssim_lambda
+
+    def __call__(self, out, batch, step: int) -> torch.Tensor:
+        lam = self.ssim_lambda if out.rgb.dim() == 3 else 0.0
+        return photometric_loss(out.rgb, batch.target, lam, batch.mask)

@@ -1,9 +1,11 @@
-"""The one training loop every method plugs into.
+"""The one training loop every method plugs into (:class:`recon.methods.base.Method`).
 
-The loop samples a training view, asks the method to render it, applies the photometric loss
-(L1 + D-SSIM, masks honoured, random backgrounds for RGBA data), and lets the method step its
-optimisers and strategy. It owns what is common to all methods: seeding, progress, checkpoints
-(atomic, resumable exactly), Ctrl-C handling, a wall-time budget and callbacks.
+Each step the method samples a batch (a whole view, rays, a view at a time), renders it
+(``forward``), the trainer sums the loss terms (:class:`recon.train.losses.LossTerm`: photometric
+L1 + D-SSIM with masks, and any extra terms such as depth priors) and the method's own
+regularisers, and the method steps its optimisers and schedules. The loop owns what is common to all
+methods: seeding, progress, checkpoints (atomic, resumable exactly), Ctrl-C handling, a wall-time
+budget and callbacks. It knows nothing method-specific.
 """
 
 from __future__ import annotations
@@ -25,17 +27,23 @@ from recon.scene.scene import Scene
 from recon.train.callbacks import TrainCallback
 from recon.train.config import TrainConfig
 from recon.train.data import Views
-from recon.train.losses import photometric_loss
+from recon.train.losses import LossTerm, Photometric
 
 CHECKPOINT_GLOB = "step_*.pt"
 
 
-def make_method(cfg: TrainConfig, scene: Scene, n_train: int, device: torch.device):
-    if cfg.method == "splat":
-        from recon.train.splat_method import SplatMethod
+def make_method(cfg: TrainConfig, scene: Scene, views: Views, device: torch.device):
+    """An instance of the registered method ``cfg.method`` for ``scene``'s training ``views``."""
+    from recon.methods import get_method
 
-        return SplatMethod(cfg, scene, n_train, device)
-    raise ReconError(f"unknown method {cfg.method!r}; available: splat")
+    cls = get_method(cfg.method)
+    if scene.has_time and not getattr(cls, "dynamic", False):
+        raise ReconError(
+            f"{scene.root}: the frames carry times (a dynamic capture) but method {cfg.method!r} is static; "
+            "it would blur the motion into one model. Train a static capture, or drop the frames' times "
+            "to train one anyway"
+        )
+    return cls(cfg, scene, views, device)
 
 
 def set_threads(n: int) -> None:
@@ -96,6 +104,7 @@ class Trainer:
         device: Optional[torch.device] = None,
         callbacks: Optional[list[TrainCallback]] = None,
         log: Callable[[str], None] = print,
+        terms: Optional[list[LossTerm]] = None,
     ):
         self.cfg = cfg
         self.scene = scene
@@ -111,16 +120,15 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.views = Views(scene, train_idx, cfg.downscale)
-        self.method = make_method(cfg, scene, len(self.views), self.device)
+        self.method = make_method(cfg, scene, self.views, self.device)
+        self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + list(terms or [])
+        self.need = frozenset().union(*(t.needs for t in self.terms))
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.order: list[int] = []
         self.step = 0
         self.curves: dict[str, list] = {"step": [], "loss": [], "psnr": [], "num": [], "time": []}
         self.elapsed = 0.0
         self.stop_requested = False
         """Set (e.g. by a callback or a viewer) to stop after the current step, like Ctrl-C."""
-        bg = scene.background
-        self.scene_bg = torch.tensor(bg if bg is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     @property
@@ -141,7 +149,6 @@ class Trainer:
             "method": self.method.state_dict(),
             "gen": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "order": list(self.order),
             "curves": self.curves,
             "elapsed": self.elapsed,
         }
@@ -158,32 +165,23 @@ class Trainer:
             raise ReconError(f"cannot read checkpoint {path}: {e}; delete it to resume from the one before") from e
         if state.get("config_hash") != self.cfg.hash():
             raise ReconError(
-                f"checkpoint {path} was made with a different config; resume with the same options "
-                "or start a new run with a different --out"
+                f"checkpoint {path} was made with different options (or by another recon version); resume "
+                "with the run's own options or start a new run with a different --out"
             )
         self.method.load_state_dict(state["method"])
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
-        self.order = list(state["order"])
         self.curves = state["curves"]
         self.elapsed = float(state["elapsed"])
         self.step = int(state["step"])
 
     # ---- the loop -----------------------------------------------------------------------------------
-    def _next_view(self) -> int:
-        if not self.order:
-            self.order = torch.randperm(len(self.views), generator=self.gen).tolist()
-        return self.order.pop()
+    def _size(self) -> float:
+        st = self.method.stats()
+        return float(next(iter(st.values()))) if st else 0.0
 
-    def _background(self, has_alpha: bool) -> torch.Tensor:
-        mode = self.cfg.background
-        if has_alpha and mode == "random":
-            return torch.rand(3, generator=self.gen)
-        if mode == "white":
-            return torch.ones(3)
-        if mode == "black":
-            return torch.zeros(3)
-        return self.scene_bg.clone()
+    def _size_text(self) -> str:
+        return "".join(f"{k} {v:,.0f} | " for k, v in self.method.stats().items())
 
     def progress(self, budget: Optional[float] = None) -> float:
         """How far training is, in [0, 1]: the larger of the step fraction and the fraction of the
@@ -206,26 +204,23 @@ class Trainer:
         stop_reason = "done"
         with _Interrupt() as intr:
             while self.step < cfg.steps:
-                k = self._next_view()
-                view = self.views.get(k)
-                bg = self._background(view.alpha is not None)
-                target = view.image
-                if view.alpha is not None:
-                    # Recomposite the stored image (on the scene background) onto this step's background.
-                    target = target + (bg - self.scene_bg) * (1.0 - view.alpha)
-                target = target.to(self.device)
-                rgb, alpha, info = self.method.train_render(view, k, self.step, bg.to(self.device))
-                mask = None if view.mask is None else view.mask.to(self.device)
-                loss = photometric_loss(rgb, target, cfg.ssim_lambda, mask) + self.method.regularisation()
-                self.method.before_backward(self.step, info)
-                loss.backward()
-                self.method.after_backward(self.step, info, self.progress(budget))
-                self.step += 1
-                with torch.no_grad():
-                    mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
+                batch = self.method.sample(self.step, self.gen)
+                out = self.method.forward(batch, self.step, self.need)
+                loss = self.terms[0](out, batch, self.step)
+                for term in self.terms[1:]:
+                    loss = loss + term(out, batch, self.step)
+                for value in self.method.losses(out, batch, self.step).values():
+                    loss = loss + value
                 l = float(loss.detach())
                 if not math.isfinite(l):
-                    raise ReconError(f"training diverged at step {self.step} (loss {l}); try a lower learning rate")
+                    raise ReconError(f"training diverged at step {self.step + 1} (loss {l}); try a lower learning "
+                                     "rate or check the capture's poses")
+                self.method.before_backward(self.step, out)
+                loss.backward()
+                self.method.after_backward(self.step, out, self.progress(budget))
+                self.step += 1
+                with torch.no_grad():
+                    mse = float(((out.rgb.detach().clamp(0, 1) - batch.target) ** 2).mean())
                 win_loss += l
                 win_psnr += -10 * math.log10(max(mse, 1e-12))
                 win_steps += 1
@@ -235,8 +230,8 @@ class Trainer:
                     "step": self.step,
                     "loss": l,
                     "psnr": -10 * math.log10(max(mse, 1e-12)),
-                    "num_gaussians": self.method.num_primitives,
                     "elapsed": self.elapsed,
+                    **self.method.stats(),
                 }
                 for cb in self.callbacks:
                     cb.on_step(self, self.step, stats)
@@ -245,14 +240,14 @@ class Trainer:
                     self.curves["step"].append(self.step)
                     self.curves["loss"].append(win_loss / win_steps)
                     self.curves["psnr"].append(win_psnr / win_steps)
-                    self.curves["num"].append(self.method.num_primitives)
+                    self.curves["num"].append(self._size())
                     self.curves["time"].append(self.elapsed)
                     eta = (cfg.steps - self.step) / max(rate, 1e-9)
                     if budget is not None:
                         eta = min(eta, max(budget - self.elapsed, 0.0))
                     self.log(
                         f"[train] step {self.step}/{cfg.steps} | loss {win_loss / win_steps:.4f} | "
-                        f"psnr {win_psnr / win_steps:.2f} | gaussians {self.method.num_primitives:,} | "
+                        f"psnr {win_psnr / win_steps:.2f} | {self._size_text()}"
                         f"{rate:.1f} it/s | elapsed {_fmt(self.elapsed)} | ETA {_fmt(eta)}"
                     )
                     last_log = now

@@ -120,7 +120,6 @@ def main() -> None:
 
 def quality(run_dir: str, eval_views: int) -> None:
     """Held-out PSNR/SSIM of the run's model after a round trip through each lossy format."""
-    import json
     from pathlib import Path
 
     from exporters.gltf_splat import decode_glb, encode_glb
@@ -130,14 +129,14 @@ def quality(run_dir: str, eval_views: int) -> None:
     from exporters.spz import decode_spz, encode_spz
     from recon.eval.evaluate import evaluate
     from recon.models.splats import SplatRenderer
+    from recon.run import EVAL_BACKGROUND, RunFolder
     from recon.scene.readers import load_scene
-    from recon.train.config import TrainConfig
 
     run = Path(run_dir)
-    saved = json.loads((run / "config.json").read_text())
-    cfg = TrainConfig.from_dict(saved["config"])
-    scene = load_scene(Path(saved["scene"]))
-    ply = read_ply(run / "splats.ply")
+    rf = RunFolder.open(run)
+    antialiased, downscale = rf.antialiased, float(rf.render_settings.get("downscale", 1.0))
+    scene = load_scene(rf.scene_path(), background=EVAL_BACKGROUND)
+    ply = read_ply(rf.require_model())
     deg = sh_degree(ply)
     variants = {
         "ply": ply,
@@ -152,7 +151,7 @@ def quality(run_dir: str, eval_views: int) -> None:
         variants["ply --sh-degree 0"] = {k: torch.from_numpy(v) for k, v in cap_sh_degree({k: v.numpy() for k, v in ply.items()}, 0).items()}
     rows = []
     for name, splats in variants.items():
-        res = evaluate(SplatRenderer(splats, antialiased=cfg.splat.antialiased), scene, cfg.downscale, eval_views, log=lambda s: None)
+        res = evaluate(SplatRenderer(splats, antialiased=antialiased), scene, downscale, eval_views, log=lambda s: None)
         rows.append((name, res["psnr"], res["ssim"], res["eval_views"], res["split"]))
         print(f"{name}: PSNR {res['psnr']:.3f} dB", file=sys.stderr)
     base = rows[0][1]

@@ -11,7 +11,6 @@ a table with the command line. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -29,13 +28,14 @@ def main() -> None:
     from exporters.spz import decode_spz, encode_spz
     from recon.eval.evaluate import evaluate
     from recon.models.splats import SplatRenderer
+    from recon.run import EVAL_BACKGROUND, RunFolder
     from recon.scene.readers import load_scene
 
-    cfg = json.loads((a.run / "config.json").read_text())
-    scene = load_scene(Path(cfg["scene"]), background=(1.0, 1.0, 1.0))
-    downscale = a.downscale or cfg["config"]["downscale"]
-    antialiased = bool(cfg["config"]["splat"].get("antialiased", False))
-    ply = read_ply(a.run / "splats.ply")
+    rf = RunFolder.open(a.run)
+    scene = load_scene(rf.scene_path(), background=EVAL_BACKGROUND)
+    downscale = a.downscale or float(rf.render_settings.get("downscale", 1.0))
+    antialiased = rf.antialiased
+    ply = read_ply(rf.require_model())
     rows = []
     variants = [("PLY (original)", None, ply), ]
     for bits in [(5, 4), (6, 5), (7, 6)]:

@@ -1,0 +1,31 @@
+"""Per-image appearance (exposure / white balance) for any method: an affine colour map per
+training view, ``rgb' = rgb + rgb @ A[:, :3]^T + A[:, 3]``, starting at the identity."""
+
+from __future__ import annotations
+
+import torch
+
+
+class AppearanceModule:
+    """``A [n, 3, 4]`` per training view, optimised by Adam (lr 1e-3)."""
+
+    def __init__(self, n_views: int, device: torch.device, lr: float = 1e-3):
+        self.affine = torch.nn.Parameter(torch.zeros(n_views, 3, 4, device=device))
+        self.optimizer = torch.optim.Adam([self.affine], lr=lr)
+
+    def apply(self, rgb: torch.Tensor, k: int) -> torch.Tensor:
+        """``rgb [..., 3]`` of training view ``k`` with its colour correction."""
+        A = self.affine[k]
+        return rgb + rgb @ A[:, :3].T + A[:, 3]
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {"affine": self.affine.detach().cpu().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.affine.copy_(state["affine"])
+        self.optimizer.load_state_dict(state["optimizer"])
