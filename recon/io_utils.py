@@ -48,6 +48,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def _naming(e: OSError, path: Path, tmp: Path | None) -> OSError:
     """``e`` naming ``path`` instead of the temporary file (or of nothing)."""
     names = {str(tmp)} if tmp is not None else set()
+    if e.filename is not None and tmp is None:  # mkstemp: the temporary name it tried
+        f = Path(os.fsdecode(e.filename))
+        if f.parent == path.parent and f.name.startswith(f".{path.stem[:100]}."):
+            names.add(str(e.filename))
     if e.errno is None or (e.filename is not None and str(e.filename) not in names):
         return e
     if e.filename2 is not None and str(e.filename) in names:  # os.replace(tmp, path)

@@ -19,14 +19,15 @@ def main(
 ) -> int:
     """Run structure from motion on a folder of photos and/or videos (or one video file).
 
-    Writes OUT (default SCENE/recon): images/ (undistorted frames), sparse/0/ (COLMAP model, SfM
+    Writes OUT (default SCENE/recon, or a work folder under ~/.cache/recon/work when SCENE cannot
+    be written, e.g. photos on read-only media; see docs/sfm.md): images/ (undistorted frames), sparse/0/ (COLMAP model, SfM
     frame), transforms.json + points.ply (nerfstudio format, normalised frame: +z up, cameras in a
     unit sphere unless a metric scale is given), sfm_report.{json,txt,png}. Originals are never
     modified; features and matches are cached in OUT/.cache for re-runs.
 
     Args:
         scene: folder of photos and/or videos, or a single video file.
-        out: output folder (default: SCENE/recon).
+        out: output folder (default: SCENE/recon, or a work folder when SCENE is not writable).
         sfm: SfM options.
         quiet: print nothing but errors.
     """

@@ -199,7 +199,8 @@ def process(
 
     Args:
         scene_dir: a folder of photos and/or videos (or one video file). Never modified.
-        out_dir: the output folder (default ``scene_dir/recon``).
+        out_dir: the output folder (default :func:`default_out_dir`: ``scene_dir/recon``, or a work
+            folder outside the inputs when ``scene_dir`` cannot be written).
         options: :class:`SfmOptions`; any of its fields may also be passed as keyword arguments.
         log: receives progress lines (None: silent).
         command: the command line to record in the report.
