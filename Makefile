@@ -39,4 +39,4 @@ js-tools: $(JS_TOOLS)
 # missing (as root; otherwise the script prints the apt-get command).
 test: install-dev js-tools
 	bash scripts/install_system_deps.sh --test
-	$(PY) -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest tests  # pytest exits 5 when no test is collected, which fails the target
