@@ -176,20 +176,54 @@ def _ws_bytes(ws, want: int, timeout: float = 60.0) -> int:
     return got
 
 
+def _raw_ws_bytes(srv, port: int, origin: str, ca: Path, want: int, timeout: float = 60.0) -> int:
+    """Open viser's websocket over TLS with a raw handshake; bytes of frames received (up to ``want``)."""
+    import time
+
+    import viser
+
+    sock = ssl.create_default_context(cafile=str(ca)).wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=timeout), server_hostname="127.0.0.1")
+    h = {"Host": f"127.0.0.1:{port}", **WS_HEADERS, "Sec-WebSocket-Protocol": f"viser-v{viser.__version__}",
+         "Origin": origin, **auth(srv)}
+    sock.sendall((f"GET / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
+    data, end = b"", time.monotonic() + timeout
+    try:
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < want:
+            if time.monotonic() > end:
+                break
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    head, _, frames = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head[:200]
+    return len(frames)
+
+
 def test_websocket_from_foreign_origin_refused_own_origin_gets_the_model(viewer):
     from websockets.exceptions import InvalidStatus
 
-    for scheme, port, _ in ports(viewer):
+    for scheme, port, ca in ports(viewer):
         for origin in foreign_origins(viewer, scheme, port)[:7]:
-            with pytest.raises(InvalidStatus) as e:
-                _ws_connect(viewer, scheme, port, origin, auth(viewer))
-            assert e.value.response.status_code == 403, (scheme, origin)
-            assert b"cross-origin" in e.value.response.body
+            if scheme == "http":
+                with pytest.raises(InvalidStatus) as e:
+                    _ws_connect(viewer, scheme, port, origin, auth(viewer))
+                assert e.value.response.status_code == 403, (scheme, origin)
+                assert b"cross-origin" in e.value.response.body
+            else:  # websockets 16's sync client sometimes stalls on TLS here (EOFError in its reader): raw
+                status, hdrs, body = request(port, "/", {**WS_HEADERS, "Origin": origin, **auth(viewer)}, tls_ca=ca)
+                assert status == 403 and "sec-websocket-accept" not in hdrs and b"cross-origin" in body, origin
         # The viewer's own page: the handshake is accepted and the splats stream (viser sends
         # centres, covariances and colours, more than 16 bytes per Gaussian).
         own = f"{scheme}://127.0.0.1:{port}"
-        with _ws_connect(viewer, scheme, port, own, auth(viewer)) as ws:
-            assert _ws_bytes(ws, 16 * N) >= 16 * N
+        if scheme == "http":
+            with _ws_connect(viewer, scheme, port, own, auth(viewer)) as ws:
+                assert _ws_bytes(ws, 16 * N) >= 16 * N
+        else:
+            assert _raw_ws_bytes(viewer, port, own, ca, 16 * N) >= 16 * N
     # A raw client without Origin keeps today's rules: accepted with the token (or without one on
     # loopback), refused without it.
     with _ws_connect(viewer, "http", viewer.gateway.port, None, auth(viewer)) as ws:
