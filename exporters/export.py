@@ -193,8 +193,10 @@ def check_outputs(run: Run, formats: Sequence[str], out_dir: str | Path, inputs:
                 raise ReconError(f"cannot write {target}: a folder is in the way of the {fmt} output; remove it or choose another --out")
             src = held.get((st.st_dev, st.st_ino))
             if src is not None:
+                what = ("an input of this export" if src.name in RUN_INPUTS or src.parent != root
+                        else "a file of the run folder that this export did not write")
                 raise ReconError(
-                    f"--out {out_dir} would overwrite {src}, an input of this export ({fmt} writes {name}); "
+                    f"--out {out_dir} would overwrite {src}, {what} ({fmt} writes {name}); "
                     f"choose another --out (default: {root / 'export'})"
                 )
 

@@ -149,3 +149,15 @@ def test_reads_the_trainers_run_layout(tmp_path):
     p = doc["provenance"]
     assert (p["source"], p["method"], p["config_hash"]) == ("/scenes/lego", "splat", "0123456789ab")
     assert p["trained_with"] == "0.0.9" and p["trained_at"] == "2026-01-02T03:04:05" and p["up"] == "+z"
+
+
+def test_outputs_never_replace_the_runs_own_files(run_dir, capsys):
+    before = (run_dir / "splats.ply").read_bytes(), (run_dir / "cameras.json").read_bytes()
+    for _ in range(2):  # an earlier export in RUN/export is an output: replaced
+        assert cli(["export", str(run_dir), "--format", "ply,cameras"]) == 0
+    assert cli(["export", str(run_dir), "--out", str(run_dir), "--format", "spz"]) == 0  # a new file: fine
+    capsys.readouterr()
+    assert cli(["export", str(run_dir), "--out", str(run_dir), "--format", "spz,ply", "--min-opacity", "0.9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "splats.ply" in err and "input of this export" in err
+    assert ((run_dir / "splats.ply").read_bytes(), (run_dir / "cameras.json").read_bytes()) == before
