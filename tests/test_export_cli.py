@@ -157,7 +157,10 @@ def test_outputs_never_replace_the_runs_own_files(run_dir, capsys):
         assert cli(["export", str(run_dir), "--format", "ply,cameras"]) == 0
     assert cli(["export", str(run_dir), "--out", str(run_dir), "--format", "spz"]) == 0  # a new file: fine
     capsys.readouterr()
-    assert cli(["export", str(run_dir), "--out", str(run_dir), "--format", "spz,ply", "--min-opacity", "0.9"]) == 2
+    assert cli(["export", str(run_dir), "--out", str(run_dir), "--format", "ply", "--min-opacity", "0.9"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "splats.ply" in err and "input of this export" in err
+    # The splats.spz now in the run folder was not written by this export: not replaced either.
+    assert cli(["export", str(run_dir), "--out", str(run_dir), "--format", "spz"]) == 2
+    assert "splats.spz, a file of the run folder" in capsys.readouterr().err
     assert ((run_dir / "splats.ply").read_bytes(), (run_dir / "cameras.json").read_bytes()) == before
