@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from recon.errors import ReconError
 
 
 def main(
@@ -47,10 +46,8 @@ def main(
     rc = train_cmd.main(scene_dir, preset="fast", out=run, downscale=downscale, steps=steps)
     if rc:
         return rc
-    try:
-        from exporters.cli import main as export_main
-    except ImportError as e:
-        raise ReconError(f"exporters unavailable: {e}") from e
+    from exporters.cli import main as export_main
+
     rc = int(export_main(run, format=tuple(formats.split(",")), out=out / "exports") or 0)
     if rc:
         return rc
