@@ -213,7 +213,7 @@ def test_websocket_from_foreign_origin_refused_own_origin_gets_the_model(viewer)
                     _ws_connect(viewer, scheme, port, origin, auth(viewer))
                 assert e.value.response.status_code == 403, (scheme, origin)
                 assert b"cross-origin" in e.value.response.body
-            else:  # websockets 16's sync client sometimes stalls on TLS here (EOFError in its reader): raw
+            else:  # websockets 16's sync client now and then stalls on TLS (EOFError in its reader)
                 status, hdrs, body = request(port, "/", {**WS_HEADERS, "Origin": origin, **auth(viewer)}, tls_ca=ca)
                 assert status == 403 and "sec-websocket-accept" not in hdrs and b"cross-origin" in body, origin
         # The viewer's own page: the handshake is accepted and the splats stream (viser sends
@@ -242,6 +242,23 @@ def test_raw_websocket_handshake_with_foreign_origin_gets_no_upgrade(viewer):
         status, hdrs, _ = request(port, "/", {**WS_HEADERS, "Origin": f"{scheme}://127.0.0.1:{port}", **auth(viewer)},
                                   tls_ca=ca, read=1)
         assert status == 101 and "sec-websocket-accept" in hdrs
+
+
+def test_port_forward_keeps_working_other_ports_do_not(viewer):
+    """Behind `ssh -L 9000:127.0.0.1:PORT` the browser's origin is http://localhost:9000 and so is the
+    Host it sends: the request's own origin is accepted; a page on any other port is not."""
+    port, data = viewer.gateway.port, f"/run/splats.{viewer._fmt}"
+    h = {"Origin": "http://localhost:9000", **auth(viewer)}
+    status, _, body = _request_host(port, data, h, "localhost:9000")
+    assert status == 200 and body == viewer.splats_file.read_bytes()
+    for origin in ("http://localhost:9001", "https://localhost:9000", "http://127.0.0.1:9000"):
+        assert _request_host(port, data, {**h, "Origin": origin}, "localhost:9000")[0] == 403, origin
+    assert _request_host(port, data, h, "evil.example:9000")[0] == 403  # the Host check still applies
+    assert _request_host(port, data, h, "localhost")[0] == 403  # Host without a port means port 80
+
+
+def _request_host(port: int, target: str, headers: dict, host_header: str) -> tuple[int, dict, bytes]:
+    return request(port, target, {"Host": host_header, **headers}, host=None)
 
 
 def test_cross_site_fetch_metadata_refused(viewer):

@@ -10,7 +10,8 @@ Every request passes through :class:`Gateway`, which
   loopback names by default), in every mode, so a web page cannot reach it through DNS rebinding;
 * refuses cross-origin requests (403, logged as refused), in every mode: a request whose ``Origin``
   is not one of the viewer's own origins (``http://NAME:PORT`` and ``https://NAME:HTTPS_PORT`` for
-  each allowed name; ``Origin: null`` is foreign), and a browser request that says it comes from
+  each allowed name, or exactly the scheme and ``Host`` the request was sent to, as behind a port
+  forward; ``Origin: null`` is foreign), and a browser request that says it comes from
   another site (``Sec-Fetch-Site: same-site`` or ``cross-site``), unless it is a top-level
   navigation (following a link to the viewer). This covers viser's websocket, which carries the
   whole model, and every route below. Requests without these headers (curl, raw clients) are
@@ -198,7 +199,7 @@ class Gateway:
             return await self._reply(writer, 400, "bad path", "refused", method, raw_path)
 
         # Access control: who is asked for (Host), who is asking (Origin, Sec-Fetch-Site), then the token.
-        refusal = self._foreign(method, headers)
+        refusal = self._foreign(method, headers, scheme)
         if refusal is not None:
             self._report(refusal[0], method, raw_path, refusal[1])
             return await self._reply(writer, 403, f"forbidden: {refusal[1]}", "refused", method, raw_path)
@@ -234,7 +235,7 @@ class Gateway:
             return await self._reply(writer, 404, "not found", route.kind, method, raw_path)
         await self._stream(writer, file, route, method, raw_path, extra)
 
-    def _foreign(self, method: str, headers: dict[str, str]) -> tuple[str, str] | None:
+    def _foreign(self, method: str, headers: dict[str, str], scheme: str = "http") -> tuple[str, str] | None:
         """Why a request is refused as foreign, as (kind, reason): a Host that is not this viewer's,
         another origin, another site; or None."""
         host = headers.get("host")
@@ -242,14 +243,14 @@ class Gateway:
             return "host", "no Host header"
         try:
             name = _host_name(urllib.parse.urlsplit("//" + host).hostname or "")
-            urllib.parse.urlsplit("//" + host).port  # noqa: B018 - raises on a malformed port
+            port = urllib.parse.urlsplit("//" + host).port or DEFAULT_PORTS[scheme]
         except ValueError:
-            name = ""
+            name, port = "", 0
         if name not in self.hosts:
             return "host", (f"Host {host!r} is not an address of this viewer; pass --allow-host NAME to reach "
                             "it by another name")
         origin = headers.get("origin")
-        if origin is not None and not self._own_origin(origin):
+        if origin is not None and not self._own_origin(origin, (scheme, name, port)):
             return "origin", f"cross-origin request from {origin!r} refused (this viewer only answers its own pages)"
         site = headers.get("sec-fetch-site", "").lower()
         if site in ("same-site", "cross-site"):
@@ -259,7 +260,10 @@ class Gateway:
                 return "site", f"{site} request refused (this viewer only answers its own pages)"
         return None
 
-    def _own_origin(self, origin: str) -> bool:
+    def _own_origin(self, origin: str, requested: tuple[str, str, int]) -> bool:
+        """Is ``origin`` one of the viewer's: an allowed name on a port it serves with that port's
+        scheme, or exactly the origin the request was sent to (``requested``: scheme, Host name and
+        port, the Host already checked), as behind a port forward (``ssh -L 9000:127.0.0.1:8080``)?"""
         try:
             u = urllib.parse.urlsplit(origin.strip())
             port = u.port
@@ -268,8 +272,11 @@ class Gateway:
         if u.scheme not in DEFAULT_PORTS or u.path or u.query or u.fragment or u.username or u.password:
             return False
         port = port if port is not None else DEFAULT_PORTS[u.scheme]
+        name = _host_name(u.hostname or "")
+        if (u.scheme, name, port) == requested:
+            return True
         served = self.port if u.scheme == "http" else (self.https_port if self.ssl_context else None)
-        return port == served and _host_name(u.hostname or "") in self.hosts
+        return port == served and name in self.hosts
 
     def _report(self, kind: str, method: str, path: str, reason: str) -> None:
         """Record a refused request; print it (one line per kind per 10 s, with a count of the rest,
