@@ -20,6 +20,7 @@ Methods are found by name in a registry: the built-in ones, classes registered w
 
 from __future__ import annotations
 
+import abc
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ class Renderer(Protocol):
         ...
 
 
-class Method:
+class Method(abc.ABC):
     """Base class of trainable methods; subclasses override the hooks.
 
     Class attributes:
@@ -128,11 +129,13 @@ class Method:
         """One line on how the model was initialised (logged at the start)."""
         return ""
 
+    @abc.abstractmethod
     def sample(self, step: int, gen: torch.Generator) -> Batch:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def forward(self, batch: Batch, step: int, need: frozenset[str] = frozenset()) -> RenderOutput:
-        raise NotImplementedError
+        ...
 
     def losses(self, out: RenderOutput, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """The method's own regularisers, by name (summed by the trainer)."""
@@ -149,15 +152,18 @@ class Method:
         return {}
 
     # ---- checkpoints and artifacts ---------------------------------------------------------------
+    @abc.abstractmethod
     def state_dict(self) -> dict:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def renderer(self) -> Renderer:
         """The current model as a :class:`Renderer` (no gradients)."""
-        raise NotImplementedError
+        ...
 
     def render_settings(self) -> dict[str, Any]:
         """Settings every renderer of the saved model must honour (stored in the run manifest)."""
@@ -172,16 +178,18 @@ class Method:
         when the representation is not Gaussians."""
         return None
 
+    @abc.abstractmethod
     def save(self, run_dir: Path, provenance: dict[str, str]) -> dict[str, str]:
         """Write the trained model into ``run_dir`` (recording ``provenance`` where the format has
         room for it); returns ``{role: file name}`` for the manifest
         (``"model"`` is required)."""
-        raise NotImplementedError
+        ...
 
     @classmethod
+    @abc.abstractmethod
     def load_renderer(cls, run_dir: Path, artifacts: dict[str, str], render: dict) -> Renderer:
         """Read what :meth:`save` wrote; ``render`` holds the manifest's render settings."""
-        raise NotImplementedError
+        ...
 
     @classmethod
     def load_gaussians(cls, run_dir: Path, artifacts: dict[str, str]) -> Optional[dict[str, torch.Tensor]]:

@@ -3,6 +3,7 @@ trainer sums for every method."""
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import Optional
 
@@ -108,7 +109,7 @@ def photometric_loss(
     return (1 - ssim_lambda) * l1 + ssim_lambda * (1 - s)
 
 
-class LossTerm:
+class LossTerm(abc.ABC):
     """A loss the trainer adds for every method: ``term(out, batch, step) -> scalar``.
 
     ``needs`` names the :class:`recon.methods.base.RenderOutput` fields beyond ``rgb`` the term reads
@@ -117,8 +118,9 @@ class LossTerm:
     name: str = "loss"
     needs: frozenset = frozenset()
 
-    def __call__(self, out, batch, step: int) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, out, batch, step: int) -> torch.Tensor:
+        """The term's value (a scalar tensor)."""
 
 
 class Photometric(LossTerm):
