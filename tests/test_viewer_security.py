@@ -186,7 +186,7 @@ def _raw_ws_bytes(srv, port: int, origin: str, ca: Path, want: int, timeout: flo
         socket.create_connection(("127.0.0.1", port), timeout=timeout), server_hostname="127.0.0.1")
     h = {"Host": f"127.0.0.1:{port}", **WS_HEADERS, "Sec-WebSocket-Protocol": f"viser-v{viser.__version__}",
          "Origin": origin, **auth(srv)}
-    sock.sendall((f"GET / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
+    sock.sendall(("GET / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
     data, end = b"", time.monotonic() + timeout
     try:
         while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < want:

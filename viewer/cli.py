@@ -41,7 +41,7 @@ def main(
         cert: PEM certificate for HTTPS instead of the self-signed one (with --key).
         key: PEM private key for --cert.
         splat_format: file the WebXR page loads: SPZ (compact; converted once and cached), the run's PLY, or auto (SPZ, else PLY).
-        allow_host: further names this machine is reached by (e.g. a DNS name), accepted in Host and Origin headers; requests naming any other host, or coming from another origin, get 403.
+        allow_host: more names this machine is reached by (e.g. a DNS name); other Host names and other origins get 403.
     """
     from viewer.run import open_run
     from viewer.server import ViewerOptions, ViewerServer
