@@ -28,7 +28,7 @@ import numpy as np
 
 from recon.errors import ReconError
 from recon.scene.cameras import CAMERA_MODELS, MAX_IMAGE_SIDE, Camera, check_intrinsics, check_quaternion, check_rotation
-from recon.scene.conventions import colmap_to_c2w, opengl_to_opencv
+from recon.scene.conventions import colmap_to_c2w, llff_to_opencv, opencv_to_llff, opengl_to_opencv  # noqa: F401
 from recon.scene.images import ImageCache, env_cache_bytes, image_size, is_image_file, is_video_file, load_npy
 from recon.scene.scene import SPLITS, Frame, Scene, is_inside, outside_frame_path
 
@@ -1008,28 +1008,6 @@ def _model_file(model_dir: Path, stem: str) -> Optional[Path]:
 
 # ----------------------------------------------------------------------------------------------
 # LLFF
-
-
-def llff_to_opencv(poses: np.ndarray) -> np.ndarray:
-    """LLFF ``[N, 3, 4]`` camera-to-world poses to OpenCV ``[N, 4, 4]``.
-
-    LLFF's rotation columns are the camera's (down, right, back) axes in world coordinates;
-    OpenCV's are (right, down, forward) = (col 1, col 0, -col 2).
-    """
-    poses = np.asarray(poses, dtype=np.float64)
-    out = np.zeros((poses.shape[0], 4, 4))
-    out[:, :3, 0] = poses[:, :, 1]
-    out[:, :3, 1] = poses[:, :, 0]
-    out[:, :3, 2] = -poses[:, :, 2]
-    out[:, :3, 3] = poses[:, :, 3]
-    out[:, 3, 3] = 1.0
-    return out
-
-
-def opencv_to_llff(c2w: np.ndarray) -> np.ndarray:
-    """OpenCV ``[N, 4, 4]`` camera-to-world to LLFF ``[N, 3, 4]`` (down, right, back, translation)."""
-    c2w = np.asarray(c2w, dtype=np.float64)
-    return np.stack([c2w[:, :3, 1], c2w[:, :3, 0], -c2w[:, :3, 2], c2w[:, :3, 3]], axis=-1)
 
 
 def read_llff(root: Path, background: Optional[tuple[float, float, float]] = None) -> Scene:
