@@ -218,10 +218,10 @@ def run_request(req: TrainRequest, log=print) -> int:
             if auto is not None:
                 log(f"[train] images are up to {round(auto * cfg.max_side)} px: training at 1/{auto:.3g} "
                     f"(longest side {cfg.max_side} px, the {cfg.preset} preset's limit; --downscale overrides)")
-        # Fail on an unusable scene before a run folder exists.
-        from recon.methods import get_method
+        # Fail on a scene the method cannot train before a run folder exists.
+        from recon.train.trainer import check_scene
 
-        get_method(cfg.method)
+        check_scene(cfg.method, sc)
         run = RunFolder.create(out, cfg, scene_path, sc.format)
     out = run.root
     n_held = len(sc.split("test")) or len(sc.split("val"))

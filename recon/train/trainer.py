@@ -34,16 +34,23 @@ CHECKPOINT_GLOB = "step_*.pt"
 
 def make_method(cfg: TrainConfig, scene: Scene, views: Views, device: torch.device):
     """An instance of the registered method ``cfg.method`` for ``scene``'s training ``views``."""
+    cls = check_scene(cfg.method, scene)
+    return cls(cfg, scene, views, device)
+
+
+def check_scene(method: str, scene: Scene):
+    """The class of ``method``, after checking it can train ``scene`` (a static method refuses a
+    dynamic capture rather than blur its motion into one model)."""
     from recon.methods import get_method
 
-    cls = get_method(cfg.method)
+    cls = get_method(method)
     if scene.has_time and not getattr(cls, "dynamic", False):
         raise ReconError(
-            f"{scene.root}: the frames carry times (a dynamic capture) but method {cfg.method!r} is static; "
+            f"{scene.root}: the frames carry times (a dynamic capture) but method {method!r} is static; "
             "it would blur the motion into one model. Train a static capture, or drop the frames' times "
             "to train one anyway"
         )
-    return cls(cfg, scene, views, device)
+    return cls
 
 
 def set_threads(n: int) -> None:
