@@ -24,6 +24,7 @@ import numpy as np
 
 from recon.errors import ReconError
 
+from recon.models.quaternions import quat_mul_np, rotmat_to_quat_np
 from recon.models.splats import (  # noqa: F401  (the numpy helpers live with the model)
     KEYS,
     SH_C0,
@@ -143,28 +144,6 @@ def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """Proper rotation ``[3, 3]`` to a unit quaternion ``(w, x, y, z)``."""
-    from recon.scene.conventions import rotmat_to_qvec
-
-    return rotmat_to_qvec(R)
-
-
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product ``a * b`` of wxyz quaternions; ``a [4]``, ``b [N, 4]``."""
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=1,
-    )
-
-
 def transform_splats(splats: Mapping[str, np.ndarray], T: np.ndarray) -> dict[str, np.ndarray]:
     """Apply a similarity transform ``x' = s R x + t`` to every Gaussian.
 
@@ -196,9 +175,9 @@ def transform_splats(splats: Mapping[str, np.ndarray], T: np.ndarray) -> dict[st
     det = np.linalg.det(M)
     Mp = M if det > 0 else -M
     if not np.allclose(Mp, np.eye(3), atol=1e-12):
-        qm = _rotmat_to_quat(Mp)
+        qm = rotmat_to_quat_np(Mp)
         q = splats["quats"].astype(np.float64)
-        out["quats"] = _quat_mul(qm, q).astype(np.float32)
+        out["quats"] = quat_mul_np(qm, q).astype(np.float32)
     deg = sh_degree_from_rest(splats["shN"].shape[1])
     if deg > 0 and not np.allclose(M, np.eye(3), atol=1e-12):
         X = _sh_coeff_matrix(M, deg)

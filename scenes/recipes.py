@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from recon.scene.conventions import look_at_c2w
 from scenes import meshes as M
 from scenes.textures import procedural_texture
 
@@ -88,19 +89,6 @@ class Recipe:
                 for p in self.parts]
 
 
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """OpenCV camera-to-world ``[4, 4]`` at ``eye`` looking at ``target`` (x right, y down, z forward)."""
-    eye, target, up = (np.asarray(x, dtype=np.float64) for x in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-    return c2w
-
-
 def _tex(rng: np.random.Generator, size: int, detail: float = 1.0, muted: float = 0.0) -> np.ndarray:
     # Each texture draws from its own child generator so changing one never shifts the others.
     return procedural_texture(np.random.default_rng(rng.integers(2**63)), size, detail, muted)
@@ -155,7 +143,7 @@ def _sphere_rig(n: int, rng: np.random.Generator, radius: float = 3.6, el_range=
         az = phase + i * GOLDEN_ANGLE
         r = radius * (1.0 + 0.05 * rng.uniform(-1, 1))
         eye = TURNTABLE_TARGET + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        c2ws.append(look_at(eye, TURNTABLE_TARGET + rng.normal(0, 0.03, 3)))
+        c2ws.append(look_at_c2w(eye, TURNTABLE_TARGET + rng.normal(0, 0.03, 3)))
     return np.stack(c2ws)
 
 
@@ -166,7 +154,7 @@ def _orbit_path(n: int, radius: float = 3.6):
     for si in s:
         az, el = 2 * np.pi * si, np.radians(27.5 - 17.5 * np.cos(2 * np.pi * si))
         eye = TURNTABLE_TARGET + radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        c2ws.append(look_at(eye, TURNTABLE_TARGET))
+        c2ws.append(look_at_c2w(eye, TURNTABLE_TARGET))
     return np.stack(c2ws)
 
 
@@ -259,7 +247,7 @@ def room(seed: int = 0) -> Recipe:
             rad = np.sqrt((i + 0.5) / n)
             a = i * GOLDEN_ANGLE
             eye = ROOM_EYE + np.array([0.6 * rad * np.cos(a), r.uniform(-0.1, 0.1), 0.35 * rad * np.sin(a)])
-            c2ws.append(look_at(eye, ROOM_FOCUS + r.normal(0, 0.12, 3)))
+            c2ws.append(look_at_c2w(eye, ROOM_FOCUS + r.normal(0, 0.12, 3)))
         return np.stack(c2ws), None
 
     def path(n):
@@ -268,7 +256,7 @@ def room(seed: int = 0) -> Recipe:
         for si in s:  # an ellipse walked twice with a slow push in and out
             a = 2 * np.pi * si
             eye = ROOM_EYE + np.array([0.55 * np.cos(2 * a), 0.4 * np.sin(a), 0.3 * np.sin(2 * a)])
-            c2ws.append(look_at(eye, ROOM_FOCUS + np.array([0.3 * np.cos(a), 0.0, 0.0])))
+            c2ws.append(look_at_c2w(eye, ROOM_FOCUS + np.array([0.3 * np.cos(a), 0.0, 0.0])))
         return np.stack(c2ws), None
 
     return Recipe(

@@ -57,7 +57,7 @@ VALID_NAMES = {
 def base(tmp_path_factory) -> Path:
     """A tiny synthetic scene (8 views at 32 px) and a tiny run (300 Gaussians, 8 cameras)."""
     import scenes
-    from viewer.synthetic import make_run
+    from recon.testing.runs import make_run
 
     root = tmp_path_factory.mktemp("bad-input-base")
     scenes.synth("turntable", root / "scene", views=8, res=32, ss=1)

@@ -7,7 +7,8 @@ import pytest
 
 from exporters import axes as ax
 from exporters.splats import as_numpy, eval_sh_colors, filter_mask, sigmoid, transform_splats
-from exporters.synthetic import orbit_cameras, random_splats
+from recon.testing.gaussians import random_splats
+from recon.testing.runs import orbit_cameras
 from recon.errors import ReconError
 from recon.scene.conventions import qvec_to_rotmat
 

@@ -14,7 +14,8 @@ from exporters.gltf_splat import read_glb
 from exporters.ply import read_ply, read_ply_comments
 from exporters.spz import decode_spz, quantisation_bounds
 from exporters.splat import decode_splat
-from exporters.synthetic import orbit_cameras, random_splats, write_run
+from recon.testing.gaussians import random_splats
+from recon.testing.runs import orbit_cameras, write_run
 from recon.cli import run as cli
 
 pxr = pytest.importorskip("pxr", reason="usd-core is not installed")

@@ -19,7 +19,7 @@ from exporters.gltf_splat import (
     with_underscore_semantics,
     write_glb,
 )
-from exporters.synthetic import random_splats
+from recon.testing.gaussians import random_splats
 
 needs_validator = pytest.mark.skipif(validator_available() is not None, reason=str(validator_available()))
 

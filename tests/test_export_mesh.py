@@ -18,7 +18,8 @@ from exporters import axes as ax
 from exporters.gltf_splat import parse_glb, validate_gltf, validator_available
 from exporters.mesh import MeshOptions, extract_mesh
 from exporters.mesh_metrics import mesh_metrics
-from exporters.synthetic import surface_splats, write_run
+from recon.testing.gaussians import surface_splats
+from recon.testing.runs import write_run
 from recon.cli import run as cli
 from recon.errors import ReconError
 from recon.scene.cameras import Camera

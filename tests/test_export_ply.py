@@ -9,7 +9,7 @@ import torch
 
 from exporters.ply import property_names, read_ply, read_ply_comments, write_ply
 from exporters.provenance import Provenance
-from exporters.synthetic import random_splats
+from recon.testing.gaussians import random_splats
 from recon.errors import ReconError
 
 

@@ -15,7 +15,8 @@ if not hasattr(render_mod, "rasterization"):
 from exporters import axes as ax  # noqa: E402
 from exporters.spz import decode_spz, encode_spz  # noqa: E402
 from exporters.splats import as_numpy, transform_splats  # noqa: E402
-from exporters.synthetic import orbit_cameras, random_splats  # noqa: E402
+from recon.testing.gaussians import random_splats  # noqa: E402
+from recon.testing.runs import orbit_cameras  # noqa: E402
 from recon.scene.conventions import c2w_to_viewmat  # noqa: E402
 
 BACKEND = os.environ.get("RECON_TEST_RENDER_BACKEND", "cpu")  # "torch": the dense reference

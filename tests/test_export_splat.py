@@ -7,7 +7,7 @@ import torch
 
 from exporters.splat import decode_splat, encode_splat, sort_order, write_splat
 from exporters.splats import SH_C0, as_numpy
-from exporters.synthetic import random_splats
+from recon.testing.gaussians import random_splats
 
 
 def test_layout_and_order(tmp_path):

@@ -21,7 +21,7 @@ from exporters.spz import (
     unpack_rotations,
     write_spz,
 )
-from exporters.synthetic import random_splats
+from recon.testing.gaussians import random_splats
 from recon.errors import ReconError
 
 

@@ -9,7 +9,7 @@ import torch
 pxr = pytest.importorskip("pxr", reason="usd-core is not installed (pip install usd-core)")
 from pxr import Usd, UsdGeom, UsdVol  # noqa: E402
 
-from exporters.synthetic import random_splats  # noqa: E402
+from recon.testing.gaussians import random_splats  # noqa: E402
 from exporters.usd_splat import SPLATS_PATH, read_usd, validate_usd, write_usd  # noqa: E402
 
 if not hasattr(UsdVol, "ParticleField3DGaussianSplat"):

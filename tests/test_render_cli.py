@@ -13,7 +13,7 @@ from recon.cli import run as cli
 from recon.render import rasterization
 from recon.scene.conventions import GL_CV_FLIP, c2w_to_viewmat
 from viewer.camera_path import Keyframe, to_nerfstudio, write_camera_path
-from viewer.synthetic import make_run, ring_cameras
+from recon.testing.runs import make_run, ring_cameras
 
 av = pytest.importorskip("av", reason="PyAV (the video extra) writes the MP4")
 W, H = 64, 48

@@ -19,7 +19,7 @@ from recon.errors import ReconError
 from recon.render import rasterization
 from recon.render.projection import project_gaussians_torch
 from recon.render.sh import spherical_harmonics
-from recon.render.synthetic import awkward_scene, orbit_cameras
+from recon.testing.gaussians import awkward_scene, orbit_viewmats
 
 W, H = 48, 40  # not multiples of the 16-pixel tiles
 FWD_TOL = 1e-4
@@ -27,7 +27,7 @@ GRAD_TOL = 1e-3
 
 
 def make_scene(N=300, C=3, seed=0, sh_degree=None, D=3):
-    viewmats, Ks = orbit_cameras(C, W, H, seed=seed)
+    viewmats, Ks = orbit_viewmats(C, W, H, seed=seed)
     means, quats, scales, opacities, colors = awkward_scene(
         N, seed=seed, sh_degree=sh_degree, D=D, viewmat0=viewmats[0]
     )
@@ -181,7 +181,7 @@ def test_gradient_parity(name):
 def test_absgrad_matches_per_pixel_reference():
     """info["means2d"].absgrad = sum over pixels of |d loss_pixel / d mean2d| (gsplat, AbsGS)."""
     w, h = 20, 12
-    vm, K = orbit_cameras(1, w, h, seed=2)
+    vm, K = orbit_viewmats(1, w, h, seed=2)
     means, quats, scales, opac, colors = (p.requires_grad_(True) for p in awkward_scene(60, seed=2))
     g = torch.Generator().manual_seed(0)
     wc = torch.randn(1, h, w, 3, generator=g)
@@ -228,7 +228,7 @@ def test_projection_matches_gsplat_torch_reference():
     opacity-aware extent that gsplat's CUDA kernel and recon use, so radii are not compared)."""
     from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 
-    vm, K = orbit_cameras(2, W, H, seed=4)
+    vm, K = orbit_viewmats(2, W, H, seed=4)
     means, quats, scales, opac, _ = awkward_scene(200, seed=4)
     radii, m2d, depths, conics, _ = project_gaussians_torch(means, quats, scales, opac, vm, K, W, H)
     covars, _ = _quat_scale_to_covar_preci(quats, scales, True, False, triu=False)

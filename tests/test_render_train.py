@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from recon.render import rasterization
-from recon.render.synthetic import orbit_cameras, surface_scene
+from recon.testing.gaussians import orbit_viewmats, surface_scene
 
 PSNR_BAR = 28.0
 
@@ -31,7 +31,7 @@ def test_fit_views_with_default_strategy(packed):
     torch.manual_seed(0)
     W = H = 64
     C = 4
-    viewmats, Ks = orbit_cameras(C, W, H, radius=3.0, seed=1)
+    viewmats, Ks = orbit_viewmats(C, W, H, radius=3.0, seed=1)
     white = torch.ones(C, 3)
     gt = surface_scene(3000, seed=3, sh_degree=0)
     with torch.no_grad():

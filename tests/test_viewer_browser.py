@@ -20,7 +20,8 @@ import pytest
 from viewer.render import SplatRenderer
 from viewer.run import open_run
 from viewer.server import ViewerOptions, ViewerServer
-from viewer.synthetic import QUADRANT_COLOURS, make_run
+from recon.testing.gaussians import QUADRANT_COLOURS
+from recon.testing.runs import make_run
 
 CHROMIUM = os.environ.get("RECON_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

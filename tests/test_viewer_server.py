@@ -20,7 +20,7 @@ from recon.cli import run as cli_run
 from recon.errors import ReconError
 from viewer.run import open_run
 from viewer.server import ViewerOptions, ViewerServer
-from viewer.synthetic import make_run
+from recon.testing.runs import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,7 +253,8 @@ def test_live_viewer_follows_training(tmp_path):
     from recon.scene.scene import Frame
     from recon.train.callbacks import TrainCallback
     from viewer.live import LiveViewer
-    from viewer.synthetic import ring_cameras, sphere_splats
+    from recon.testing.gaussians import sphere_splats
+    from recon.testing.runs import ring_cameras
 
     params = {k: torch.nn.Parameter(v) for k, v in sphere_splats(800).items()}
     frames = [Frame(tmp_path / c["name"], Camera(K=c["K"], width=c["width"], height=c["height"], c2w=c["c2w"]))

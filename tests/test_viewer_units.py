@@ -14,7 +14,9 @@ from recon.errors import ReconError
 from viewer.camera_path import Keyframe, interpolate, read_keyframes, to_nerfstudio, write_camera_path
 from viewer.run import open_run, scene_frame
 from viewer.splats import SH_C0, read_splats, to_viser, write_splats_ply
-from viewer.synthetic import look_at_c2w, make_run, sphere_splats
+from recon.scene.conventions import look_at_c2w
+from recon.testing.gaussians import sphere_splats
+from recon.testing.runs import make_run
 
 
 @pytest.fixture(scope="module")

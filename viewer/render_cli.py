@@ -132,7 +132,7 @@ def _entry_camera(e: dict) -> PathCamera:
 def orbit_path(run, n_frames: int, fps: float) -> CameraPath:
     """A level 360-degree orbit around the scene centre, at the training cameras' median distance,
     height and vertical FOV, starting at the first training camera (``run``: :class:`viewer.run.Run`)."""
-    from viewer.synthetic import look_at_c2w
+    from recon.scene.conventions import look_at_c2w
 
     frame = run.frame
     cams = run.cameras

@@ -16,7 +16,8 @@ import torch
 
 from recon.errors import ReconError
 
-from recon.models.splats import SH_C0  # noqa: F401  (re-exported for the viewer's fixtures)
+from recon.models.quaternions import quat_to_rotmat_np as quats_to_rotmats  # noqa: F401  (re-exported)
+from recon.models.splats import SH_C0
 from recon.models.splats_io import read_ply, write_ply
 
 
@@ -38,23 +39,6 @@ def write_splats_ply(splats: dict[str, torch.Tensor], path: Path) -> Path:
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32) if isinstance(t, torch.Tensor) else np.asarray(t, np.float32)
-
-
-def quats_to_rotmats(quats: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``[N, 3, 3]`` from unnormalised ``wxyz`` quaternions ``[N, 4]``."""
-    q = quats / np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
-    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    R = np.empty((q.shape[0], 3, 3), dtype=q.dtype)
-    R[:, 0, 0] = 1 - 2 * (y * y + z * z)
-    R[:, 0, 1] = 2 * (x * y - w * z)
-    R[:, 0, 2] = 2 * (x * z + w * y)
-    R[:, 1, 0] = 2 * (x * y + w * z)
-    R[:, 1, 1] = 1 - 2 * (x * x + z * z)
-    R[:, 1, 2] = 2 * (y * z - w * x)
-    R[:, 2, 0] = 2 * (x * z - w * y)
-    R[:, 2, 1] = 2 * (y * z + w * x)
-    R[:, 2, 2] = 1 - 2 * (x * x + y * y)
-    return R
 
 
 def to_viser(splats: dict[str, torch.Tensor], mask: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from recon.models.splats import SH_C0
 from recon.render._cpu_common import F0, F1, F2, F05, FM, OPTS  # noqa: F401
 
 F3 = np.float32(3.0)
 F6 = np.float32(6.0)
 
-C0 = np.float32(0.2820947917738781)
+C0 = np.float32(SH_C0)  # a module constant Numba can fold
 C1 = np.float32(0.48860251190292)
 C4 = np.float32(0.5462742152960395)
 CB = np.float32(-1.092548430592079)

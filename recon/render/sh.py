@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-SH_C0 = 0.2820947917738781
+from recon.models.splats import SH_C0  # noqa: F401  (the one definition; re-exported)
 
 
 def sh_bases(num_bases: int, dirs: Tensor) -> Tensor:

@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from recon.models.quaternions import quat_to_rotmat
+
 _installed = False
 
 
@@ -47,16 +49,7 @@ def covar_preci_torch(
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Covariances ``R S S R^T`` and precisions ``R S^-2 R^T`` ``[..., 3, 3]`` (or ``[..., 6]``
     upper-triangular when ``triu``) from quaternions ``[..., 4]`` (wxyz) and linear scales ``[..., 3]``."""
-    q = torch.nn.functional.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))
+    R = quat_to_rotmat(quats, eps=1e-12)  # normalised as torch.nn.functional.normalize does
 
     def pack(M: Tensor) -> Tensor:
         if not triu:

@@ -6,7 +6,7 @@
     python scripts/bench/export.py --sizes --mesh RUN --gt SCENE   # mesh export of RUN vs SCENE/mesh.ply
     python scripts/bench/export.py --sizes --mesh synthetic        # mesh export of Gaussians on the turntable
 
-Gaussians come from :func:`exporters.synthetic.random_splats` (distributed like a trained 3DGS
+Gaussians come from :func:`recon.testing.gaussians.random_splats` (distributed like a trained 3DGS
 model: ~1 cm Gaussians, small higher-order SH). Columns: ``write`` / ``read`` = wall time of one
 call (median of ``--repeat``), ``size`` = file size, ``B/G`` = bytes per Gaussian, ``vs PLY`` =
 PLY size / this size. SPZ uses gzip level 6 as the reference library does. Files go to a temporary
@@ -68,7 +68,7 @@ def main() -> None:
     from exporters.ply import read_ply, write_ply
     from exporters.splat import read_splat, write_splat
     from exporters.spz import read_spz, write_spz
-    from exporters.synthetic import random_splats
+    from recon.testing.gaussians import random_splats
 
     writers = {
         "ply": ("splats.ply", write_ply, read_ply),
@@ -179,7 +179,7 @@ def mesh_bench(args) -> None:
     tmp = None
     if args.mesh == "synthetic":
         import scenes
-        from exporters.synthetic import surface_splats
+        from recon.testing.gaussians import surface_splats
 
         tmp = tempfile.TemporaryDirectory()
         gt = scenes.synth("turntable", Path(tmp.name) / "scene", views=args.mesh_views, res=args.mesh_res, seed=0)

@@ -4,7 +4,7 @@
     python scripts/bench/raster.py --quick    # a subset
     python scripts/bench/raster.py --compile  # also: compile time in a fresh cache, then cached start
 
-Scenes come from :func:`recon.render.synthetic.surface_scene` (small flattened Gaussians on object
+Scenes come from :func:`recon.testing.gaussians.surface_scene` (small flattened Gaussians on object
 surfaces, mixed opacities, SH degree 3) seen from an orbit camera. Each configuration runs in its
 own process so that the peak RSS column is that configuration's.
 
@@ -43,12 +43,13 @@ def _scene(n: int, res: int, seed: int = 0):
     import numpy as np
     import torch
 
-    from recon.render.synthetic import look_at, surface_scene
+    from recon.scene.conventions import look_at_c2w
+    from recon.testing.gaussians import surface_scene
 
     means, quats, scales, opac, sh = surface_scene(n, seed=seed, sh_degree=3)
     a = 0.7
     eye = [2.6 * math.cos(a), -0.9, 2.6 * math.sin(a)]
-    vm = torch.tensor(np.linalg.inv(look_at(eye, (0.0, 0.05, 0.0))), dtype=torch.float32)[None]
+    vm = torch.tensor(np.linalg.inv(look_at_c2w(eye, (0.0, 0.05, 0.0), (0.0, -1.0, 0.0))), dtype=torch.float32)[None]
     f = 0.5 * res / math.tan(math.radians(25))
     K = torch.tensor([[[f, 0, res / 2], [0, f, res / 2], [0, 0, 1]]], dtype=torch.float32)
     return means, quats, scales, opac, sh, vm, K
@@ -158,8 +159,8 @@ sys.path.insert(0, {ROOT!r})
 t = time.perf_counter()
 import torch
 from recon.render import rasterization
-from recon.render.synthetic import awkward_scene, orbit_cameras
-vm, K = orbit_cameras(1, 64, 48)
+from recon.testing.gaussians import awkward_scene, orbit_viewmats
+vm, K = orbit_viewmats(1, 64, 48)
 ps = [x.requires_grad_(True) for x in awkward_scene(200, sh_degree=3)]
 times = [time.perf_counter()]
 for _ in range(2):

@@ -1,6 +1,6 @@
 """Benchmark `recon view`: time to first rendered frame in headless Chromium, and bytes sent.
 
-For each size, a synthetic run (Gaussians on a coloured sphere, viewer.synthetic) is served with
+For each size, a synthetic run (Gaussians on a coloured sphere, recon.testing.runs.make_run) is served with
 ``ViewerServer`` and opened in Debian's /usr/bin/chromium (Playwright, SwiftShader WebGL: CPU
 rendering, so absolute times are far above a GPU browser's; compare sizes, not machines):
 
@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from viewer.run import open_run  # noqa: E402
 from viewer.server import ViewerOptions, ViewerServer  # noqa: E402
-from viewer.synthetic import QUADRANT_COLOURS, make_run  # noqa: E402
+from recon.testing.gaussians import QUADRANT_COLOURS  # noqa: E402
+from recon.testing.runs import make_run  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
