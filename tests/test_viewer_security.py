@@ -24,7 +24,7 @@ import pytest
 
 from viewer.run import open_run
 from viewer.server import ViewerOptions, ViewerServer
-from viewer.synthetic import make_run
+from recon.testing.runs import make_run
 
 TOKEN = "security-test-token"
 N = 3000
