@@ -230,7 +230,7 @@ CASES: list[Case] = [
     c("demo-downscale-neg", lambda p: ["demo", "--out", str(p.tmp / "d"), "--views", "8", "--res", "32", "--downscale", "-1"],
       ["--downscale", "-1"], allow=("d/scene",)),
     c("demo-formats-bogus", lambda p: ["demo", "--out", str(p.tmp / "d"), "--views", "8", "--res", "32", "--steps", "2",
-                                       "--formats", "bogus"], ["bogus"], allow=("d/scene",), pending=PENDING_COMMANDS),
+                                       "--formats", "bogus"], ["bogus"], allow=("d/scene",)),
     c("demo-steps-abc", lambda p: ["demo", "--steps", "abc"], ["--steps", "abc"]),
     # ---------------- train: options
     c("train-missing-scene", lambda p: ["train", str(p.tmp / "nope"), "--out", str(p.tmp / "r")], lambda p: [str(p.tmp / "nope")]),
@@ -257,7 +257,7 @@ CASES: list[Case] = [
     c("train-resume-empty-out", lambda p: ["train", str(p.scene), "--resume", "--out", str(p.tmp / "empty")],
       lambda p: [str(p.tmp / "empty")], setup=lambda p: (p.tmp / "empty").mkdir()),
     c("train-lpips-missing", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2", "--lpips-weights",
-                                        str(p.tmp / "lpips.pth")], ["lpips.pth"], pending=PENDING_COMMANDS),
+                                        str(p.tmp / "lpips.pth")], ["lpips.pth"]),
     c("train-out-is-file", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "f.txt"), "--steps", "2"],
       lambda p: [str(p.tmp / "f.txt")], setup=lambda p: (p.tmp / "f.txt").write_text("mine"), klass="os", logs=True),
     c("train-out-under-file", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "f.txt" / "r"), "--steps", "2"],
@@ -279,8 +279,7 @@ CASES: list[Case] = [
     c("train-frame-missing-image", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2"], ["frame_00003.png"],
       setup=lambda p: (p.scene / "images" / "frame_00003.png").unlink(), klass="file"),
     c("train-corrupt-image", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2"], ["frame_00002.png"],
-      setup=lambda p: (p.scene / "images" / "frame_00002.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40), klass="file",
-      pending=PENDING_COMMANDS + ": images are decoded after RUN/run.json is written"),
+      setup=lambda p: (p.scene / "images" / "frame_00002.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40), klass="file"),
     c("train-zero-rotation", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2"], ["transforms.json", "rotation"],
       setup=lambda p: _edit_transforms(p, lambda d: d["frames"][2].__setitem__(
           "transform_matrix", [[0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1]]))),

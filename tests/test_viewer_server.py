@@ -259,7 +259,9 @@ def test_live_viewer_follows_training(tmp_path):
     params = {k: torch.nn.Parameter(v) for k, v in sphere_splats(800).items()}
     frames = [Frame(tmp_path / c["name"], Camera(K=c["K"], width=c["width"], height=c["height"], c2w=c["c2w"]))
               for c in ring_cameras(4)]
-    trainer = SimpleNamespace(method=SimpleNamespace(params=params), scene=SimpleNamespace(frames=frames),
+    method = SimpleNamespace(gaussians=lambda: {k: v.detach().clone() for k, v in params.items()},
+                             render_settings=lambda: {})
+    trainer = SimpleNamespace(method=method, scene=SimpleNamespace(frames=frames),
                               run_dir=tmp_path)
     live = LiveViewer(ViewerOptions(port=0), every_seconds=0.0, keep_serving=True, log=lambda s: None)
     assert isinstance(live, TrainCallback)
@@ -270,7 +272,7 @@ def test_live_viewer_follows_training(tmp_path):
         first = request(port, "/run/splats.spz")[2]
         with torch.no_grad():
             params["means"] *= 2.0  # "training" moves the Gaussians
-        live.on_step(trainer, 10, {"num_gaussians": 800, "psnr": 20.0})
+        live.on_step(trainer, 10, {"gaussians": 800, "psnr": 20.0})
         live._thread.join()
         np.testing.assert_allclose(srv.run.splats["means"].numpy(), params["means"].detach().numpy())
         assert srv.run.splats["means"].data_ptr() != params["means"].data_ptr()  # a copy

@@ -32,6 +32,9 @@ def main(
 
     from recon.commands import train as train_cmd
 
+    from exporters.export import parse_formats
+
+    parse_formats(tuple(formats.split(",")))  # a bad format fails now, not after training
     t0 = time.perf_counter()
     out = Path(out)
     scene_dir = out / "scene"

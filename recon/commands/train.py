@@ -147,6 +147,9 @@ def parse(argv: list[str], prog: str = "recon train", offline: bool = False) -> 
     cfg = TrainConfig(**{f.name: getattr(c, f.name) for f in dataclasses.fields(TrainConfig)})
     cfg.method, cfg.preset = method, (saved.preset if saved is not None else args.preset)
     validate(cfg)
+    if args.lpips_weights is not None and not Path(args.lpips_weights).expanduser().exists():
+        raise ReconError(f"--lpips-weights {args.lpips_weights}: no such file or folder (docs/metrics.md says "
+                         "where to get the weights; leave the option out to skip LPIPS)")
     if saved is not None:
         changed = changed_options(saved, cfg)
         if changed:
@@ -222,6 +225,7 @@ def run_request(req: TrainRequest, log=print) -> int:
         from recon.train.trainer import check_scene
 
         check_scene(cfg.method, sc)
+        created = not out.exists()
         run = RunFolder.create(out, cfg, scene_path, sc.format)
     out = run.root
     n_held = len(sc.split("test")) or len(sc.split("val"))
@@ -232,7 +236,12 @@ def run_request(req: TrainRequest, log=print) -> int:
         from viewer.live import LiveViewer
 
         callbacks.append(LiveViewer(log=log))
-    trainer = Trainer(cfg, sc, out, callbacks=callbacks, log=log)
+    try:
+        trainer = Trainer(cfg, sc, out, callbacks=callbacks, log=log)
+    except BaseException:
+        if not args.resume:
+            _discard_new_run(out, created)
+        raise
     if args.resume:
         ck = trainer.latest_checkpoint()
         if ck is None:
@@ -244,7 +253,12 @@ def run_request(req: TrainRequest, log=print) -> int:
                 "(raise --steps to train more)")
     else:
         log(f"[train] init: {trainer.method.describe_init()}")
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except ReconError:
+        if not args.resume and trainer.latest_checkpoint() is None:
+            _discard_new_run(out, created)
+        raise
     if result.interrupted:
         for cb in callbacks:
             cb.on_end(trainer, {})
@@ -267,6 +281,17 @@ def run_request(req: TrainRequest, log=print) -> int:
     log(f"  export:  recon export {out} --format all")
     log(f"  view:    recon view {out}        video: recon render {out}")
     return 0
+
+
+def _discard_new_run(out: Path, created: bool) -> None:
+    """Remove what this command wrote for a run that failed before its first checkpoint: the folder
+    when this command created it, else only its manifest (nothing it did not create)."""
+    import shutil
+
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        (out / "run.json").unlink(missing_ok=True)
 
 
 def _stored_scene_exists(run) -> bool:
