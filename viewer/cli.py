@@ -43,8 +43,13 @@ def main(
         splat_format: file the WebXR page loads: SPZ (compact; converted once and cached), the run's PLY, or auto (SPZ, else PLY).
         allow_host: more names this machine is reached by (e.g. a DNS name); other Host names and other origins get 403.
     """
+    from recon.errors import ReconError
     from viewer.run import open_run
     from viewer.server import ViewerOptions, ViewerServer
+
+    for name, value in (("--port", port), ("--xr-port", xr_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise ReconError(f"{name} {value}: a port is 0-65535 (0: any free port)")
 
     stop = threading.Event()
     serving = threading.Event()
