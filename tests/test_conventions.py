@@ -133,3 +133,49 @@ def test_camera_scaled_round_trip(w, h, factor):
     # When the size divides exactly, scaled(f).scaled(1/f) is exact.
     if factor == 0.5 and w % 2 == 0 and h % 2 == 0:
         np.testing.assert_allclose(s.scaled(2.0).K, cam.K, rtol=0, atol=TOL)
+
+
+# ---- the one home of quaternion maths, look-at/orbit cameras and LLFF poses ----------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(quat, quat)
+def test_quaternion_torch_numpy_agree(q1, q2):
+    import torch
+
+    from recon.models.quaternions import quat_mul, quat_mul_np, quat_to_rotmat, quat_to_rotmat_np
+
+    a, b = np.array(q1), np.array(q2)
+    np.testing.assert_allclose(quat_to_rotmat(torch.tensor(a)).numpy(), quat_to_rotmat_np(a), atol=1e-12)
+    np.testing.assert_allclose(quat_mul(torch.tensor(a), torch.tensor(b)).numpy(), quat_mul_np(a, b), atol=1e-12)
+    # the product composes rotations: R(a * b) = R(a) R(b)
+    np.testing.assert_allclose(quat_to_rotmat_np(quat_mul_np(a, b)), quat_to_rotmat_np(a) @ quat_to_rotmat_np(b), atol=1e-9)
+    batch = np.stack([a, b])
+    np.testing.assert_allclose(quat_to_rotmat_np(batch)[1], quat_to_rotmat_np(b), atol=0)
+    np.testing.assert_allclose(quat_to_rotmat(torch.tensor(batch)).numpy()[0], quat_to_rotmat(torch.tensor(a)).numpy(), atol=0)
+
+
+def test_look_at_and_orbit():
+    from recon.scene.conventions import look_at_c2w, orbit_c2ws
+
+    eye, target = np.array([3.0, -2.0, 1.5]), np.array([0.2, 0.1, 0.3])
+    c2w = look_at_c2w(eye, target, (0.0, 0.0, 1.0))
+    np.testing.assert_allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(c2w[:3, :3]) > 0
+    np.testing.assert_allclose(c2w[:3, 2], (target - eye) / np.linalg.norm(target - eye), atol=1e-12)
+    assert c2w[2, 1] < 0  # camera y (down) points against world up
+    assert np.isfinite(look_at_c2w([0.0, 0.0, 5.0], [0.0, 0.0, 0.0])).all()  # looking along up
+    poses = orbit_c2ws(6, 2.0, height=0.5, target=target)
+    assert poses.shape == (6, 4, 4)
+    for p in poses:
+        d = target - p[:3, 3]
+        np.testing.assert_allclose(p[:3, 2], d / np.linalg.norm(d), atol=1e-12)
+        np.testing.assert_allclose(p[2, 3] - target[2], 0.5, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(poses())
+def test_llff_round_trip(c2w):
+    from recon.scene.conventions import llff_to_opencv, opencv_to_llff
+
+    np.testing.assert_allclose(llff_to_opencv(opencv_to_llff(c2w[None])), c2w[None], atol=0)
