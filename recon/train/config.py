@@ -51,6 +51,14 @@ class TrainConfig:
     """Stop training after this wall time; evaluation and export still run (may change on --resume)."""
     ssim_lambda: float = 0.2
     """Weight of D-SSIM in the photometric loss ((1-l) L1 + l D-SSIM)."""
+    depth_loss: Literal["none", "pearson", "ssi", "l1"] = "none"
+    """Supervise rendered depth with the scene's depth maps (synthetic GT, nerfstudio depth_file_path,
+    depths/): pearson (1 - correlation: any affine depth prior), ssi (L1 after a per-image least-squares
+    scale and shift), l1 (metric depth in scene units). Pixels with depth 0 are ignored."""
+    depth_weight: float = 0.1
+    """Weight of the depth loss at the start of training."""
+    depth_weight_final: Optional[float] = None
+    """Weight at the end of training, reached linearly (default: --depth-weight throughout)."""
     background: Literal["random", "white", "black", "scene"] = "random"
     """Background for RGBA captures during training (evaluation uses the scene's)."""
     checkpoint_every: int = field(default=1000, metadata=_NOHASH)
@@ -209,6 +217,10 @@ def validate(cfg: TrainConfig) -> None:
         bad("checkpoint_every", cfg.checkpoint_every, "must be >= 0 (0: only at the end)")
     if cfg.eval_views < 0:
         bad("eval_views", cfg.eval_views, "must be >= 0 (0: all held-out views)")
+    for name in ("depth_weight", "depth_weight_final"):
+        v = getattr(cfg, name)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            bad(name, v, "must be a finite number >= 0")
     if cfg.threads < 0:
         bad("threads", cfg.threads, "must be >= 0 (0: all cores)")
     if not (math.isfinite(cfg.log_every_seconds) and cfg.log_every_seconds >= 0):

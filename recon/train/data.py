@@ -34,6 +34,8 @@ class View:
     camera: Camera
     name: str
     time: Optional[float] = None
+    depth: Optional[torch.Tensor] = None
+    """``[H, W]`` float32 depth map in scene units (0 = unknown), when the views load depth."""
 
     @property
     def width(self) -> int:
@@ -48,8 +50,10 @@ class Views:
     """The frames ``indices`` of ``scene`` at ``downscale``; images stay in the scene's bounded cache
     unless they fit in ``preload_bytes``, in which case they are decoded once and kept as tensors."""
 
-    def __init__(self, scene: Scene, indices: list[int], downscale: float, preload_bytes: float = 3e9):
+    def __init__(self, scene: Scene, indices: list[int], downscale: float, preload_bytes: float = 3e9,
+                 with_depth: bool = False):
         self.scene = scene
+        self.with_depth = with_depth
         self.indices = list(indices)
         self.downscale = float(downscale)
         self.cameras = [scene.camera(i, self.downscale) for i in self.indices]
@@ -76,7 +80,12 @@ class Views:
                 f"image {self.scene.frames[i].image_path} is {img.shape[1]}x{img.shape[0]} but its camera "
                 f"says {cam.width}x{cam.height}; fix the width/height (or intrinsics) of that frame"
             )
+        depth = None
+        if self.with_depth:
+            d = self.scene.depth(i, self.downscale)
+            depth = None if d is None else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))
         v = View(
+            depth=depth,
             index=i,
             image=img,
             alpha=alpha,
@@ -136,6 +145,7 @@ class ViewSampler:
             kind="view", index=k, target=target.to(device), background=bg.to(device),
             alpha=None if view.alpha is None else view.alpha.to(device),
             mask=None if view.mask is None else view.mask.to(device), view=view, time=view.time,
+            extras={} if view.depth is None else {"depth": view.depth.to(device)},
         )
 
     def state_dict(self) -> dict:

@@ -136,3 +136,60 @@ class Photometric(LossTerm):
     def __call__(self, out, batch, step: int) -> torch.Tensor:
         lam = self.ssim_lambda if out.rgb.dim() == 3 else 0.0
         return photometric_loss(out.rgb, batch.target, lam, batch.mask)
+
+
+class DepthLoss(LossTerm):
+    """Rendered depth against the batch's depth map (``batch.extras["depth"]``, ``[H, W]`` or
+    ``[R]``, 0 = unknown), on pixels where both are valid and the render is opaque.
+
+    Kinds: ``pearson``: ``1 - corr(pred, target)``, invariant to any affine change of the prior (the
+    right choice for monocular depth of unknown scale); ``ssi``: mean ``|a pred + b - target|`` with
+    ``a, b`` the per-image least-squares fit, normalised by the target's mean absolute deviation
+    (scale- and shift-invariant, in units of the prior's spread); ``l1``: mean ``|pred - target|``
+    in scene units (metric depth). The weight goes linearly from ``weight`` to ``final`` over
+    training (``progress`` in [0, 1] set by the trainer each step)."""
+
+    name = "depth"
+    needs = frozenset({"depth"})
+
+    def __init__(self, kind: str = "pearson", weight: float = 0.1, final: Optional[float] = None):
+        if kind not in ("pearson", "ssi", "l1"):
+            raise ValueError(f"unknown depth loss {kind!r}")
+        self.kind, self.weight, self.final = kind, float(weight), final
+        self.progress = 0.0
+
+    def current_weight(self) -> float:
+        if self.final is None:
+            return self.weight
+        return self.weight + (float(self.final) - self.weight) * min(max(self.progress, 0.0), 1.0)
+
+    def __call__(self, out, batch, step: int) -> torch.Tensor:
+        target = batch.extras.get("depth")
+        if target is None or out.depth is None:
+            return out.rgb.sum() * 0.0
+        return self.current_weight() * depth_loss(out.depth.reshape(-1), target.reshape(-1).to(out.depth),
+                                                  self.kind, None if out.alpha is None else out.alpha.reshape(-1))
+
+
+def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, alpha: Optional[torch.Tensor] = None,
+               min_alpha: float = 0.5) -> torch.Tensor:
+    """The unweighted depth loss of ``pred [P]`` against ``target [P]`` (0 = unknown) over valid pixels."""
+    valid = (target > 0) & torch.isfinite(target) & torch.isfinite(pred)
+    if alpha is not None:
+        valid = valid & (alpha.detach() > min_alpha)
+    if int(valid.sum()) < 16:
+        return pred.sum() * 0.0
+    p, t = pred[valid], target[valid]
+    if kind == "l1":
+        return (p - t).abs().mean()
+    if kind == "pearson":
+        pc, tc = p - p.mean(), t - t.mean()
+        return 1.0 - (pc * tc).sum() / (pc.norm() * tc.norm()).clamp_min(1e-12)
+    # ssi: fit a * p + b to t by least squares (closed form, no gradient through a and b).
+    with torch.no_grad():
+        pm, tm = p.mean(), t.mean()
+        var = ((p - pm) ** 2).mean().clamp_min(1e-12)
+        a = ((p - pm) * (t - tm)).mean() / var
+        b = tm - a * pm
+        scale = (t - tm).abs().mean().clamp_min(1e-12)
+    return (a * p + b - t).abs().mean() / scale

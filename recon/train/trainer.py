@@ -38,6 +38,19 @@ def make_method(cfg: TrainConfig, scene: Scene, views: Views, device: torch.devi
     return cls(cfg, scene, views, device)
 
 
+def default_terms(cfg: TrainConfig, scene: Scene, train_idx: list[int]) -> list[LossTerm]:
+    """The loss terms the options ask for beyond the photometric one (the depth loss)."""
+    if cfg.depth_loss == "none":
+        return []
+    have = sum(1 for i in train_idx if scene.frames[i].depth_path is not None)
+    if have == 0:
+        raise ReconError(f"--depth-loss {cfg.depth_loss}: {scene.root} has no depth maps for its training views "
+                         "(depth_file_path in transforms.json, or depths/STEM.npy|png beside images/)")
+    from recon.train.losses import DepthLoss
+
+    return [DepthLoss(cfg.depth_loss, cfg.depth_weight, cfg.depth_weight_final)]
+
+
 def check_scene(method: str, scene: Scene):
     """The class of ``method``, after checking it can train ``scene`` (a static method refuses a
     dynamic capture rather than blur its motion into one model)."""
@@ -126,9 +139,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
-        self.views = Views(scene, train_idx, cfg.downscale)
+        self.views = Views(scene, train_idx, cfg.downscale, with_depth=cfg.depth_loss != "none")
         self.method = make_method(cfg, scene, self.views, self.device)
-        self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + list(terms or [])
+        self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + default_terms(cfg, scene, train_idx)
+        self.terms += list(terms or [])
         self.need = frozenset().union(*(t.needs for t in self.terms))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
@@ -211,6 +225,9 @@ class Trainer:
         stop_reason = "done"
         with _Interrupt() as intr:
             while self.step < cfg.steps:
+                for term in self.terms:
+                    if hasattr(term, "progress"):
+                        term.progress = self.progress(budget)
                 batch = self.method.sample(self.step, self.gen)
                 out = self.method.forward(batch, self.step, self.need)
                 loss = self.terms[0](out, batch, self.step)
