@@ -54,7 +54,10 @@ def auto_downscale(scene, max_side: int) -> Optional[float]:
 
 @dataclass
 class TrainArgs:
-    """Train a radiance field on a capture, evaluate it on held-out views and write the run folder."""
+    """Train a radiance field on a capture, evaluate it on held-out views and write the run folder.
+
+    The training options (``config``: :class:`recon.train.config.TrainConfig` with the method's own
+    ``Config`` as ``model``) are added per method by :func:`_args_type`."""
 
     scene: tyro.conf.Positional[Optional[Path]] = None
     """A scene folder (COLMAP, transforms.json, Blender, LLFF) or plain photos/video (SfM runs first)."""
@@ -71,7 +74,6 @@ class TrainArgs:
     """Serve the model while it trains (`recon view`'s viewer, on 127.0.0.1)."""
     lpips_weights: Optional[str] = None
     """Local LPIPS weights (docs/metrics.md); without them LPIPS is reported as unavailable."""
-    config: tyro.conf.OmitArgPrefixes[object] = None  # replaced per method by _args_type
 
 
 def _args_type(method_config: type) -> type:
