@@ -12,11 +12,13 @@ TORCH ?= torch==2.13.0
 system-deps:
 	bash scripts/install_system_deps.sh
 
+# "$(TORCH)" in the same pip command as the extras keeps the pinned CPU torch; the priors extra
+# (transformers, for Depth Anything) pulls no torchvision (which would break transformers here).
 $(VENV)/.installed: pyproject.toml
 	$(MAKE) system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev,export,video]" "$(TORCH)"
+	$(PIP) install -q -e ".[dev,export,video,priors]" "$(TORCH)"
 	touch $@
 
 install: $(VENV)/.installed

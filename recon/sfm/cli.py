@@ -1,10 +1,11 @@
-"""``recon process SCENE [--out DIR]``: photos or videos to posed, undistorted frames (SfM)."""
+"""``recon process SCENE [--out DIR] [--depth --depth-model PATH|ID|sfm]``: photos or videos to
+posed, undistorted frames (SfM), optionally with monocular depth priors (docs/priors.md)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -16,6 +17,12 @@ def main(
     out: Optional[Path] = None,
     sfm: Annotated[SfmOptions, tyro.conf.OmitArgPrefixes] = SfmOptions(),
     quiet: bool = False,
+    depth: bool = False,
+    depth_model: Optional[str] = None,
+    depth_resolution: int = 518,
+    depth_batch_size: int = 4,
+    depth_align: Literal["auto", "depth", "inverse", "none"] = "auto",
+    depth_fill: Literal["none", "nearest"] = "none",
 ) -> int:
     """Run structure from motion on a folder of photos and/or videos (or one video file).
 
@@ -30,9 +37,41 @@ def main(
         out: output folder (default: SCENE/recon, or a work folder when SCENE is not writable).
         sfm: SfM options.
         quiet: print nothing but errors.
+        depth: also write depth priors (docs/priors.md): ``depths/STEM.npy`` (float16, scene units,
+            0 = unknown), ``depths_preview/STEM.png``, and ``depth_file_path`` in the processed
+            transforms.json, so ``recon train OUT --depth-loss ssi`` uses them. A scene that already
+            has poses gets a processed copy in OUT (links to its images); it is never modified.
+        depth_model: a Depth Anything V2 folder (save_pretrained layout) or a model ID already in the
+            Hugging Face cache (nothing is downloaded), or "sfm": the SfM points densified per image,
+            no weights needed. Implies --depth.
+        depth_resolution: short side of the depth network's input (rounded to multiples of 14).
+        depth_batch_size: images per depth forward pass.
+        depth_align: scale/shift fit to the SfM depths: "auto" (inverse depth for relative models,
+            depth for metric ones), "depth", "inverse" or "none" (metric models: metres as predicted).
+        depth_fill: --depth-model sfm only: pixels outside the SfM points' hull, "none" (unknown) or "nearest".
     """
+    from recon.errors import ReconError
     from recon.sfm.pipeline import command_line, print_progress, process
 
+    log = None if quiet else print_progress
+    depth = depth or depth_model is not None
+    if depth:  # check the model before minutes of SfM
+        from recon.priors.depth import MISSING_WEIGHTS_HINT, check_model_folder
+
+        if depth_model is None:
+            raise ReconError(f"--depth needs --depth-model: {MISSING_WEIGHTS_HINT}")
+        if depth_model.lower() != "sfm":
+            check_model_folder(depth_model)
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "process" else [str(scene)]
-    process(scene, out, options=sfm, log=None if quiet else print_progress, command=command_line(argv))
+    result = process(scene, out, options=sfm, log=log, command=command_line(argv))
+    if depth:
+        from recon.priors.stage import DepthStageOptions, write_depth_priors
+
+        dopts = DepthStageOptions(
+            model=depth_model, resolution=depth_resolution, batch_size=depth_batch_size, align=depth_align,  # type: ignore[arg-type]
+            fill=depth_fill, force=sfm.force,
+        )
+        # A recon output is updated in place; a posed input scene (returned unchanged) gets a
+        # processed copy in OUT (default: where `process` would write).
+        write_depth_priors(result, out if out is not None and Path(result) != Path(out) else None, dopts, log)
     return 0
