@@ -41,12 +41,6 @@ from viewer.tls import (Certificate, cache_dir, certificate_names, ensure_self_s
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def _have_spz() -> bool:
-    try:
-        from exporters.spz import write_spz  # noqa: F401
-    except ImportError:
-        return False
-    return True
 GATEWAY_HEADER = "X-Recon-Gateway"
 
 
@@ -189,7 +183,7 @@ class ViewerServer:
             self.splats_file = src
             return "ply"
         if src is None:  # in-memory splats: snapshots are encoded on demand (see _xr_file)
-            return "spz" if _have_spz() and self.opts.splat_format != "ply" else "ply"
+            return "spz" if self.opts.splat_format != "ply" else "ply"
         st = src.stat()
         aa = bool(getattr(self.run, "antialiased", False))
         key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|aa={aa}".encode()).hexdigest()[:24]
