@@ -293,6 +293,8 @@ class RunFolder:
         from recon.train.config import TrainConfig
 
         d = self.manifest.get("config")
+        if d is None and isinstance(self.foreign_config, dict) and isinstance(self.foreign_config.get("config"), dict):
+            d = self.foreign_config["config"]  # a recon 0.1 run: {"config": ..., "scene": ...}
         if not isinstance(d, dict):
             raise ReconError(f"{self.root} has no training config (not a run made by `recon train`)")
         try:

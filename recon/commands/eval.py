@@ -32,9 +32,7 @@ def main(
     if eval_views < 0:
         raise ReconError(f"--eval-views {eval_views}: must be >= 0 (0: all held-out views)")
     rf = RunFolder.open(run)
-    if not rf.is_recon_run:
-        raise ReconError(f"{run} has no run.json: `recon eval` scores runs made by `recon train`")
-    cfg = rf.config()
+    cfg = rf.config()  # runs of other tools have none: `recon eval` scores runs made by `recon train`
     renderer = rf.renderer()
     sc = load_scene(rf.scene_path(scene), background=EVAL_BACKGROUND)
     downscale = float(rf.render_settings.get("downscale", cfg.downscale) or 1.0)
