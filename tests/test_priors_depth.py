@@ -167,7 +167,8 @@ def test_stage_writes_a_processed_scene_and_reuses_its_cache(posed, tmp_path):
         d, gt = sc.depth(i), gt_scene.depth(i)  # the scene reader used by --depth-loss reads them
         m = (d > 0) & (gt > 0)
         assert m.mean() > 0.9 and np.median(np.abs(d[m] - gt[m]) / gt[m]) < 0.01
-        assert (out / "depths_preview" / f"{sc.frames[i].name}.png").is_file()
+        assert (out / "depths_preview" / f"{sc.frames[i].image_path.stem}.png").is_file()
+        assert sc.frames[i].depth_path == out / "depths" / f"{sc.frames[i].image_path.stem}.npy"
     assert json.loads((out / "depths" / "depth_report.json").read_text())["inferred"] == n
     # Re-run: nothing recomputed.
     r2 = write_depth_priors(posed, out, DepthStageOptions(model="sfm"))

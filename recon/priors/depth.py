@@ -173,13 +173,19 @@ def input_size(height: int, width: int, resolution: int = 518) -> tuple[int, int
 class ProgressLine:
     """``depth: 12/40 images, 3.1 s elapsed, ETA 7.2 s`` lines for a stage."""
 
-    def __init__(self, log: Optional[Callable[[str], None]], stage: str, total: int) -> None:
+    def __init__(self, log: Optional[Callable[[str], None]], stage: str, total: int, every_s: float = 1.0) -> None:
         self.log, self.stage, self.total, self.t0 = log, stage, total, time.perf_counter()
+        self.every_s, self._last = every_s, -float("inf")
 
     def __call__(self, done: int) -> None:
+        """Report ``done`` images: at most one line per ``every_s`` seconds, and always the last."""
         if self.log is None:
             return
-        dt = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        if done < self.total and now - self._last < self.every_s:
+            return
+        self._last = now
+        dt = now - self.t0
         eta = dt / done * (self.total - done) if done else float("nan")
         self.log(f"{self.stage}: {done}/{self.total} images, {dt:.1f} s elapsed, ETA {eta:.1f} s")
 

@@ -162,7 +162,7 @@ def _stems(frames) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for f in frames:
-        s = f.name or Path(f.image_path).stem
+        s = Path(f.image_path).stem  # Frame.name may hold a folder ("images/x")
         k = seen.get(s, 0)
         seen[s] = k + 1
         out.append(s if k == 0 else f"{s}_{k}")
@@ -318,19 +318,24 @@ def write_depth_priors(
             info[i] = {"samples": int(len(z))}
             prog(n + 1)
     else:
+        prog = D.ProgressLine(log, "depth", len(todo))
+        done = 0
         by_size: dict[tuple[int, int], list[int]] = {}
         for i in todo:  # one batch per image size
             by_size.setdefault((scene.frames[i].camera.height, scene.frames[i].camera.width), []).append(i)
         for (h, w), idx in by_size.items():
             preds = []
-            for b in range(0, len(idx), 16):  # decode a few at a time: bounded memory
+            step = 4 * opts.batch_size
+            for b in range(0, len(idx), step):  # decode a few batches at a time: bounded memory
                 ims = []
-                for i in idx[b : b + 16]:
+                for i in idx[b : b + step]:
                     im = scene.image(i)
                     if im.shape[:2] != (h, w):
                         raise ReconError(f"{scene.frames[i].image_path}: image is {im.shape[1]}x{im.shape[0]}, its camera says {w}x{h}")
                     ims.append(im)
-                preds += D.predict(dm, ims, opts.resolution, opts.batch_size, log)  # type: ignore[arg-type]
+                preds += D.predict(dm, ims, opts.resolution, opts.batch_size)  # type: ignore[arg-type]
+                done += len(ims)
+                prog(done)
             for i, pred in zip(idx, preds):
                 uv, z = samples[i]
                 if mode == "none":
@@ -362,6 +367,11 @@ def write_depth_priors(
             _save_png(pdir / f"{s}.png", D.preview_rgb(m))
         cache[s] = keys[i]
         res.inferred += 1
+    for s in sorted(set(cache) - set(stems)):  # maps of frames no longer in the scene (recorded by us)
+        for p in (ddir / f"{s}.npy", pdir / f"{s}.png"):
+            if p.is_file() and p.resolve().is_relative_to(out.resolve()):
+                p.unlink()
+        cache.pop(s)
     from recon.io_utils import atomic_write_text
 
     atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True) + "\n")
