@@ -31,6 +31,8 @@ def main(
 
     if eval_views < 0:
         raise ReconError(f"--eval-views {eval_views}: must be >= 0 (0: all held-out views)")
+    if Path(run).is_file():
+        raise ReconError(f"{run} is a file; pass the run folder that `recon train` wrote (it holds run.json)")
     rf = RunFolder.open(run)
     cfg = rf.config()  # runs of other tools have none: `recon eval` scores runs made by `recon train`
     renderer = rf.renderer()
