@@ -78,7 +78,9 @@ class OperatorUI:
     def _send_splats(self) -> None:
         arrays = to_viser(self.run.splats, self._mask)
         if self.splats is not None:
-            self.splats.remove()
+            # viser's one-buffer update (count changes included): no remove/re-add flicker per live update.
+            self.splats.set_gaussians(**arrays)
+            return
         self.splats = self.server.scene.add_gaussian_splats("/world/splats", **arrays)
 
     def _add_cameras(self) -> None:
