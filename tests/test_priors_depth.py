@@ -130,8 +130,8 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
 
 def test_sfm_fallback_accuracy_against_ground_truth(tmp_path):
     """Leave-one-out: each view's map comes only from points seen in the *other* views, so its own
-    pixels are never sampled. Measured (room, 64 px, 8 views, 300 points a view): coverage 0.98,
-    mean relative error 0.018 (planar walls interpolate exactly in inverse depth; the error is at
+    pixels are never sampled. Measured (room, 64 px, 8 views, 300 points a view, default max_edge):
+    coverage 0.958, mean relative error 0.019, median 0 (planar walls interpolate exactly in inverse depth; the error is at
     object edges)."""
     src, ids = _scene_with_points(tmp_path, views=8)
     sc = load_scene(src)
@@ -146,7 +146,7 @@ def test_sfm_fallback_accuracy_against_ground_truth(tmp_path):
         cov.append(both.sum() / m.sum())
         errs.append(np.abs(est[both] - gt[both]) / gt[both])
     e = np.concatenate(errs)
-    assert np.mean(cov) > 0.95
+    assert np.mean(cov) > 0.93
     assert e.mean() < 0.04 and np.median(e) < 0.01
 
 

@@ -99,7 +99,7 @@ def resolve_model_folder(spec: str | os.PathLike) -> Path:
         raise ReconError(f"--depth-model {s}: not in the local Hugging Face cache (nothing is downloaded); {MISSING_WEIGHTS_HINT}") from None
 
 
-def load_depth_model(spec: str | os.PathLike, device: str = "cpu") -> DepthModel:
+def load_depth_model(spec: str | os.PathLike, device: str = "auto") -> DepthModel:
     """Load Depth Anything (V1/V2, relative or metric) from a local folder or the HF cache.
 
     Raises :class:`ReconError` (one line) for a missing folder, a folder without ``config.json``,
@@ -121,7 +121,14 @@ def load_depth_model(spec: str | os.PathLike, device: str = "cpu") -> DepthModel
     except Exception as e:  # corrupt weights, shape mismatch, ...
         msg = " ".join(str(e).split())[:300]
         raise ReconError(f"--depth-model {spec}: cannot load {folder} ({type(e).__name__}: {msg})") from None
-    model.eval().to(device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model.eval().to(device)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise ReconError(f"--depth-device {device}: cannot use it ({' '.join(str(e).split())[:200]}); pass --depth-device cpu") from None
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     pp = folder / "preprocessor_config.json"
     if pp.is_file():
@@ -375,17 +382,22 @@ def visible_points(uv: np.ndarray, z: np.ndarray, height: int, width: int, cell:
     return keep
 
 
-def densify(uv: np.ndarray, z: np.ndarray, height: int, width: int, fill: str = "none") -> np.ndarray:
+def densify(
+    uv: np.ndarray, z: np.ndarray, height: int, width: int, fill: str = "none", max_edge: Optional[float] = 6.0,
+) -> np.ndarray:
     """Depth map ``[H, W]`` float32 from sparse samples: linear interpolation of inverse depth over
     the samples' Delaunay triangulation (exact for planes, since inverse depth is affine in the
-    image for a plane); outside their convex hull 0 (unknown) or, with ``fill="nearest"``, the
-    nearest sample's depth.
+    image for a plane).
 
     Args:
         uv: ``[N, 2]`` pixel coordinates of the samples (pixel centres at i + 0.5).
         z: ``[N]`` depths (> 0).
+        fill: pixels not covered by a kept triangle: "none" (0 = unknown) or "nearest" (the
+            nearest sample's depth).
+        max_edge: triangles with an edge longer than this many times the median edge are dropped
+            (they bridge holes: sky, gaps between objects); None keeps the whole convex hull.
     """
-    from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+    from scipy.spatial import Delaunay, QhullError, cKDTree
 
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     z = np.asarray(z, dtype=np.float64).ravel()
@@ -394,14 +406,29 @@ def densify(uv: np.ndarray, z: np.ndarray, height: int, width: int, fill: str = 
         return out
     jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     q = np.stack([jj.ravel(), ii.ravel()], axis=1)
+    inv = np.full(len(q), np.nan)
     try:
-        inv = LinearNDInterpolator(uv, 1.0 / z, fill_value=np.nan)(q)
-    except Exception:  # degenerate (collinear) samples
-        inv = np.full(len(q), np.nan)
+        tri = Delaunay(uv)
+    except (QhullError, ValueError):  # degenerate (collinear) samples
+        tri = None
+    if tri is not None:
+        simp = tri.find_simplex(q)
+        good = np.ones(len(tri.simplices), bool)
+        if max_edge is not None:
+            v = uv[tri.simplices]  # [T, 3, 2]
+            edges = np.linalg.norm(v - np.roll(v, 1, axis=1), axis=2).max(axis=1)
+            good = edges <= max_edge * np.median(edges)
+        ok = simp >= 0
+        ok[ok] = good[simp[ok]]
+        t = tri.transform[simp[ok]]
+        b = np.einsum("nij,nj->ni", t[:, :2], q[ok] - t[:, 2])
+        bary = np.concatenate([b, 1.0 - b.sum(axis=1, keepdims=True)], axis=1)
+        inv[ok] = (bary * (1.0 / z)[tri.simplices[simp[ok]]]).sum(axis=1)
     if fill == "nearest":
         miss = ~np.isfinite(inv)
         if miss.any():
-            inv[miss] = NearestNDInterpolator(uv, 1.0 / z)(q[miss])
+            _, k = cKDTree(uv).query(q[miss])
+            inv[miss] = 1.0 / z[k]
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.where(np.isfinite(inv) & (inv > 0), 1.0 / inv, 0.0)
     return d.reshape(height, width).astype(np.float32)

@@ -41,9 +41,11 @@ class DepthStageOptions:
         batch_size: images per forward pass.
         align: "auto" (inverse depth for relative models, depth for metric ones), "depth",
             "inverse", or "none" (metric models only: write metres as predicted).
-        fill: fallback only: outside the SfM points' convex hull, "none" (0 = unknown) or "nearest".
+        fill: fallback only: pixels no kept triangle of SfM points covers, "none" (0 = unknown) or "nearest".
+        max_edge: fallback only: drop triangles with an edge longer than this many times the
+            median edge (they bridge holes such as sky or gaps between objects); None: keep all.
         previews: write coloured ``depths_preview/STEM.png``.
-        device: torch device for the model.
+        device: torch device for the model ("auto": CUDA when available, else CPU).
         force: recompute every map, ignoring the cache.
     """
 
@@ -52,8 +54,9 @@ class DepthStageOptions:
     batch_size: int = 4
     align: str = "auto"
     fill: str = "none"
+    max_edge: Optional[float] = 6.0
     previews: bool = True
-    device: str = "cpu"
+    device: str = "auto"
     force: bool = False
 
 
@@ -296,7 +299,7 @@ def write_depth_priors(
     if kind == "relative" and mode == "none":
         raise ReconError("--depth-align none needs a metric model: a relative model's output has no scale")
     opt_key = {"v": STAGE_VERSION, "kind": kind, "model": None if use_sfm else dm.fingerprint,  # type: ignore[union-attr]
-               "res": opts.resolution, "align": mode, "fill": opts.fill if use_sfm else None}
+               "res": opts.resolution, "align": mode, "fill": [opts.fill, opts.max_edge] if use_sfm else None}
     keys = [
         _sha(opt_key, _file_sha(f.image_path), [f.camera.width, f.camera.height], uv.round(3).tobytes(), z.astype(np.float32).tobytes())
         for f, (uv, z) in zip(scene.frames, samples)
@@ -314,7 +317,7 @@ def write_depth_priors(
         for n, i in enumerate(todo):
             uv, z = samples[i]
             cam = scene.frames[i].camera
-            maps[i] = D.densify(uv, z, cam.height, cam.width, opts.fill) if len(z) >= 3 else None
+            maps[i] = D.densify(uv, z, cam.height, cam.width, opts.fill, opts.max_edge) if len(z) >= 3 else None
             info[i] = {"samples": int(len(z))}
             prog(n + 1)
     else:

@@ -23,6 +23,7 @@ def main(
     depth_batch_size: int = 4,
     depth_align: Literal["auto", "depth", "inverse", "none"] = "auto",
     depth_fill: Literal["none", "nearest"] = "none",
+    depth_device: str = "auto",
 ) -> int:
     """Run structure from motion on a folder of photos and/or videos (or one video file).
 
@@ -49,6 +50,7 @@ def main(
         depth_align: scale/shift fit to the SfM depths: "auto" (inverse depth for relative models,
             depth for metric ones), "depth", "inverse" or "none" (metric models: metres as predicted).
         depth_fill: --depth-model sfm only: pixels outside the SfM points' hull, "none" (unknown) or "nearest".
+        depth_device: torch device for the depth model ("auto": CUDA when available, else CPU).
     """
     from recon.errors import ReconError
     from recon.sfm.pipeline import command_line, print_progress, process
@@ -69,7 +71,7 @@ def main(
 
         dopts = DepthStageOptions(
             model=depth_model, resolution=depth_resolution, batch_size=depth_batch_size, align=depth_align,  # type: ignore[arg-type]
-            fill=depth_fill, force=sfm.force,
+            fill=depth_fill, device=depth_device, force=sfm.force,
         )
         # A recon output is updated in place; a posed input scene (returned unchanged) gets a
         # processed copy in OUT (default: where `process` would write).
