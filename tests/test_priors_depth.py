@@ -238,3 +238,30 @@ def test_bad_inputs_are_one_line(posed, tiny_model, tmp_path, capsys):
     err = _one_line_error(capsys, ["process", str(posed), "--out", str(out), "--depth-model", str(other)])
     assert "not Depth Anything" in err
     assert not out.exists()
+
+
+def test_metric_model_and_a_recon_output_updated_in_place(posed, tmp_path):
+    """A metric model aligns in depth (not inverse depth); a folder recon wrote (it holds the
+    `recon process` marker) gets its maps and `depth_file_path`s in place, other fields kept."""
+    import shutil
+
+    import torch
+
+    from recon.capture.ingest import OUTPUT_MARKER
+
+    torch.manual_seed(1)
+    mfolder = tmp_path / "metric"
+    m = transformers.DepthAnythingForDepthEstimation(_tiny_config("metric"))
+    m.save_pretrained(mfolder)
+    proc = tmp_path / "processed"
+    shutil.copytree(posed, proc)
+    (proc / OUTPUT_MARKER).write_text('{"written_by": "recon process"}\n')
+    tj_before = json.loads((proc / "transforms.json").read_text())
+    r = write_depth_priors(proc, None, DepthStageOptions(model=str(mfolder), resolution=56))
+    assert r.out_dir == proc and r.inferred == len(tj_before["frames"])
+    assert all(f["mode"] == "depth" for f in r.frames)
+    tj = json.loads((proc / "transforms.json").read_text())
+    assert [f["depth_file_path"] for f in tj["frames"]] == [f"depths/{Path(f['file_path']).stem}.npy" for f in tj["frames"]]
+    assert {k: v for k, v in tj.items() if k != "frames"} == {k: v for k, v in tj_before.items() if k != "frames"}
+    sc = load_scene(proc)
+    assert sc.depth(0).shape == (64, 64)
