@@ -1,5 +1,6 @@
-"""``recon process SCENE [--out DIR] [--depth --depth-model PATH|ID|sfm]``: photos or videos to
-posed, undistorted frames (SfM), optionally with monocular depth priors (docs/priors.md)."""
+"""``recon process SCENE [--out DIR] [--depth --depth-model PATH|ID|sfm] [--enhance STEPS]``: photos
+or videos to posed, undistorted frames (SfM), optionally with monocular depth priors
+(docs/priors.md) and enhanced frames (docs/enhance.md)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def main(
     depth_align: Literal["auto", "depth", "inverse", "none"] = "auto",
     depth_fill: Literal["none", "nearest"] = "none",
     depth_device: str = "auto",
+    enhance: Optional[str] = None,
+    enhance_masks: Optional[Path] = None,
+    enhance_mask_ids: tuple[int, ...] = (),
+    enhance_batch_size: int = 4,
+    restoration_only: bool = False,
 ) -> int:
     """Run structure from motion on a folder of photos and/or videos (or one video file).
 
@@ -51,6 +57,16 @@ def main(
             depth for metric ones), "depth", "inverse" or "none" (metric models: metres as predicted).
         depth_fill: --depth-model sfm only: pixels outside the SfM points' hull, "none" (unknown) or "nearest".
         depth_device: torch device for the depth model ("auto": CUDA when available, else CPU).
+        enhance: 2D steps run on the posed frames before training (docs/enhance.md), comma-separated
+            ``NAME[:ARG][:KEY=VALUE]``: e.g. ``denoise,sr:model.pth``; `recon plugins` lists them. The
+            processed frames go to ``OUT/enhanced/images`` with ``OUT/enhanced/manifest.json``; the
+            originals are never modified and ``recon train OUT`` trains on the processed frames.
+        enhance_masks: folder of masks named after the frames (STEM.png, nonzero = region to edit)
+            for generative steps (inpaint).
+        enhance_mask_ids: only these mask values select the region (e.g. object ids).
+        enhance_batch_size: frames per plugin call.
+        restoration_only: refuse generative plugins (inpainting, edits): exit 2. Also set per scene
+            by ``{"restoration_only": true}`` in SCENE/recon.json.
     """
     from recon.errors import ReconError
     from recon.sfm.pipeline import command_line, print_progress, process
@@ -64,8 +80,22 @@ def main(
             raise ReconError(f"--depth needs --depth-model: {MISSING_WEIGHTS_HINT}")
         if depth_model.lower() != "sfm":
             check_model_folder(depth_model)
+    steps = None
+    if enhance is not None:  # load the plugins (and refuse generators) before minutes of SfM
+        from recon.enhance.stage import check_steps
+
+        steps = check_steps(enhance, restoration_only, scene if scene.is_dir() else None)
+    elif restoration_only or enhance_masks is not None:
+        raise ReconError("--restoration-only and --enhance-masks apply to --enhance STEPS; pass --enhance")
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "process" else [str(scene)]
     result = process(scene, out, options=sfm, log=log, command=command_line(argv))
+    if steps is not None:
+        from recon.enhance.stage import EnhanceOptions, enhance_scene
+
+        eopts = EnhanceOptions(steps=enhance, masks=enhance_masks, mask_ids=tuple(enhance_mask_ids),
+                               restoration_only=restoration_only, batch_size=enhance_batch_size, force=sfm.force)
+        # Like depth: a recon output is updated in place, a posed input scene gets a processed copy.
+        result = enhance_scene(result, out if out is not None and Path(result) != Path(out) else None, eopts, steps, log).out_dir
     if depth:
         from recon.priors.stage import DepthStageOptions, write_depth_priors
 
