@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(MAKE) system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev,export,video,priors]" "$(TORCH)"
+	$(PIP) install -q -e ".[dev,export,video,priors,cluster]" "$(TORCH)"
 	touch $@
 
 install: $(VENV)/.installed
