@@ -12,13 +12,15 @@ TORCH ?= torch==2.13.0
 system-deps:
 	bash scripts/install_system_deps.sh
 
-# "$(TORCH)" in the same pip command as the extras keeps the pinned CPU torch; the priors extra
-# (transformers, for Depth Anything) pulls no torchvision (which would break transformers here).
+# "$(TORCH)" in the same pip command as the extras keeps the pinned CPU torch. The enhance extra's
+# spandrel pulls torchvision (a CUDA build here, whose compiled ops cannot load beside the CPU torch);
+# recon declares those ops before torchvision is imported, so spandrel, transformers and diffusers
+# import either way (recon/enhance/torchvision_compat.py, docs/enhance.md).
 $(VENV)/.installed: pyproject.toml
 	$(MAKE) system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev,export,video,priors,cluster]" "$(TORCH)"
+	$(PIP) install -q -e ".[dev,export,video,priors,cluster,enhance]" "$(TORCH)"
 	touch $@
 
 install: $(VENV)/.installed
