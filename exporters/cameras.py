@@ -16,12 +16,16 @@
 
 ``cameras.usda``: ``UsdGeom.Camera`` prims under ``/World/TrainingCameras`` (static) and, for a
 camera path, ``/World/CameraPath`` with time-sampled transform and lens (``timeCodesPerSecond`` =
-the path's fps). USD cameras look down -Z with +Y up (OpenGL axes). Lens values use a 36-unit-wide
-filmback (``horizontalAperture`` = 36, i.e. millimetres of a full-frame sensor):
-``focalLength = fx * 36 / width``, ``verticalAperture = height * focalLength / fy``, and the
-principal point becomes ``horizontalApertureOffset = (width/2 - cx) * 36 / width``,
-``verticalApertureOffset = (cy - height/2) * verticalAperture / height``. Poses are written in the
-same frame and units as ``splats.usdc`` so the two stages line up.
+the path's fps). USD cameras look down -Z with +Y up (OpenGL axes). Lens values describe a 36 mm
+wide filmback (a full-frame sensor): in millimetres ``focalLength = fx * 36 / width``,
+``verticalAperture = height * focalLength / fy``, and the principal point becomes
+``horizontalApertureOffset = (width/2 - cx) * 36 / width``,
+``verticalApertureOffset = (cy - height/2) * verticalAperture / height``. USD stores these in
+tenths of a stage unit (UsdGeomCamera's units; what Blender's USD reader and writer use), so with
+``metersPerUnit = 1`` the file holds millimetres / 100 (a 50 mm lens is ``focalLength = 0.5``).
+A camera path writes a lens attribute as time samples only where it changes along the path, and
+as a plain value where it is constant. Poses are written in the same frame and units as
+``splats.usdc`` so the two stages line up.
 """
 
 from __future__ import annotations
@@ -280,16 +284,18 @@ def write_cameras_json(path: str | os.PathLike, cameras: Sequence[NamedCamera], 
 # ---------------------------------------------------------------------------------------------
 
 
-def usd_lens(cam: Camera) -> dict[str, float]:
-    """USD camera lens attributes for a pinhole :class:`Camera` (36-wide filmback; see module doc)."""
+def usd_lens(cam: Camera, meters_per_unit: float = 1.0) -> dict[str, float]:
+    """USD camera lens attributes for a pinhole :class:`Camera`: a 36 mm filmback, values in tenths
+    of a stage unit (``mm / (100 * meters_per_unit)``; see module doc)."""
+    tenth = 1.0 / (100.0 * meters_per_unit)  # stage tenths per millimetre
     focal = cam.fx * FILMBACK_WIDTH / cam.width
     vap = cam.height * focal / cam.fy
     return {
-        "focalLength": focal,
-        "horizontalAperture": FILMBACK_WIDTH,
-        "verticalAperture": vap,
-        "horizontalApertureOffset": (cam.width / 2 - cam.cx) * FILMBACK_WIDTH / cam.width,
-        "verticalApertureOffset": (cam.cy - cam.height / 2) * vap / cam.height,
+        "focalLength": focal * tenth,
+        "horizontalAperture": FILMBACK_WIDTH * tenth,
+        "verticalAperture": vap * tenth,
+        "horizontalApertureOffset": (cam.width / 2 - cam.cx) * FILMBACK_WIDTH / cam.width * tenth,
+        "verticalApertureOffset": (cam.cy - cam.height / 2) * vap / cam.height * tenth,
     }
 
 
@@ -363,11 +369,16 @@ def build_cameras_stage(
         cam.CreateProjectionAttr().Set(UsdGeom.Tokens.perspective)
         cam.CreateClippingRangeAttr().Set(Gf.Vec2f(*clipping_range))
         op = cam.AddTransformOp()
-        for f in ("focalLength", "horizontalAperture", "verticalAperture", "horizontalApertureOffset", "verticalApertureOffset"):
-            getattr(cam, f"Create{f[0].upper()}{f[1:]}Attr")()
         for i, c in enumerate(camera_path.frames):
             op.Set(Gf.Matrix4d(export_pose(c.c2w, T).T.tolist()), Usd.TimeCode(i))
-            _set_lens(cam, usd_lens(c), i)
+        lenses = [usd_lens(c) for c in camera_path.frames]
+        for key in lenses[0]:
+            attr = getattr(cam, f"Create{key[0].upper()}{key[1:]}Attr")()
+            values = np.array([ln[key] for ln in lenses])
+            attr.Set(float(values[0]))  # the value readers that ignore time samples use
+            if np.ptp(values) > 1e-9 * max(1.0, float(np.abs(values).max())):  # changes along the path
+                for i, v in enumerate(values):
+                    attr.Set(float(v), Usd.TimeCode(i))
         stage.SetStartTimeCode(0)
         stage.SetEndTimeCode(len(camera_path.frames) - 1)
         stage.SetTimeCodesPerSecond(camera_path.fps)

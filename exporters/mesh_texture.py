@@ -226,3 +226,43 @@ def bake_texture(
     tex = dilate(tex, covered)
     coverage = float(seen.mean()) if len(seen) else 0.0
     return np.clip(tex * 255.0 + 0.5, 0, 255).astype(np.uint8), coverage
+
+
+def render_mesh(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray, cam: Camera):
+    """recon's own render of a textured mesh from ``cam``: one ray through each pixel centre.
+
+    ``uvs`` use glTF's convention (origin top-left, v down; :class:`exporters.mesh.TexturedMesh`),
+    ``texture`` is ``[S, S, 3]`` uint8 sRGB, sampled bilinearly with texel centres at +0.5 and
+    clamped at the border. Returns ``(rgb [H, W, 3] float32 sRGB in [0, 1], covered [H, W] bool)``;
+    uncovered pixels are 0. What the Blender check compares Blender's render against.
+    """
+    import open3d as o3d
+
+    m = o3d.t.geometry.TriangleMesh()
+    m.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32))
+    m.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(faces, np.int32))
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(m)
+    W, H = cam.width, cam.height
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    d = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(cam.K).T @ cam.c2w[:3, :3].T
+    rays = np.concatenate([np.broadcast_to(cam.c2w[:3, 3], d.shape), d], -1).astype(np.float32)
+    hit = scene.cast_rays(o3d.core.Tensor(rays))
+    covered = np.isfinite(hit["t_hit"].numpy())
+    tri = hit["primitive_ids"].numpy()[covered].astype(np.int64)
+    b = hit["primitive_uvs"].numpy()[covered].astype(np.float64)  # weights of vertices 1 and 2
+    f = np.asarray(faces, np.int64)[tri]
+    uv = np.asarray(uvs, np.float64)
+    st = (1 - b[:, :1] - b[:, 1:]) * uv[f[:, 0]] + b[:, :1] * uv[f[:, 1]] + b[:, 1:] * uv[f[:, 2]]
+    img = np.asarray(texture, np.float32) / 255.0
+    S_h, S_w = img.shape[:2]
+    x = np.clip(st[:, 0] * S_w - 0.5, 0, S_w - 1)
+    y = np.clip(st[:, 1] * S_h - 0.5, 0, S_h - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, S_w - 1), np.minimum(y0 + 1, S_h - 1)
+    ax, ay = (x - x0)[:, None], (y - y0)[:, None]
+    col = ((1 - ax) * (1 - ay) * img[y0, x0] + ax * (1 - ay) * img[y0, x1]
+           + (1 - ax) * ay * img[y1, x0] + ax * ay * img[y1, x1])
+    rgb = np.zeros((H, W, 3), np.float32)
+    rgb[covered] = col
+    return rgb, covered
