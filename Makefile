@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # CPU build of torch; on a CUDA machine run `make install TORCH=torch` (gsplat then uses its CUDA kernels).
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev demo test system-deps js-tools
+.PHONY: install install-dev demo test system-deps js-tools blender-bpy
 
 system-deps:
 	bash scripts/install_system_deps.sh
@@ -39,8 +39,19 @@ $(JS_TOOLS): tools/js/package.json tools/js/package-lock.json
 
 js-tools: $(JS_TOOLS)
 
+# Blender as a Python module (the official build, with USD, which Debian's Blender lacks) for
+# tests/test_blender.py, in its own venv: bpy pins numpy < 2 and Python 3.11.
+BPY_VENV ?= .venv-blender
+BPY_PYTHON ?= python3.11
+$(BPY_VENV)/.installed:
+	test -x $(BPY_VENV)/bin/python || $(BPY_PYTHON) -m venv $(BPY_VENV)
+	$(BPY_VENV)/bin/python -m pip install -q "bpy==5.0.1"
+	touch $@
+
+blender-bpy: $(BPY_VENV)/.installed
+
 # The viewer tests (issue 7) drive Debian's chromium through Playwright: installed here only when
 # missing (as root; otherwise the script prints the apt-get command).
-test: install-dev js-tools
+test: install-dev js-tools blender-bpy
 	bash scripts/install_system_deps.sh --test
 	$(PY) -m pytest tests  # pytest exits 5 when no test is collected, which fails the target

@@ -10,6 +10,10 @@ ldconfig -p | grep -q 'libgomp.so.1' || need+=(libgomp1)
 # --- viewer tests (issue 7): a headless Chromium with SwiftShader WebGL ---
 if [ "${1:-}" = "--test" ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # Blender tests (issue 19): Debian's Blender 3.4 headless, and numpy for its glTF importer
+  # (Debian's package does not pull it in). The bpy module with USD is a pip install (Makefile).
+  [ -x /usr/bin/blender ] || need+=(blender)
+  [ -d /usr/lib/python3/dist-packages/numpy ] || need+=(python3-numpy)
 fi
 # ---
 if [ ${#need[@]} -gt 0 ]; then
