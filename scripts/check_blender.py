@@ -128,6 +128,19 @@ def base_color_image(material):
     return images[0], None
 
 
+def shader_values(material) -> dict:
+    """Metallic and Roughness of the Principled BSDF (constants; a linked input reports None)."""
+    tree = material.node_tree
+    nodes = [n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"] if tree else []
+    if not nodes:
+        return {}
+    out = {}
+    for key in ("Metallic", "Roughness"):
+        sock = nodes[0].inputs[key]
+        out[key.lower()] = None if sock.links else float(sock.default_value)
+    return out
+
+
 def image_info(img) -> dict:
     w, h = int(img.size[0]), int(img.size[1])
     info = {"name": img.name, "size": [w, h], "packed": img.packed_file is not None, "filepath": img.filepath,
@@ -156,7 +169,7 @@ def mesh_report() -> dict:
                 continue
             img, why = base_color_image(m)
             entry["materials"].append({"name": m.name, "base_color_image": image_info(img) if img else None,
-                                       "why_not": why})
+                                       "why_not": why, "shader": shader_values(m)})
         rep["objects"].append(entry)
     rep["mesh_objects"] = len(objs)
     rep["faces"] = sum(e["faces"] for e in rep["objects"])

@@ -186,6 +186,7 @@ def test_mesh_counts_and_texture(exported, reports):
             (mat,) = obj["materials"]
             img = mat["base_color_image"]
             assert img is not None, f"{kind} {name}: {mat['why_not']}"
+            assert mat["shader"] == {"metallic": 0.0, "roughness": 1.0}, (kind, name, mat["shader"])  # as written
             assert img["size"] == [tex.shape[1], tex.shape[0]] and img["colorspace"] == "sRGB"
             np.testing.assert_allclose(img["mean_rgb"], tex.mean(axis=(0, 1)), atol=2e-3, err_msg=f"{kind} {name}")
 
@@ -321,7 +322,8 @@ def test_screenshot(exported, reports, tmp_path):
     fg, bg = shot[big].astype(float), shot[~big].astype(float)
     assert fg.std() > 10 and abs(fg.mean() - bg.mean()) > 5  # shaded object on the sky, not a blank frame
     if os.environ.get("RECON_WRITE_DOC_IMAGES"):
-        ours = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).resize(shot.shape[1::-1], Image.NEAREST)
+        white = np.where(covered[..., None], rgb, 1.0)
+        ours = Image.fromarray((white * 255 + 0.5).astype(np.uint8)).resize(shot.shape[1::-1], Image.NEAREST)
         albedo = Image.open(rep["renders"]["mesh.usdz"]["png"]).convert("RGBA").resize(shot.shape[1::-1], Image.NEAREST)
         canvas = Image.new("RGB", (shot.shape[1] * 3 + 8, shot.shape[0]), (255, 255, 255))
         canvas.paste(Image.fromarray(shot), (0, 0))
