@@ -200,6 +200,7 @@ class Method(abc.ABC):
 # ---- registry -------------------------------------------------------------------------------------
 _BUILTIN: dict[str, str] = {
     "splat": "recon.methods.splat:SplatMethod",
+    "splat4d": "recon.methods.splat4d:Splat4DMethod",
 }
 _REGISTERED: dict[str, type] = {}
 

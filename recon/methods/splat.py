@@ -248,9 +248,11 @@ class SplatMethod(Method):
     def sample(self, step: int, gen: torch.Generator) -> Batch:
         return self.sampler.next(gen, self.device)
 
-    def _posed_params(self, view, k: int):
-        """The parameters moved so that rendering with the *input* camera equals rendering the
-        original parameters with the *refined* camera: ``x -> V^-1 E V x`` (differentiable in E)."""
+    def _posed_params(self, view, k: int, params=None):
+        """The parameters (``params``, default the model's) moved so that rendering with the *input*
+        camera equals rendering the original parameters with the *refined* camera: ``x -> V^-1 E V x``
+        (differentiable in E)."""
+        params = self.params if params is None else params
         q_e, t_e = self.camera_opt.correction(k)
         V = view.viewmat.to(self.device, torch.float32)
         R_v, t_v = V[:3, :3], V[:3, 3]
@@ -259,9 +261,9 @@ class SplatMethod(Method):
         t_m = R_v.T @ (R_e @ t_v + t_e - t_v)
         q_v = rotmat_to_quat(R_v)
         q_m = quat_mul(quat_mul(q_v * torch.tensor([1.0, -1, -1, -1], device=q_v.device), q_e), q_v)
-        p = dict(self.params.items())
-        p["means"] = self.params["means"] @ R_m.T + t_m
-        p["quats"] = quat_mul(q_m.expand_as(self.params["quats"]), self.params["quats"])
+        p = dict(params.items())
+        p["means"] = params["means"] @ R_m.T + t_m
+        p["quats"] = quat_mul(q_m.expand_as(params["quats"]), params["quats"])
         return p
 
     def forward(self, batch: Batch, step: int, need: frozenset[str] = frozenset()) -> RenderOutput:

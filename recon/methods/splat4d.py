@@ -1,0 +1,257 @@
+"""4D Gaussian splats for dynamic captures: canonical 3D Gaussians moved by sparse control nodes.
+
+The static splat method (:class:`recon.methods.splat.SplatMethod`) supplies everything but the
+motion: initialisation, parameters, optimisers, gsplat's densification strategies, pose and
+appearance modules, SH schedule. This method adds a time-conditioned deformation
+(:class:`recon.deform.nodes.ControlNodes`: keyframed rigid node motions blended onto each Gaussian
+by its nearest nodes; Δposition, Δrotation, Δscale):
+
+1. **Static warm-up** (``--warmup-steps``): the canonical Gaussians train alone on every view.
+2. The nodes are then placed by farthest-point sampling on the visible Gaussians, every Gaussian is
+   bound to its ``--node-knn`` nearest nodes, and the motion trains jointly with the Gaussians,
+   regularised by temporal smoothness (``--smooth-weight``) and node-graph rigidity
+   (``--rigid-weight``).
+3. Densification clones/splits/prunes the canonical Gaussians exactly as for static splats; the
+   binding follows (recomputed after every change and every ``--rebind-every`` steps).
+
+Each view renders the Gaussians at its own time (views without a time: time 0). Artifacts:
+``canonical.ply`` + ``deformation.safetensors`` (:mod:`recon.deform.model`), rendered at any time
+by :class:`recon.deform.model.Splat4DRenderer`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from recon.deform import model as deform_model
+from recon.deform.nodes import ControlNodes
+from recon.errors import ReconError
+from recon.methods.base import Batch, RenderOutput
+from recon.methods.splat import SplatConfig, SplatMethod
+from recon.models import splats as splat_model
+from recon.scene.scene import Scene
+
+
+@dataclass
+class Splat4DConfig(SplatConfig):
+    """Gaussian splat options (as ``splat``) plus the motion model's."""
+
+    num_nodes: int = 512
+    """Control nodes that carry the motion (fewer than Gaussians: all of them when there are fewer)."""
+    node_knn: int = 4
+    """Nodes each Gaussian blends its motion from."""
+    keyframes: int = 0
+    """Keyframes of each node's motion over time [0, 1] (0: half the distinct training times, 2-64)."""
+    warmup_steps: int = 1000
+    """Static warm-up: steps that train the canonical Gaussians before the motion starts."""
+    deform_scale: bool = True
+    """Let the nodes also change the Gaussians' scales over time."""
+    lr_node_pos: float = 1.6e-4
+    """Learning rate of the node positions, times the scene extent (decays to 1 % like the means')."""
+    lr_node_trans: float = 2e-3
+    """Learning rate of the node translations, times the scene extent (decays to 1 %)."""
+    lr_node_rot: float = 2e-3
+    """Learning rate of the node rotations (quaternion offsets; decays to 1 %)."""
+    lr_node_scale: float = 1e-3
+    """Learning rate of the node log-scale offsets (decays to 1 %)."""
+    lr_node_radius: float = 1e-3
+    """Learning rate of the nodes' log radii."""
+    smooth_weight: float = 1.0
+    """Weight of the temporal smoothness regulariser (squared second differences of the keyframes)."""
+    rigid_weight: float = 1.0
+    """Weight of the rigidity regulariser (neighbouring nodes move as one rigid body)."""
+    rebind_every: int = 100
+    """Steps between re-binding the Gaussians to their nearest nodes (also after every densification)."""
+
+    def validate(self) -> None:
+        super().validate()
+
+        def bad(name: str, want: str) -> None:
+            raise ReconError(f"--{name.replace('_', '-')} {getattr(self, name)}: {want}")
+
+        if self.num_nodes < 1:
+            bad("num_nodes", "must be at least 1")
+        if not 1 <= self.node_knn <= 16:
+            bad("node_knn", "must be in 1-16")
+        if self.keyframes < 0 or self.keyframes == 1:
+            bad("keyframes", "must be 0 (automatic) or at least 2")
+        if self.warmup_steps < 0:
+            bad("warmup_steps", "must be >= 0")
+        if self.rebind_every < 1:
+            bad("rebind_every", "must be at least 1")
+        for name in ("lr_node_pos", "lr_node_trans", "lr_node_rot", "lr_node_scale", "lr_node_radius",
+                     "smooth_weight", "rigid_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                bad(name, "must be a finite number >= 0")
+
+
+def auto_keyframes(times: list[Optional[float]]) -> int:
+    """Half the number of distinct times, clamped to 2-64 (2 for captures without times)."""
+    distinct = {round(float(t), 6) for t in times if t is not None}
+    return int(min(max(len(distinct) // 2, 2), 64))
+
+
+class Splat4DMethod(SplatMethod):
+    """4D Gaussian splats: canonical Gaussians + control-node motion (see the module docstring)."""
+
+    name = "splat4d"
+    Config = Splat4DConfig
+    description = "4D Gaussian splats for dynamic captures (canonical Gaussians moved by control nodes over time)"
+    dynamic = True
+
+    def __init__(self, cfg, scene: Scene, views, device: torch.device):
+        super().__init__(cfg, scene, views, device)
+        self.dc: Splat4DConfig = cfg.model
+        times = [scene.frames[i].time for i in views.indices]
+        self.has_time = any(t is not None for t in times)
+        self.num_keyframes = self.dc.keyframes or auto_keyframes(times)
+        self.nodes: Optional[ControlNodes] = None
+        self.node_opt: Optional[torch.optim.Optimizer] = None
+        self.binding: Optional[torch.Tensor] = None
+
+    def describe_init(self) -> str:
+        text = super().describe_init()
+        text += (f"; motion: {self.dc.num_nodes} control nodes x {self.num_keyframes} keyframes after "
+                 f"{self.dc.warmup_steps} static warm-up steps")
+        if not self.has_time:
+            text += "; the training views carry no times: every view is time 0 (a static model with extra freedom)"
+        return text
+
+    # ---- the motion -------------------------------------------------------------------------------
+    def _node_lrs(self) -> dict[str, float]:
+        d = self.dc
+        return {"pos": d.lr_node_pos * self.scene_scale, "trans": d.lr_node_trans * self.scene_scale,
+                "rot": d.lr_node_rot, "dscale": d.lr_node_scale, "log_radius": d.lr_node_radius}
+
+    def _make_node_opt(self) -> torch.optim.Optimizer:
+        lrs = self._node_lrs()
+        groups = [{"params": [getattr(self.nodes, k)], "lr": lr, "name": k} for k, lr in lrs.items()]
+        return torch.optim.Adam(groups, eps=1e-15)
+
+    def _start_motion(self) -> None:
+        """End of the warm-up: place the nodes on the canonical Gaussians and bind them."""
+        self.nodes = ControlNodes.from_gaussians(self.params["means"], self.params["opacities"], self.dc.num_nodes,
+                                                 self.num_keyframes, seed=self.cfg.seed).to(self.device)
+        self.node_opt = self._make_node_opt()
+        self._rebind()
+
+    def _rebind(self) -> None:
+        self.binding = self.nodes.bind(self.params["means"], self.dc.node_knn)
+
+    def deformed(self, time: Optional[float], params=None) -> dict:
+        """The (differentiable) Gaussians at ``time`` (``None``: 0) as a splat dict."""
+        params = self.params if params is None else params
+        if self.nodes is None:
+            return params
+        m, q, s = self.nodes.deform(params["means"], params["quats"], params["scales"], self.binding,
+                                    0.0 if time is None else float(time), self.dc.deform_scale)
+        p = dict(params.items())
+        p.update(means=m, quats=q, scales=s)
+        return p
+
+    # ---- training ---------------------------------------------------------------------------------
+    def forward(self, batch: Batch, step: int, need: frozenset[str] = frozenset()) -> RenderOutput:
+        """Render training view ``batch.index`` at its time (pose and appearance corrections applied)."""
+        if self.nodes is None and step >= self.dc.warmup_steps:
+            self._start_motion()
+        view, k = batch.view, batch.index
+        params = self.deformed(batch.time)
+        if self.camera_opt is not None:
+            params = self._posed_params(view, k, params)
+        depth = "depth" in need
+        out, alpha, info = splat_model.render_splats(
+            params, view.viewmat, view.K, view.width, view.height, self.sh_degree_at(step),
+            batch.background, "RGB+ED" if depth else "RGB", absgrad=self.sc.absgrad,
+            antialiased=self.sc.antialiased,
+        )
+        rgb = out[..., :3] if depth else out
+        if self.appearance is not None:
+            rgb = self.appearance.apply(rgb, k)
+        return RenderOutput(rgb=rgb, alpha=alpha, depth=out[..., 3:4] if depth else None,
+                            aux={"info": info, "time": batch.time})
+
+    def losses(self, out: RenderOutput, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        terms = super().losses(out, batch, step)
+        if self.nodes is not None:
+            if self.dc.smooth_weight > 0:
+                terms["smooth"] = self.dc.smooth_weight * self.nodes.smoothness(self.scene_scale)
+            if self.dc.rigid_weight > 0:
+                t = 0.0 if batch.time is None else float(batch.time)
+                terms["rigid"] = self.dc.rigid_weight * self.nodes.rigidity(t, self.scene_scale)
+        return terms
+
+    def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
+        if self.node_opt is not None:
+            decay = 0.01 ** progress
+            base = self._node_lrs()
+            for g in self.node_opt.param_groups:
+                g["lr"] = base[g["name"]] * (decay if g["name"] != "log_radius" else 1.0)
+            self.node_opt.step()
+            self.node_opt.zero_grad(set_to_none=True)
+        n_before = self.num_primitives
+        super().after_backward(step, out, progress)
+        if self.nodes is not None and (self.num_primitives != n_before or (step + 1) % self.dc.rebind_every == 0):
+            if (step + 1) % self.dc.rebind_every == 0:
+                self.nodes.update_graph()
+            self._rebind()
+
+    def stats(self) -> dict[str, float]:
+        st = super().stats()
+        if self.nodes is not None:
+            st["nodes"] = self.nodes.num_nodes
+        return st
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["motion"] = None if self.nodes is None else {
+            "nodes": self.nodes.tensors(), "optimizer": self.node_opt.state_dict(),
+            "binding": self.binding.detach().cpu().clone(),
+        }
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        m = state.get("motion")
+        if m is None:
+            self.nodes = self.node_opt = self.binding = None
+            return
+        self.nodes = ControlNodes.from_tensors(m["nodes"]).to(self.device)
+        self.node_opt = self._make_node_opt()
+        self.node_opt.load_state_dict(m["optimizer"])
+        self.binding = m["binding"].to(self.device)
+
+    # ---- the trained model ------------------------------------------------------------------------
+    def _model(self) -> deform_model.DeformedSplats:
+        nodes = None
+        if self.nodes is not None:
+            nodes = ControlNodes.from_tensors(self.nodes.tensors())
+        return deform_model.DeformedSplats(
+            {k: v.detach().cpu() for k, v in self.params.items()}, nodes,
+            None if self.binding is None else self.binding.cpu(), self.dc.deform_scale)
+
+    def gaussians(self) -> dict[str, torch.Tensor]:
+        """The Gaussians at time 0 (detached CPU copies, gsplat names)."""
+        return {k: v.clone() for k, v in self._model().at(0.0).items()}
+
+    def renderer(self):
+        return deform_model.Splat4DRenderer(self._model(), antialiased=self.sc.antialiased)
+
+    def save(self, run_dir: Path, provenance: dict[str, str]) -> dict[str, str]:
+        return deform_model.save(self._model(), run_dir, comments=[f"{k}: {v}" for k, v in provenance.items()])
+
+    @classmethod
+    def load_gaussians(cls, run_dir: Path, artifacts: dict[str, str]) -> dict[str, torch.Tensor]:
+        """The saved model at time 0."""
+        return deform_model.load(run_dir, artifacts).at(0.0)
+
+    @classmethod
+    def load_renderer(cls, run_dir: Path, artifacts: dict[str, str], render: dict):
+        return deform_model.Splat4DRenderer(deform_model.load(run_dir, artifacts),
+                                            antialiased=bool(render.get("antialiased", False)))
