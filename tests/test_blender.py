@@ -119,6 +119,38 @@ def reports(exported):
     return out
 
 
+# +90 deg about X: the turntable's +Z up becomes -Y up, the frame COLMAP reconstructions come in
+Z_TO_MINUS_Y = np.array([[1.0, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def rotated(exported):
+    """The same run re-expressed in a "-y up" (COLMAP-like) training frame, exported and opened in
+    Blender 5: ``(export folder, report)``. The object must stand in Blender exactly as before."""
+    from exporters.ply import read_ply
+    from exporters.splats import as_numpy, transform_splats
+    from recon.cli import run as recon
+    from recon.testing.runs import write_run
+
+    _need_blender("bpy")
+    root = exported.parent
+    splats = transform_splats(as_numpy(read_ply(root / "run" / "splats.ply")), Z_TO_MINUS_Y)
+    cams = json.loads((root / "run" / "cameras.json").read_text())["cameras"]
+    poses = np.stack([Z_TO_MINUS_Y @ np.array(c["c2w_opencv"]) for c in cams])
+    assert all(np.allclose(c["K"], cams[0]["K"]) for c in cams)
+    run = write_run(root / "run-ydown", splats, (poses, np.array(cams[0]["K"])), size=(cams[0]["width"], cams[0]["height"]),
+                    config={"method": "splat", "scene": "turntable, rotated to -y up"})
+    out = root / "export-ydown"
+    argv = ["export", str(run), "--format", "mesh-glb,mesh-usd,cameras", "--scale", str(SCALE), "--mesh-faces", "6000",
+            "--mesh-texture-size", "256", "--out", str(out)]
+    assert recon(argv) == 0
+    folder = root / "blender-ydown"
+    r = subprocess.run(BLENDERS["bpy"] + [str(out), "--report", str(folder / "report.json")], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    return out, json.loads((folder / "report.json").read_text())
+
+
 def _glb(path: Path):
     from exporters.gltf_splat import parse_glb
 
@@ -217,6 +249,26 @@ def test_bounding_box_metres_and_z_up(exported, reports):
         r = rep["files"]["splats.ply"]
         assert r["mesh_objects"] == 1 and r["faces"] == 0 and r["vertices"] == len(means)
         np.testing.assert_allclose(r["bbox"], [means.min(axis=0), means.max(axis=0)], atol=1e-5)
+
+
+def test_colmap_frame_stands_up_the_same(exported, reports, rotated):
+    """A run trained in a "-y up" frame (found from its cameras) stands in Blender exactly as the
+    Z-up original: cameras within 1e-4 m and 0.05 deg, the mesh's box within 1 % of its diagonal."""
+    out, rep = rotated
+    assert _cameras_doc(out)["provenance"]["up"] == "-y"
+    base = reports["bpy"]["files"]
+    for name in ("mesh.glb", "mesh.usdc"):
+        a, b = np.array(base[name]["bbox"]), np.array(rep["files"][name]["bbox"])
+        err = np.abs(a - b).max() / np.linalg.norm(a[1] - a[0])
+        print(f"{name}: -y up run vs +z up run in Blender, box differs by {100 * err:.2f}% of the diagonal")
+        assert err < 0.01
+    c0, c1 = base["cameras.usda"]["cameras"], rep["files"]["cameras.usda"]["cameras"]
+    assert len(c0) == len(c1)
+    for e0, e1 in zip(c0.values(), c1.values()):  # same cameras, same order (other names)
+        A, B = np.array(e0["matrix_world"]), np.array(e1["matrix_world"])
+        np.testing.assert_allclose(B[:3, 3], A[:3, 3], atol=1e-4)
+        np.testing.assert_allclose(B[:3, :3], A[:3, :3], atol=1e-5)
+        np.testing.assert_allclose(e1["K"], e0["K"], rtol=1e-5)
 
 
 def test_cameras_match_recon(exported, reports):
