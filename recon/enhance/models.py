@@ -83,7 +83,7 @@ def import_spandrel():
     if importlib.util.find_spec("spandrel") is None:
         raise ReconError("spandrel is not installed: install recon's enhance extra "
                          '(pip install -e ".[enhance]" "torch==2.13.0", or `make install`)')
-    if importlib.util.find_spec("torchvision") is not None:
+    if torchvision_compat._find("torchvision") is not None:
         return importlib.import_module("spandrel")
     stand = _standin_torchvision()
     added = [k for k in stand if k not in sys.modules]

@@ -104,6 +104,15 @@ def check_steps(steps: str, restoration_only: bool, scene_dir: Optional[Path] = 
     return load_steps(steps, restoration_only=restoration_only, why=why)
 
 
+def check_masks(steps: list[LoadedStep], masks: Optional[Path]) -> None:
+    """Generators that edit masked regions need a mask folder; the folder must exist."""
+    if masks is not None and not Path(masks).is_dir():
+        raise ReconError(f"--enhance-masks {masks}: not a folder (masks are STEM.png files named after the frames)")
+    if any(s.needs_masks for s in steps) and masks is None:
+        names = ", ".join(s.step.spec for s in steps if s.needs_masks)
+        raise ReconError(f"{names}: edits masked regions; pass --enhance-masks DIR (STEM.png per frame, nonzero = region)")
+
+
 def _sha(*parts: Any) -> str:
     h = hashlib.sha1()
     for p in parts:
@@ -203,6 +212,31 @@ def _prepare_out(src: Path, out_dir: Optional[Path]) -> tuple[Path, bool]:
     return o, False
 
 
+def _link_inputs(scene, f, out: Path):
+    """``f`` with its original image / mask / depth files linked under ``out/images``, ``out/masks``,
+    ``out/depth`` (same relative names as in the source scene)."""
+    g = replace(f)
+    for attr, sub in (("image_path", "images"), ("mask_path", "masks"), ("depth_path", "depth")):
+        p = getattr(f, attr)
+        if p is None or Path(os.path.abspath(p)).is_relative_to(Path(os.path.abspath(out))):
+            continue
+        try:
+            rel = Path(os.path.relpath(os.path.abspath(p), os.path.abspath(scene.root)))
+        except ValueError:
+            rel = Path(Path(p).name)
+        if rel.parts and rel.parts[0] == sub:
+            rel = Path(*rel.parts[1:])
+        if ".." in rel.parts:
+            rel = Path(Path(p).name)
+        link = out / sub / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(os.path.abspath(p), link)
+        setattr(g, attr, link)
+    return g
+
+
 class _Progress:
     def __init__(self, log, total: int) -> None:
         self.log, self.total, self.t0, self.last = log, total, time.perf_counter(), 0.0
@@ -248,11 +282,7 @@ def enhance_scene(
         raise ReconError("--enhance: no steps given")
     if opts.batch_size < 1:
         raise ReconError("--enhance-batch-size must be >= 1")
-    if opts.masks is not None and not Path(opts.masks).is_dir():
-        raise ReconError(f"--enhance-masks {opts.masks}: not a folder (masks are STEM.png files named after the frames)")
-    if any(s.needs_masks for s in steps) and opts.masks is None:
-        names = ", ".join(s.step.spec for s in steps if s.needs_masks)
-        raise ReconError(f"{names}: edits masked regions; pass --enhance-masks DIR (STEM.png per frame, nonzero = region)")
+    check_masks(steps, opts.masks)
     out, in_place = _prepare_out(src, None if out_dir is None else Path(out_dir))
     scene, source_json = _source_scene(src, in_place)
     if not scene.has_poses:
@@ -361,6 +391,8 @@ def enhance_scene(
                            "output": os.path.relpath(g.image_path, out) if c["changed"] else None,
                            "changed": bool(c["changed"]), "reused": i not in todo,
                            **{k: v for k, v in c.items() if k not in ("key", "changed")}})
+    if not in_place:  # the copy links what it does not replace (readers keep paths inside the scene)
+        frames = [_link_inputs(scene, g, out) for g in frames]
     new_scene = replace(scene, frames=frames, root=out)
     if not in_place:
         atomic_write_text(out / OUTPUT_MARKER, json.dumps({"written_by": "recon process --enhance", "source": str(scene.root)}) + "\n")

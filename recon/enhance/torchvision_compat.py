@@ -47,10 +47,18 @@ SCHEMAS = (
 _state: dict = {"checked": False, "declared": False, "library": None}
 
 
+def _find(name: str):
+    """``importlib.util.find_spec`` that treats a finder refusing the name as "absent"."""
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
 def torchvision_status() -> str:
     """"absent", "native" (its compiled ops loaded), "declared" (schemas declared by recon) or
     "not imported yet"."""
-    if importlib.util.find_spec("torchvision") is None:
+    if _find("torchvision") is None:
         return "absent"
     if not _state["checked"]:
         return "not imported yet"
@@ -63,7 +71,7 @@ def declare_torchvision_ops() -> bool:
     if _state["checked"]:
         return bool(_state["declared"])
     _state["checked"] = True
-    spec = importlib.util.find_spec("torchvision")
+    spec = _find("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return False
     import torch

@@ -82,9 +82,10 @@ def main(
             check_model_folder(depth_model)
     steps = None
     if enhance is not None:  # load the plugins (and refuse generators) before minutes of SfM
-        from recon.enhance.stage import check_steps
+        from recon.enhance.stage import check_masks, check_steps
 
         steps = check_steps(enhance, restoration_only, scene if scene.is_dir() else None)
+        check_masks(steps, enhance_masks)
     elif restoration_only or enhance_masks is not None:
         raise ReconError("--restoration-only and --enhance-masks apply to --enhance STEPS; pass --enhance")
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "process" else [str(scene)]
