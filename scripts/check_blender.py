@@ -378,6 +378,8 @@ def main(argv: list[str]) -> int:
     run("splats.ply", mesh_report)
     if (d / "cameras.json").exists():
         run("cameras.usda", lambda: cameras_report(d))
+    if args.render and not usd:
+        report["renders"] = {"skipped": no_usd + ": the render camera comes from cameras.usda"}
     if args.render and usd and (d / "cameras.usda").exists():
         doc = json.loads((d / "cameras.json").read_text())
         seen: set = set()
