@@ -253,7 +253,8 @@ def test_bounding_box_metres_and_z_up(exported, reports):
 
 def test_colmap_frame_stands_up_the_same(exported, reports, rotated):
     """A run trained in a "-y up" frame (found from its cameras) stands in Blender exactly as the
-    Z-up original: cameras within 1e-4 m and 0.05 deg, the mesh's box within 1 % of its diagonal."""
+    Z-up original: cameras within 1e-4 m and 1e-5 in rotation; the mesh (extracted again, in the
+    other frame) spans the same box within 1 % of its diagonal (measured: 0.28 %)."""
     out, rep = rotated
     assert _cameras_doc(out)["provenance"]["up"] == "-y"
     base = reports["bpy"]["files"]
