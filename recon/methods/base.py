@@ -201,6 +201,7 @@ class Method(abc.ABC):
 _BUILTIN: dict[str, str] = {
     "splat": "recon.methods.splat:SplatMethod",
     "splat4d": "recon.methods.splat4d:Splat4DMethod",
+    "nerf": "recon.methods.nerf:NerfMethod",
 }
 _REGISTERED: dict[str, type] = {}
 

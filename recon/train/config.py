@@ -179,11 +179,15 @@ PRESET_NAMES = ("fast", "quality", "mcmc")
 
 
 def preset_config(method: str, preset: str) -> TrainConfig:
-    """Defaults of ``method`` with ``preset`` applied (preset keys a method lacks are skipped)."""
+    """Defaults of ``method`` with ``preset`` applied (preset keys a method lacks are skipped); the
+    method's own ``presets`` entry replaces :data:`PRESETS`' when it has one."""
     if preset not in PRESETS:
         raise ReconError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    from recon.methods import get_method
+
     cfg = TrainConfig(method=method)
-    p = PRESETS[preset]
+    # A method may define its own presets (a class attribute ``presets``: name -> the same layout).
+    p = getattr(get_method(method), "presets", {}).get(preset, PRESETS[preset])
     for k, v in p.items():
         if k != "model":
             setattr(cfg, k, v)

@@ -1,0 +1,416 @@
+"""NeRF as an explicit voxel radiance field (DVGO / Plenoxels style), fast on CPUs.
+
+A dense vertex grid over the scene's box holds a raw density and SH colour coefficients per vertex
+(:class:`recon.nerf.field.VoxelField`); samples interpolate them trilinearly, cells the occupancy
+grid marks empty are skipped and rays stop once nearly opaque. Training draws ray batches across all
+training views, starts coarse and upsamples the grid (shrinking the box to the occupied region at
+the first upsample), and updates only the voxels the batch touched (a sparse Adam). On CPU the
+Numba kernels (:mod:`recon.nerf.cpu`) do the work; on CUDA the same model runs as PyTorch ops
+(:mod:`recon.nerf.reference`). The artifact ``nerf.npz`` keeps the voxels of occupied cells only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recon.errors import ReconError
+from recon.methods.base import Batch, Method, RenderOutput
+from recon.nerf.field import Rays, VoxelField, camera_rays, density_bias, render_rays, sh_basis
+
+MODEL_FILE = "nerf.npz"
+MODEL_FORMAT = "recon-voxel-field"
+MODEL_VERSION = 1
+
+
+@dataclass
+class NerfConfig:
+    """Voxel radiance field options."""
+
+    sh_degree: int = 2
+    """Spherical-harmonics degree of the colour (0-3)."""
+    res_init: int = 64
+    """Starting grid: about this many vertices along each axis of a cube of the same volume."""
+    res_final: int = 144
+    """Final grid resolution (same measure), reached through the upsamples."""
+    upsample_at: tuple[float, ...] = (0.08, 0.16, 0.28)
+    """Fractions of training (steps or --max-minutes) at which the grid is upsampled, geometrically from
+    --res-init to --res-final."""
+    shrink_box: bool = True
+    """At the first upsample, shrink the box to the occupied cells (more voxels where the object is)."""
+    rays_per_batch: int = 8192
+    """Rays per training step, drawn across all training views."""
+    step_ratio: float = 0.5
+    """Sample spacing along rays, in voxels."""
+    alpha_init: float = 0.01
+    """Opacity of one sample of the initial (empty) grid."""
+    occ_thresh: float = 1e-3
+    """Cells where no sample can reach this opacity are skipped (the occupancy grid)."""
+    occ_every: int = 16
+    """Steps between occupancy updates."""
+    t_stop: float = 1e-3
+    """A ray stops once its transmittance falls below this (early termination)."""
+    lr_density: float = 0.1
+    """Adam learning rate of the raw densities."""
+    lr_color: float = 0.05
+    """Adam learning rate of the SH colour coefficients."""
+    lr_final: float = 0.1
+    """Learning rates decay exponentially to this fraction by the end of training."""
+    box: Optional[tuple[float, float, float, float, float, float]] = None
+    """Scene box xmin ymin zmin xmax ymax zmax (default: from the cameras, or the SfM points)."""
+    box_scale: float = 1.0
+    """Grow the estimated box by this factor about its centre."""
+    near: float = 0.0
+    """Samples start at least this far from the camera."""
+
+    def validate(self) -> None:
+        def bad(name: str, want: str) -> None:
+            raise ReconError(f"--{name.replace('_', '-')} {getattr(self, name)}: {want}")
+
+        if not 0 <= self.sh_degree <= 3:
+            bad("sh_degree", "must be 0, 1, 2 or 3")
+        if not 8 <= self.res_init <= 1024:
+            bad("res_init", "must be in 8..1024")
+        if not self.res_init <= self.res_final <= 1024:
+            bad("res_final", "must be in --res-init..1024")
+        if any(not (0 < f < 1) for f in self.upsample_at) or list(self.upsample_at) != sorted(self.upsample_at):
+            bad("upsample_at", "must be increasing fractions in (0, 1)")
+        if self.rays_per_batch < 1:
+            bad("rays_per_batch", "must be at least 1")
+        if not 0.05 <= self.step_ratio <= 2:
+            bad("step_ratio", "must be in [0.05, 2] voxels")
+        if not 0 < self.alpha_init < 1:
+            bad("alpha_init", "must be in (0, 1)")
+        if not 0 <= self.occ_thresh < 1:
+            bad("occ_thresh", "must be in [0, 1)")
+        if self.occ_every < 1:
+            bad("occ_every", "must be at least 1")
+        if not 0 <= self.t_stop < 1:
+            bad("t_stop", "must be in [0, 1)")
+        for name in ("lr_density", "lr_color", "near"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                bad(name, "must be a finite number >= 0")
+        if not 0 < self.lr_final <= 1:
+            bad("lr_final", "must be in (0, 1]")
+        if not self.box_scale > 0:
+            bad("box_scale", "must be > 0")
+        if self.box is not None and not all(self.box[i] < self.box[i + 3] for i in range(3)):
+            bad("box", "needs xmin < xmax, ymin < ymax, zmin < zmax")
+
+
+def grid_res(lo: np.ndarray, hi: np.ndarray, res: int) -> tuple[int, int, int]:
+    """Vertices per axis for about ``res ** 3`` voxels over the box, with cubic cells."""
+    ext = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
+    vs = (float(np.prod(ext)) / res**3) ** (1 / 3)
+    return tuple(int(max(2, round(e / vs) + 1)) for e in ext)
+
+
+def scene_box(scene, cfg: NerfConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The box the field covers: ``--box``; else the 1-99 % range of the SfM points grown by 10 %;
+    else the region every camera looks at (:func:`recon.methods.splat.estimate_init_box`)."""
+    if cfg.box is not None:
+        b = np.asarray(cfg.box, np.float64)
+        return b[:3], b[3:]
+    if scene.points is not None and len(scene.points) >= 20:
+        p = np.asarray(scene.points, np.float64)
+        lo, hi = np.percentile(p, 1, axis=0), np.percentile(p, 99, axis=0)
+        c, h = (lo + hi) / 2, (hi - lo) / 2 * 1.1
+    else:
+        from recon.methods.splat import estimate_init_box
+
+        c, half = estimate_init_box(scene)
+        h = np.full(3, half)
+    h = h * cfg.box_scale
+    return c - h, c + h
+
+
+class RaySampler:
+    """Random pixels across all training views (uniform over pixels), as ray :class:`Batch` es.
+
+    RGBA captures are recomposited on the step's background as :class:`recon.train.data.ViewSampler`
+    does (``--background random``: one random colour per step)."""
+
+    def __init__(self, views, background: str, scene_background=None):
+        self.mode = background
+        self.scene_bg = torch.tensor(scene_background if scene_background is not None else (0.0, 0.0, 0.0),
+                                     dtype=torch.float32)
+        rgb, alpha, mask, depth, vid, us, vs = [], [], [], [], [], [], []
+        c2w, K = [], []
+        self.any_alpha = False
+        have_mask = have_depth = False
+        for k in range(len(views)):
+            v = views.get(k)
+            H, W = v.height, v.width
+            rgb.append(v.image.reshape(-1, 3))
+            alpha.append(v.alpha.reshape(-1) if v.alpha is not None else torch.ones(H * W))
+            self.any_alpha |= v.alpha is not None
+            mask.append(v.mask.reshape(-1) if v.mask is not None else torch.ones(H * W))
+            have_mask |= v.mask is not None
+            depth.append(v.depth.reshape(-1) if v.depth is not None else torch.zeros(H * W))
+            have_depth |= v.depth is not None
+            vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.int32), torch.arange(W, dtype=torch.int32), indexing="ij")
+            us.append(uu.reshape(-1))
+            vs.append(vv.reshape(-1))
+            vid.append(torch.full((H * W,), k, dtype=torch.int32))
+            c2w.append(torch.from_numpy(np.asarray(v.camera.c2w, np.float32)))
+            K.append(v.K)
+        self.rgb = torch.cat(rgb)
+        self.alpha = torch.cat(alpha)
+        self.mask = torch.cat(mask) if have_mask else None
+        self.depth = torch.cat(depth) if have_depth else None
+        self.vid = torch.cat(vid)
+        self.us = torch.cat(us)
+        self.vs = torch.cat(vs)
+        self.c2w = torch.stack(c2w)
+        self.K = torch.stack(K)
+
+    def __len__(self) -> int:
+        return int(self.rgb.shape[0])
+
+    def background(self, gen: torch.Generator) -> torch.Tensor:
+        if self.any_alpha and self.mode == "random":
+            return torch.rand(3, generator=gen)
+        if self.mode == "white":
+            return torch.ones(3)
+        if self.mode == "black":
+            return torch.zeros(3)
+        return self.scene_bg.clone()
+
+    def next(self, n: int, gen: torch.Generator, device: torch.device, near: float) -> Batch:
+        idx = torch.randint(0, len(self), (n,), generator=gen)
+        offsets = torch.rand(n, generator=gen)
+        bg = self.background(gen)
+        vid = self.vid[idx].long()
+        o, d, z = camera_rays(self.c2w[vid], self.K[vid], self.us[idx], self.vs[idx])
+        a = self.alpha[idx][:, None]
+        target = self.rgb[idx] + (bg - self.scene_bg) * (1.0 - a) if self.any_alpha else self.rgb[idx]
+        rays = {"origins": o, "dirs": d, "near": torch.full((n,), float(near)), "offsets": offsets, "zscale": z}
+        return Batch(kind="rays", index=-1, target=target.to(device), background=bg.to(device),
+                     alpha=a.to(device) if self.any_alpha else None,
+                     mask=None if self.mask is None else self.mask[idx][:, None].to(device),
+                     rays={k: v.to(device) for k, v in rays.items()},
+                     extras={} if self.depth is None else {"depth": self.depth[idx].to(device)})
+
+
+def compose(C: torch.Tensor, D: torch.Tensor, T: torch.Tensor, zscale: torch.Tensor, background: torch.Tensor):
+    """RGB on ``background`` ``[R, 3]``, alpha ``[R, 1]`` and expected z depth ``[R, 1]``."""
+    alpha = (1.0 - T)[:, None]
+    rgb = C + T[:, None] * background.to(C)
+    depth = (D * zscale.to(D))[:, None] / alpha.clamp_min(1e-6)
+    return rgb, alpha, depth
+
+
+class NerfRenderer:
+    """Renders a :class:`VoxelField` for any camera (the one renderer of NeRF runs)."""
+
+    method = "nerf"
+
+    def __init__(self, field: VoxelField, t_stop: float = 1e-3, chunk: int = 1 << 16):
+        self.field = field
+        self.t_stop = float(t_stop)
+        self.chunk = int(chunk)
+
+    def render(self, camera, time=None, outputs=("rgb",), background=None) -> RenderOutput:
+        f = self.field
+        H, W = int(camera.height), int(camera.width)
+        vv, uu = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        c2w = torch.from_numpy(np.asarray(camera.c2w, np.float32))
+        K = torch.from_numpy(np.asarray(camera.K, np.float32))
+        bg = torch.zeros(3) if background is None else torch.as_tensor(background, dtype=torch.float32)
+        o, d, z = camera_rays(c2w, K, uu.reshape(-1), vv.reshape(-1))
+        n = H * W
+        rays = Rays(o, d, torch.zeros(n), torch.full((n,), 0.5), z)
+        rgbs, alphas, depths = [], [], []
+        with torch.no_grad():
+            for a in range(0, n, self.chunk):
+                r = rays.slice(a, a + self.chunk)
+                if f.device.type != "cpu":
+                    r = Rays(*(t.to(f.device) for t in (r.origins, r.dirs, r.near, r.offsets, r.zscale)))
+                C, D, T = render_rays(f, r, sh_basis(r.dirs, f.sh_degree), self.t_stop)
+                rgb, alpha, depth = compose(C, D, T, r.zscale, bg)
+                rgbs.append(rgb.cpu())
+                alphas.append(alpha.cpu())
+                depths.append(depth.cpu())
+        out = RenderOutput(rgb=torch.cat(rgbs).reshape(H, W, 3))
+        if "alpha" in outputs or "depth" in outputs:
+            out.alpha = torch.cat(alphas).reshape(H, W, 1)
+        if "depth" in outputs:
+            out.depth = torch.cat(depths).reshape(H, W, 1)
+        return out
+
+    def stats(self) -> dict[str, float]:
+        return {"voxels": float(self.field.num_voxels)}
+
+
+class NerfMethod(Method):
+    """Voxel radiance field trained on ray batches."""
+
+    name = "nerf"
+    Config = NerfConfig
+    description = "NeRF: a voxel radiance field (density + SH colour), Numba kernels on CPU, PyTorch on CUDA"
+    presets: ClassVar[dict] = {
+        # lego at 200x200 on 2 cores: ~12 minutes.
+        "fast": {"steps": 3000, "max_side": 640, "checkpoint_every": 1000,
+                 "model": {"res_final": 144, "sh_degree": 2}},
+        "quality": {"steps": 12000, "max_side": 1600, "checkpoint_every": 2000,
+                    "model": {"res_final": 224, "sh_degree": 2}},
+    }
+
+    def __init__(self, cfg, scene, views, device: torch.device):
+        super().__init__(cfg, scene, views, device)
+        self.nc: NerfConfig = cfg.model
+        lo, hi = scene_box(scene, self.nc)
+        res = grid_res(lo, hi, self.nc.res_init)
+        step0 = self.nc.step_ratio * float(np.min((hi - lo) / (np.asarray(res) - 1)))
+        self.field = VoxelField(lo, hi, res, self.nc.sh_degree, density_bias(self.nc.alpha_init, step0),
+                                self.nc.step_ratio, device)
+        self.sampler = RaySampler(views, cfg.background, scene.background)
+        self.upsamples = 0
+        self._make_optimizer()
+
+    def describe_init(self) -> str:
+        lo, hi = self.field.lo.numpy(), self.field.hi.numpy()
+        return (f"voxel grid {'x'.join(map(str, self.field.res))} over box {np.round(lo, 3).tolist()} - "
+                f"{np.round(hi, 3).tolist()}, SH degree {self.nc.sh_degree}, {len(self.sampler):,} training rays; "
+                f"{'Numba CPU kernels' if self.device.type == 'cpu' else 'PyTorch ops on ' + str(self.device)}")
+
+    # ---- optimisation -------------------------------------------------------------------------------
+    def _make_optimizer(self) -> None:
+        if self.device.type == "cpu":
+            from recon.nerf import cpu
+
+            self.grads = cpu.GradBuffers(self.field)
+            self.opt = cpu.SparseAdam(self.field, self.nc.lr_density, self.nc.lr_color, eps=1e-8)
+        else:
+            self.field.density = torch.nn.Parameter(self.field.density.detach())
+            self.field.feats = torch.nn.Parameter(self.field.feats.detach())
+            self.grads = None
+            self.opt = torch.optim.Adam([{"params": [self.field.density], "lr": self.nc.lr_density},
+                                         {"params": [self.field.feats], "lr": self.nc.lr_color}],
+                                        betas=(0.9, 0.99), eps=1e-8)
+
+    def sample(self, step: int, gen: torch.Generator) -> Batch:
+        return self.sampler.next(self.nc.rays_per_batch, gen, self.device, self.nc.near)
+
+    def forward(self, batch: Batch, step: int, need: frozenset[str] = frozenset()) -> RenderOutput:
+        r = batch.rays
+        rays = Rays(r["origins"], r["dirs"], r["near"], r["offsets"], r["zscale"])
+        Y = sh_basis(rays.dirs, self.field.sh_degree)
+        if self.device.type == "cpu":
+            from recon.nerf import cpu
+
+            C, D, T = cpu.render(self.field, rays, Y, self.nc.t_stop, True, self.grads)
+        else:
+            C, D, T = render_rays(self.field, rays, Y, self.nc.t_stop, True)
+        rgb, alpha, depth = compose(C, D, T, rays.zscale, batch.background)
+        return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
+
+    def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
+        scale = self.nc.lr_final ** progress
+        if self.device.type == "cpu":
+            self.opt.step(self.field, self.grads, scale)
+        else:
+            for g, lr in zip(self.opt.param_groups, (self.nc.lr_density, self.nc.lr_color)):
+                g["lr"] = lr * scale
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        if self.upsamples < len(self.nc.upsample_at) and progress >= self.nc.upsample_at[self.upsamples]:
+            self._upsample()
+        elif (step + 1) % self.nc.occ_every == 0:
+            with torch.no_grad():
+                self.field.update_occupancy(self.nc.occ_thresh)
+
+    def _upsample(self) -> None:
+        n = len(self.nc.upsample_at)
+        self.upsamples += 1
+        res = self.nc.res_init * (self.nc.res_final / self.nc.res_init) ** (self.upsamples / n)
+        with torch.no_grad():
+            self.field.update_occupancy(self.nc.occ_thresh)
+            if self.upsamples == 1 and self.nc.shrink_box:
+                lo, hi = self.field.occupied_box()
+            else:
+                lo, hi = self.field.lo.numpy(), self.field.hi.numpy()
+            self.field = self.field.resampled(lo, hi, grid_res(lo, hi, int(round(res))))
+            self.field.update_occupancy(self.nc.occ_thresh)
+        self._make_optimizer()
+
+    def stats(self) -> dict[str, float]:
+        return {"voxels": float(self.field.num_voxels), "occupied %": 100.0 * self.field.occupied_fraction()}
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"field": self.field.state_dict(), "opt": self.opt.state_dict(), "upsamples": self.upsamples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.field = VoxelField.from_state(state["field"], self.device)
+        self.upsamples = int(state["upsamples"])
+        self._make_optimizer()
+        self.opt.load_state_dict(state["opt"])
+
+    # ---- the trained model --------------------------------------------------------------------------
+    def renderer(self) -> NerfRenderer:
+        return NerfRenderer(self.field.to(self.device), self.nc.t_stop)
+
+    def render_settings(self) -> dict:
+        return {"t_stop": float(self.nc.t_stop)}
+
+    def save(self, run_dir: Path, provenance: dict[str, str]) -> dict[str, str]:
+        from recon.io_utils import atomic_write_bytes
+
+        atomic_write_bytes(Path(run_dir) / MODEL_FILE, encode_field(self.field, provenance))
+        return {"model": MODEL_FILE}
+
+    @classmethod
+    def load_renderer(cls, run_dir: Path, artifacts: dict[str, str], render: dict) -> NerfRenderer:
+        field = decode_field(Path(run_dir) / artifacts.get("model", MODEL_FILE))
+        return NerfRenderer(field, float(render.get("t_stop", 1e-3)))
+
+
+def used_voxels(field: VoxelField) -> torch.Tensor:
+    """Ids of the vertices of occupied cells (the only ones a render reads)."""
+    nx, ny, nz = field.res
+    occ = field.occ.reshape(1, 1, nx - 1, ny - 1, nz - 1).float().cpu()
+    used = F.max_pool3d(occ, kernel_size=2, stride=1, padding=1)[0, 0].reshape(-1)
+    return torch.nonzero(used > 0).flatten()
+
+
+def encode_field(field: VoxelField, provenance: dict[str, str]) -> bytes:
+    """``nerf.npz``: the field's metadata and the values of the vertices of occupied cells (exact
+    for rendering: no other vertex is read)."""
+    ids = used_voxels(field)
+    meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, **field.meta(), "provenance": dict(provenance)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), ids=ids.numpy().astype(np.int64),
+                        density=field.density.detach().cpu()[ids].numpy(),
+                        feats=field.feats.detach().cpu()[ids].numpy(), occ=np.packbits(field.occ.cpu().numpy()))
+    return buf.getvalue()
+
+
+def decode_field(path: Path, device="cpu") -> VoxelField:
+    try:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            ids, dens, feats, occ = z["ids"], z["density"], z["feats"], z["occ"]
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise ReconError(f"cannot read NeRF model {path}: {e}") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise ReconError(f"{path} is not a recon voxel field (format {meta.get('format')!r})")
+    if int(meta.get("version", 0)) > MODEL_VERSION:
+        raise ReconError(f"{path} has voxel-field version {meta.get('version')}; upgrade recon to read it")
+    res = tuple(meta["res"])
+    f = VoxelField(meta["lo"], meta["hi"], res, meta["sh_degree"], meta["bias"], meta["step_ratio"])
+    f.density.fill_(-1e4)
+    ids_t = torch.from_numpy(ids)
+    f.density[ids_t] = torch.from_numpy(dens)
+    f.feats[ids_t] = torch.from_numpy(feats)
+    f.occ = torch.from_numpy(np.unpackbits(occ)[: f.num_cells].copy())
+    return f.to(device) if str(device) != "cpu" else f
