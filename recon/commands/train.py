@@ -74,6 +74,9 @@ class TrainArgs:
     """Serve the model while it trains (`recon view`'s viewer, on 127.0.0.1)."""
     lpips_weights: Optional[str] = None
     """Local LPIPS weights (docs/metrics.md); without them LPIPS is reported as unavailable."""
+    partition: Optional[str] = None
+    """Train a large scene as NxM ground-plane blocks in parallel on Ray (e.g. 2x2; splats only), then
+    crop and merge them into one run (docs/cluster.md)."""
 
 
 def _args_type(method_config: type) -> type:
@@ -194,6 +197,10 @@ def run_request(req: TrainRequest, log=print) -> int:
 
     t0 = time.perf_counter()
     args, cfg = req.args, req.cfg
+    if getattr(args, "partition", None):
+        from recon.cluster.partition import run_partitioned
+
+        return run_partitioned(req, args.partition, log=log)
     if args.resume:
         if args.out is None:
             raise ReconError("--resume needs --out RUN (the run folder to continue)")
