@@ -179,6 +179,10 @@ class ControlNodes(torch.nn.Module):
         scales_t = log_scales + (w[..., None] * ds[idx]).sum(1) if with_scale else log_scales
         return means_t, quats_t, scales_t
 
+    def forward(self, means, quats, log_scales, idx, t, with_scale=True):
+        """:meth:`deform` (so ``torch.func.functional_call`` can swap the parameters)."""
+        return self.deform(means, quats, log_scales, idx, t, with_scale)
+
     # ---- regularisers -------------------------------------------------------------------------------
     def smoothness(self, extent: float) -> torch.Tensor:
         """Mean squared second difference of the keyframes (translations in units of ``extent``):

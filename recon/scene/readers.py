@@ -651,7 +651,32 @@ def read_blender(root: Path, background: Optional[tuple[float, float, float]] = 
     if not frames:
         raise ReconError(f"{root}: the transforms_*.json files list no frames")
     fmt = "dnerf" if any(f.time is not None for f in frames) else "blender"
+    baked = _baked_background(frames[0].image_path)
+    if baked is not None:
+        background = baked
     return Scene(frames=frames, root=root, format=fmt, background=background if background is not None else (1.0, 1.0, 1.0))
+
+
+def _baked_background(image: Path) -> Optional[tuple[float, float, float]]:
+    """The background an RGB (no alpha) Blender/D-NeRF image was saved on, when its border is
+    uniformly black or white (e.g. D-NeRF scenes exported on black): renders are composited on
+    that colour so they match the images. ``None`` for RGBA images or any other border."""
+    from recon.scene.images import decode
+
+    try:
+        arr = decode(image)
+    except Exception:  # noqa: BLE001 - unreadable images are reported when they are loaded
+        return None
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        return None
+    a = arr.astype(np.float32)
+    if a.max() > 1.0:
+        a /= 255.0 if arr.dtype == np.uint8 or a.max() <= 255 else 65535.0
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    for colour in (0.0, 1.0):
+        if np.mean(np.all(np.abs(border - colour) < 0.02, axis=1)) > 0.95:
+            return (colour, colour, colour)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

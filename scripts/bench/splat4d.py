@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""4D splat benchmarks (issue 15): step-time split, and quality against static splats.
+
+    python scripts/bench/splat4d.py timing [--sizes 10000,30000,100000] [--threads 1]
+    python scripts/bench/splat4d.py lego --run RUN [--static-minutes 14] [--out DIR]
+    python scripts/bench/splat4d.py static [--minutes 6] [--out DIR]
+
+``timing``: one training step's forward + backward, split into the deformation and the
+rasterization (200x200 view of random Gaussians), for recon's control nodes (512 nodes x 25
+keyframes, 4 nodes per Gaussian) and, as the alternative the issue weighed, a 4D-GS-sized HexPlane
+field (six planes at resolutions 64 and 128 in space, 25 in time, 16 features each, a 64-wide
+MLP with three heads for position, rotation and scale; bench-only reference, not offered by
+``recon train``).
+
+``lego``: scores a ``recon train ../shared/data/dnerf_lego_tiny --method splat4d`` run on the
+test *and* val splits, and trains the static ``splat`` method on the same views with their times
+dropped (the only way a static method can train them) for the comparison.
+
+``static``: a static scene (the built-in turntable, 40 views at 128 px) given per-view times
+(a "teleporting" camera on a scene where nothing moves), trained by ``splat`` and by ``splat4d``
+for the same wall time: what the motion model's extra freedom costs when nothing moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+
+# ---- timing -----------------------------------------------------------------------------------------
+class HexPlane(torch.nn.Module):
+    """A 4D-GS-sized HexPlane deformation field (bench-only reference): features from the six
+    planes (xy, xz, yz, xt, yt, zt) at two spatial resolutions, multiplied per resolution and
+    concatenated, then a 64-wide MLP with heads for Δposition, Δrotation and Δscale."""
+
+    def __init__(self, res=(64, 128), t_res=25, feat=16, width=64):
+        super().__init__()
+        self.planes = torch.nn.ParameterList()
+        for r in res:
+            for a, b in ((r, r), (r, r), (r, r), (t_res, r), (t_res, r), (t_res, r)):
+                self.planes.append(torch.nn.Parameter(torch.empty(1, feat, a, b).uniform_(0.1, 0.5)))
+        self.n_res = len(res)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(feat * len(res), width), torch.nn.ReLU(),
+                                       torch.nn.Linear(width, width), torch.nn.ReLU())
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(width, d) for d in (3, 4, 3)])
+
+    def forward(self, x: torch.Tensor, t: float):
+        import torch.nn.functional as F
+
+        n = x.shape[0]
+        xt = torch.cat([x.clamp(-1, 1), torch.full((n, 1), 2 * t - 1)], 1)
+        pairs = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+        feats = []
+        for r in range(self.n_res):
+            f = 1.0
+            for p, (i, j) in enumerate(pairs):
+                grid = xt[:, [i, j]].view(1, n, 1, 2)
+                f = f * F.grid_sample(self.planes[6 * r + p], grid, align_corners=True)[0, :, :, 0].T
+            feats.append(f)
+        h = self.mlp(torch.cat(feats, 1))
+        return [head(h) for head in self.heads]
+
+
+def bench_timing(sizes: list[int], threads: int, reps: int = 5) -> None:
+    from recon.deform.nodes import ControlNodes
+    from recon.models import splats as splat_model
+    from recon.scene.cameras import Camera
+    from recon.scene.conventions import look_at_c2w
+
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(threads)
+    except Exception:  # noqa: BLE001
+        pass
+    res = 200
+    f = 0.5 * res / np.tan(np.radians(20))
+    cam = Camera(K=np.array([[f, 0, res / 2], [0, f, res / 2], [0, 0, 1.0]]), width=res, height=res,
+                 c2w=look_at_c2w(np.array([0.0, -3.0, 1.0]), np.zeros(3), np.array([0.0, 0.0, 1.0])))
+    viewmat = torch.from_numpy(cam.viewmat.astype(np.float32))
+    K = torch.from_numpy(cam.K.astype(np.float32))
+    rows = []
+    for n in sizes:
+        pts = np.random.default_rng(0).uniform(-0.7, 0.7, (n, 3))
+        params = splat_model.init_splats(pts, None, 2, 0.1, 1.0)
+        nodes = ControlNodes.from_gaussians(params["means"], params["opacities"] + 5, 512, 25)
+        with torch.no_grad():
+            nodes.trans.normal_(0, 0.01)
+            nodes.rot.normal_(0, 0.01)
+        idx = nodes.bind(params["means"], 4)
+        hex_field = HexPlane()
+        out = {}
+        for name in ("nodes", "hexplane"):
+            t_def, t_ras = [], []
+            for r in range(reps + 1):
+                t0 = time.perf_counter()
+                if name == "nodes":
+                    m, q, s = nodes.deform(params["means"], params["quats"], params["scales"], idx, 0.37)
+                else:
+                    dm, dq, ds = hex_field(params["means"], 0.37)
+                    m, q, s = params["means"] + dm, params["quats"] + dq, params["scales"] + ds
+                t1 = time.perf_counter()
+                # Rasterization with the deformed tensors as leaves, so its backward is timed alone.
+                leaves = [v.detach().requires_grad_(True) for v in (m, q, s)]
+                p = dict(params.items())
+                p.update(means=leaves[0], quats=leaves[1], scales=leaves[2])
+                img, _, _ = splat_model.render_splats(p, viewmat, K, res, res, 2, torch.ones(3))
+                img.mean().backward()
+                t2 = time.perf_counter()
+                torch.autograd.backward([m, q, s], [v.grad for v in leaves])
+                t3 = time.perf_counter()
+                for v in list(params.values()) + list(nodes.parameters()) + list(hex_field.parameters()):
+                    v.grad = None
+                if r:  # the first repetition compiles / warms caches
+                    t_def.append((t1 - t0) + (t3 - t2))
+                    t_ras.append(t2 - t1)
+            out[name] = (1e3 * np.median(t_def), 1e3 * np.median(t_ras))
+        rows.append((n, out))
+    print(f"command: python scripts/bench/splat4d.py timing --sizes {','.join(map(str, sizes))} --threads {threads}")
+    print(f"one training step at {res}x{res}, forward + backward, median of {reps}, {threads} thread(s)\n")
+    print("| Gaussians | nodes: deformation (ms) | HexPlane: deformation (ms) | rasterization (ms) | "
+          "nodes step (ms) | HexPlane step (ms) | nodes / rasterization |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, out in rows:
+        dn, rn = out["nodes"]
+        dh, rh = out["hexplane"]
+        ras = 0.5 * (rn + rh)
+        print(f"| {n:,} | {dn:.1f} | {dh:.1f} | {ras:.1f} | {dn + ras:.1f} | {dh + ras:.1f} | {dn / ras:.2f} |")
+
+
+# ---- quality ----------------------------------------------------------------------------------------
+def score(renderer, scene, downscale: float, split: str) -> dict:
+    """Mean PSNR/SSIM of ``renderer`` on ``split`` (each view at its own time)."""
+    from recon.eval.evaluate import evaluate
+
+    sc = copy.copy(scene)
+    sc.frames = [copy.copy(f) for f in scene.frames]
+    for f in sc.frames:
+        if f.split in ("test", "val") and f.split != split:
+            f.split = "unused"
+    r = evaluate(renderer, sc, downscale, log=lambda s: None)
+    assert r["split"] == split, r["split"]
+    return {"psnr": r["psnr"], "ssim": r["ssim"], "views": r["eval_views"]}
+
+
+def train_in_process(method: str, scene, out: Path, minutes: float, steps: int = 5000, threads: int = 0,
+                     **model) -> tuple:
+    from recon.train.config import preset_config
+    from recon.train.trainer import Trainer
+
+    cfg = preset_config(method, "fast")
+    cfg.steps, cfg.max_minutes, cfg.downscale, cfg.log_every_seconds = steps, minutes, 1.0, 30.0
+    cfg.threads = threads
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    t0 = time.perf_counter()
+    tr = Trainer(cfg, scene, out, log=lambda s: print("   ", s, flush=True))
+    res = tr.train()
+    return tr.method.renderer(), res.steps, time.perf_counter() - t0, tr.method.num_primitives
+
+
+def drop_times(scene):
+    sc = copy.copy(scene)
+    sc.frames = [copy.copy(f) for f in scene.frames]
+    for f in sc.frames:
+        f.time = None
+    return sc
+
+
+def bench_lego(run: Path, static_minutes: float, out: Path, threads: int) -> None:
+    from recon.run import EVAL_BACKGROUND
+    from recon.scene.readers import load_scene
+
+    scene = load_scene(DATA / "dnerf_lego_tiny", background=EVAL_BACKGROUND)
+    print(f"[bench] training splat on {scene.root} with the times dropped ({static_minutes} min)", flush=True)
+    rs, steps, secs, n = train_in_process("splat", drop_times(scene), out / "lego-static", static_minutes,
+                                          threads=threads)
+    static = ("splat (times dropped)", steps, round(secs), n, score(rs, scene, 1.0, "test"),
+              score(rs, scene, 1.0, "val"))
+    from recon.run import RunFolder
+
+    rf = RunFolder.open(run)
+    ds = float(rf.render_settings.get("downscale", 1.0) or 1.0)
+    r4 = rf.renderer()
+    m = rf.metrics()
+    rows = [("splat4d", m.get("steps"), m.get("train_seconds"), r4.stats().get("gaussians"),
+             score(r4, scene, ds, "test"), score(r4, scene, ds, "val")), static]
+    print(f"\ncommand: python scripts/bench/splat4d.py lego --run {run} --static-minutes {static_minutes} "
+          f"--threads {threads}")
+    print(f"splat4d run: recon train {scene.root} --method splat4d {' '.join(_run_options(rf))}\n")
+    print("| method | steps | train s | Gaussians | test PSNR (dB) | test SSIM | val PSNR (dB) | val SSIM |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, steps, secs, n, te, va in rows:
+        print(f"| {name} | {steps} | {secs} | {n:,} | {te['psnr']:.2f} | {te['ssim']:.4f} | {va['psnr']:.2f} | "
+              f"{va['ssim']:.4f} |")
+
+
+def _run_options(rf) -> list[str]:
+    c = rf.manifest.get("config", {})
+    return [f"--max-minutes {c['max_minutes']}"] if c.get("max_minutes") else []
+
+
+def bench_static(minutes: float, out: Path) -> None:
+    from recon.scene.readers import load_scene
+
+    scene_dir = out / "turntable-40"
+    if not (scene_dir / "transforms.json").exists():
+        subprocess.run([sys.executable, "-m", "recon.cli", "scene", "synth", "turntable", str(scene_dir),
+                        "--views", "40", "--res", "128"], check=True)
+    scene = load_scene(scene_dir, background=(1.0, 1.0, 1.0))
+    timed = copy.copy(scene)
+    timed.frames = [copy.copy(f) for f in scene.frames]
+    n = len(timed.frames)
+    for i, f in enumerate(timed.frames):
+        f.time = i / max(n - 1, 1)
+    rows = []
+    for method, sc in (("splat", scene), ("splat4d", timed)):
+        print(f"[bench] {method} on {scene_dir} ({minutes} min)", flush=True)
+        r, steps, secs, ng = train_in_process(method, sc, out / f"static-{method}", minutes)
+        rows.append((method, steps, round(secs), ng, score(r, timed, 1.0, "test")))
+    print(f"\ncommand: python scripts/bench/splat4d.py static --minutes {minutes}\n")
+    print("| method | steps | train s | Gaussians | test PSNR (dB) | test SSIM |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, steps, secs, ng, te in rows:
+        print(f"| {name} | {steps} | {secs} | {ng:,} | {te['psnr']:.2f} | {te['ssim']:.4f} |")
+    print(f"\nsplat4d - splat: {rows[1][4]['psnr'] - rows[0][4]['psnr']:+.2f} dB")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="case", required=True)
+    t = sub.add_parser("timing")
+    t.add_argument("--sizes", default="10000,30000,100000")
+    t.add_argument("--threads", type=int, default=1)
+    lg = sub.add_parser("lego")
+    lg.add_argument("--run", type=Path, required=True)
+    lg.add_argument("--static-minutes", type=float, default=14.0)
+    lg.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
+    lg.add_argument("--threads", type=int, default=0)
+    st = sub.add_parser("static")
+    st.add_argument("--minutes", type=float, default=6.0)
+    st.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
+    a = ap.parse_args()
+    if a.case == "timing":
+        bench_timing([int(s) for s in a.sizes.split(",")], a.threads)
+    elif a.case == "lego":
+        bench_lego(a.run, a.static_minutes, a.out, a.threads)
+    else:
+        bench_static(a.minutes, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
