@@ -66,6 +66,8 @@ def load_run(path: str | Path) -> Run:
             prov.extra["trained_with"] = recorded["recon_version"]
         if "date" in recorded:
             prov.extra["trained_at"] = recorded["date"]
+        # Which frames trained it: original, restoration-only or generative (recon.enhance.provenance).
+        prov.extra.update({k: v for k, v in recorded.items() if k == "frames" or k.startswith("enhance_")})
     else:
         prov = _provenance(rf.root, config)
     return Run(root=rf.root, splats=splats, config=config, cameras=cameras, provenance=prov,

@@ -417,6 +417,9 @@ def write_outputs(run: RunFolder, trainer, scene, res: dict, result) -> dict:
         "recon_version": __version__,
         "date": _now(),
     }
+    from recon.enhance.provenance import scene_provenance
+
+    provenance.update(scene_provenance(scene))  # original, restoration-only or generative frames
     artifacts = dict(method.save(run.root, provenance))
     refined = method.refined_cameras()
     train_k = {i: k for k, i in enumerate(scene.indices("train"))}
