@@ -292,9 +292,11 @@ def depth_png_scale(path: CameraPath, run) -> float:
 # ---------------------------------------------------------------------------------------- command
 def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None,
                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), crf: int = 18,
-                depth_float: str = "npy", pix_fmt: str = "yuv420p", log=None) -> dict:
+                depth_float: str = "npy", pix_fmt: str = "yuv420p", log=None, post=None) -> dict:
     """Render every camera of ``path`` from ``run`` (:class:`viewer.run.Run`) into the video ``out``
-    (and, with ``frames_dir``, colour/alpha/depth frames). Returns a summary dict."""
+    (and, with ``frames_dir``, colour/alpha/depth frames). ``post``: loaded 2D steps
+    (:func:`load_post`) applied to each colour frame before it is written (super-resolution
+    enlarges the video and rgb/ frames; alpha/ and depth/ stay at the render size). Returns a summary dict."""
     import torch
 
     from recon.io_utils import atomic_path, atomic_write_text
@@ -320,7 +322,7 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     t0 = time.monotonic()
     records = []
     with atomic_path(out) as tmp:
-        video = VideoWriter(tmp, W, H, path.fps, crf, pix_fmt)
+        video = None if post else VideoWriter(tmp, W, H, path.fps, crf, pix_fmt)
         try:
             for i, cam in enumerate(path.cameras):
                 K = intrinsics(cam.fov_y, W, H)
@@ -329,7 +331,15 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
                 out_c = o.rgb if o.depth is None else torch.cat([o.rgb, o.depth], dim=-1)
                 out_a = o.alpha
                 rgb = (out_c[..., :3].clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-                video.write(rgb)
+                if post:
+                    rgb = apply_post(post, rgb)
+                    if video is None:  # sized by the first processed frame
+                        video = VideoWriter(tmp, rgb.shape[1] - rgb.shape[1] % 2, rgb.shape[0] - rgb.shape[0] % 2,
+                                            path.fps, crf, pix_fmt)
+                    rgb_v = rgb[: rgb.shape[0] - rgb.shape[0] % 2, : rgb.shape[1] - rgb.shape[1] % 2]
+                    video.write(np.ascontiguousarray(rgb_v))
+                else:
+                    video.write(rgb)
                 if frames_dir is not None:
                     alpha = out_a[..., 0].clamp(0, 1).numpy()
                     depth = np.where(alpha > 1e-4, out_c[..., 3].numpy(), 0.0).astype(np.float32)
@@ -345,7 +355,8 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
                     records.append({"index": i, "c2w": cam.c2w.tolist(), "K": K.tolist()})
                 progress.update(i + 1)
         finally:
-            video.close()
+            if video is not None:
+                video.close()
     if frames_dir is not None:
         atomic_write_text(frames_dir / "frames.json", json.dumps({
             "convention": "OpenCV camera-to-world, run world frame (as RUN/cameras.json)",
@@ -354,6 +365,7 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
             "depth": "expected depth along the camera z axis in run units; depth/N.png x depth_png_scale "
                      "(0 where alpha < 0.5); depth/N" + ext + " float32 (0 where nothing is drawn)",
             "frames": records,
+            **({"post": [st.record() for st in post]} if post else {}),
         }, indent=1))
     dt = time.monotonic() - t0
     log(f"render: wrote {out} ({n} frames, {W}x{H} @ {path.fps:g} fps, {out.stat().st_size / 1e6:.2f} MB) "
@@ -361,8 +373,28 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     return {"frames": n, "width": W, "height": H, "fps": path.fps, "seconds": dt, "out": str(out)}
 
 
+def load_post(steps: str):
+    """The ``--post`` steps (recon.enhance plugins, docs/enhance.md), loaded before rendering.
+    Steps that edit masked regions are refused: rendered frames have no masks."""
+    from recon.enhance.registry import load_steps
+
+    loaded = load_steps(steps)
+    for st in loaded:
+        if st.needs_masks:
+            raise ReconError(f"--post {st.step.spec!r}: {st.entry.name} edits masked regions; rendered frames have no masks")
+    return loaded
+
+
+def apply_post(post, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` uint8 ``[H, W, 3]`` through the loaded steps; uint8 ``[H', W', 3]``."""
+    x = rgb.astype(np.float32) / 255.0
+    for st in post:
+        x = np.clip(np.asarray(st.plugin.process([x], None)[0], dtype=np.float32), 0.0, 1.0)
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
 def render_split(run: Path, split: str, out: Path, background: tuple[float, float, float],
-                 scene: Optional[Path] = None, log=None) -> list[Path]:
+                 scene: Optional[Path] = None, log=None, post=None) -> list[Path]:
     """Write every view of ``split`` of the run's scene as ``out/<frame stem>.png`` (8-bit sRGB, on
     ``background``), at the run's evaluation resolution; returns the files written."""
     import torch
@@ -403,8 +435,11 @@ def render_split(run: Path, split: str, out: Path, background: tuple[float, floa
         rgb = renderer.render(cam, time=f.time, background=bg).rgb.clamp(0, 1).cpu().numpy()
         path = out / f"{stem}.png"
         out.mkdir(parents=True, exist_ok=True)
+        u8 = (rgb * 255.0 + 0.5).astype(np.uint8)
+        if post:
+            u8 = apply_post(post, u8)
         with atomic_path(path) as tmp:
-            Image.fromarray((rgb * 255.0 + 0.5).astype(np.uint8)).save(tmp, format="PNG")
+            Image.fromarray(u8).save(tmp, format="PNG")
         written.append(path)
         progress.update(n + 1)
     log(f"render: wrote {len(written)} {split} views of {rf.root} to {out} "
@@ -428,6 +463,7 @@ def main(
     pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p",
     split: Optional[Literal["train", "test", "val", "held-out"]] = None,
     scene: Optional[Path] = None,
+    post: Optional[str] = None,
 ) -> int:
     """Render RUN along a camera path into an H.264 MP4 (and optionally PNG colour, depth and alpha frames).
 
@@ -448,14 +484,17 @@ def main(
         split: instead of a video, write this split's views of the run's scene as OUT/<frame stem>.png
             (held-out: the views `recon eval` scores), at the evaluation resolution.
         scene: with --split, the scene folder when it moved since training.
+        post: 2D steps applied to every rendered colour frame (video, rgb/ frames, --split PNGs), e.g.
+            ``denoise`` or ``sr:model.pth`` (docs/enhance.md; `recon plugins` lists them).
     """
     from viewer.run import open_run
 
     bg = parse_background(background)
+    post_steps = load_post(post) if post is not None else None
     if split is not None:
         if out is None:
             raise ReconError("--split needs --out DIR (the folder for the PNGs)")
-        render_split(run, split, Path(out).expanduser(), bg, scene)
+        render_split(run, split, Path(out).expanduser(), bg, scene, post=post_steps)
         return 0
     if downscale <= 0 or not math.isfinite(downscale):
         raise ReconError(f"--downscale must be > 0 (got {downscale})")
@@ -502,5 +541,5 @@ def main(
     if out.is_dir():
         raise ReconError(f"--out {out} is a folder; give a file name ending in .mp4")
     render_path(r, path, out, Path(frames).expanduser() if frames is not None else None, bg, crf, depth_float,
-                pix_fmt)
+                pix_fmt, post=post_steps)
     return 0
