@@ -18,14 +18,21 @@ def main(json_output: bool = False) -> int:
 
     errors: list[str] = []
     reg = available(errors)
-    rows = [{"name": e.name, "kind": e.kind, "version": e.version, "source": e.source, "description": e.description}
-            for e in sorted(reg.values(), key=lambda e: (e.source != "built-in", e.name))]
+    from recon.enhance.torchvision_compat import _find
+
+    rows = []
+    for e in sorted(reg.values(), key=lambda e: (e.source != "built-in", e.name)):
+        req = getattr(e.factory, "requires", None)
+        missing = req if req and _find(req) is None else None
+        rows.append({"name": e.name, "kind": e.kind, "version": e.version, "source": e.source,
+                     "description": e.description, "missing": missing})
     if json_output:
         print(json.dumps({"plugins": rows, "errors": errors}, indent=1))
         return 0
     w = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name'].ljust(w)}  {r['kind']:<8}  {r['source']}: {r['description']}")
+        note = f" [needs {r['missing']}: install recon's enhance extra]" if r["missing"] else ""
+        print(f"{r['name'].ljust(w)}  {r['kind']:<8}  {r['source']}: {r['description']}{note}")
     print("\nsteps: NAME[:ARG][:KEY=VALUE], comma-separated, e.g. recon process SCENE --enhance denoise,sr:model.pth")
     for e in errors:
         print(f"warning: {e}")

@@ -127,6 +127,7 @@ class SpandrelModel:
     kind = "restore"
     version = "spandrel"
     needs_masks = False
+    requires = "spandrel"
 
     def __init__(self, arg: Optional[str] = None, device: str = "auto") -> None:
         self.model_file = _check_model_file(arg, self.name)
@@ -195,6 +196,7 @@ class DiffusersInpaint:
     kind = "generate"
     version = "diffusers"
     needs_masks = True
+    requires = "diffusers"
 
     def __init__(self, arg: Optional[str] = None, prompt: str = "", negative: str = "", steps: str = "20",
                  guidance: str = "7.5", strength: str = "1.0", seed: str = "0", device: str = "auto",
