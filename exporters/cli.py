@@ -22,6 +22,8 @@ def main(
     min_opacity: float = 0.0,
     max_scale: Optional[float] = None,
     crop: Optional[tuple[float, float, float, float, float, float]] = None,
+    selection: Optional[str] = None,
+    invert_selection: bool = False,
     up: UpChoice = "auto",
     axes: AxesChoice = "auto",
     scale: float = 1.0,
@@ -53,6 +55,8 @@ def main(
         min_opacity: Drop Gaussians with opacity below this (0..1).
         max_scale: Drop Gaussians whose largest standard deviation exceeds this (scene units).
         crop: Keep Gaussians inside the box XMIN YMIN ZMIN XMAX YMAX ZMAX (scene frame and units).
+        selection: Export only the Gaussians of this selection (a name made by `recon select RUN --name NAME`, or its .json path).
+        invert_selection: Export the scene without the selection instead.
         up: The scene's up axis; "auto" finds it from the training cameras. Write negative axes as --up=-y.
         axes: "auto": ply/splat keep the training frame, spz/glb/usd/cameras are written +Y up right-handed; "scene": every file in the training frame; "y-up", "z-up" (Blender, Unreal) or "y-up-left" (Unity): every format that can hold it.
         scale: Metres per scene unit (multiplies positions and sizes).
@@ -102,6 +106,17 @@ def main(
     if out is not None and out.exists() and not out.is_dir():
         raise ReconError(f"--out {out} is an existing file, not a folder; pass a folder (default: {Path(run) / 'export'})")
     loaded = load_run(run)
+    if invert_selection and selection is None:
+        raise ReconError("--invert-selection needs --selection NAME")
+    if selection is not None:
+        from recon.run import RunFolder
+        from recon.selection import read_selection
+
+        rf = RunFolder.open(loaded.root)
+        keep, _ = read_selection(loaded.root, selection, rf.path("model"), int(loaded.splats["means"].shape[0]))
+        options.keep = ~keep if invert_selection else keep
+        loaded.provenance = loaded.provenance.with_extra(
+            selection=f"{'all but ' if invert_selection else ''}{selection} ({int(options.keep.sum())} Gaussians)")
     cam_path = read_camera_path(camera_path) if camera_path is not None else None
     out_dir = out if out is not None else loaded.root / "export"
     inputs = [camera_path] if camera_path is not None else []

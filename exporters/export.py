@@ -71,6 +71,8 @@ class ExportOptions:
         spz_sh_bits: SPZ quantisation bits for SH degree 1 and for degrees 2-3 (SPZ's defaults
             5 and 4; more bits: closer renders, larger files).
         mesh: options of the mesh extraction shared by the ``mesh-*`` formats.
+        keep: bool per Gaussian of the run (a ``recon select`` selection, possibly inverted):
+            only these are exported (``None``: all).
     """
 
     sh_degree: int | None = None
@@ -83,6 +85,7 @@ class ExportOptions:
     scale: float = 1.0
     spz_sh_bits: tuple[int, int] = (5, 4)
     mesh: MeshOptions = field(default_factory=MeshOptions)
+    keep: np.ndarray | None = None
 
 
 @dataclass
@@ -239,6 +242,10 @@ def export_run(
 
     splats = run.splats
     n_in = int(splats["means"].shape[0])
+    if options.keep is not None:
+        if options.keep.shape != (n_in,):
+            raise ReconError(f"the selection has {options.keep.size} entries, the run {n_in} Gaussians")
+        splats = subset(splats, options.keep)
     if options.sh_degree is not None:
         splats = cap_sh_degree(splats, options.sh_degree)
     keep = filter_mask(splats, options.min_opacity, options.max_scale, options.crop_min, options.crop_max)
@@ -247,7 +254,7 @@ def export_run(
     n = int(splats["means"].shape[0])
     log(f"{n_in} Gaussians, {n} kept, SH degree {sh_degree(splats)}; scene up {up} ({up_how})")
     if n == 0 and any(f != "cameras" for f in formats):
-        raise ReconError("no Gaussians left after filtering (loosen --min-opacity, --max-scale or the crop box)")
+        raise ReconError("no Gaussians left after filtering (loosen --min-opacity, --max-scale, the crop box or the selection)")
 
     base_prov = run.provenance.with_extra(up=up, scale=options.scale)
     cache: dict[str, dict[str, np.ndarray]] = {}

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("recon.scene.info:main", "what a scene folder contains: images, poses, formats, resolution, splits"),
     "process": ("recon.sfm.cli:main", "photos or video to posed, undistorted frames with pycolmap (SfM)"),
     "plugins": ("recon.commands.plugins:main", "the 2D enhancement/generation plugins installed for process --enhance and render --post"),
+    "select": ("recon.commands.select:main", "cut one object out of a trained splat run from a click, a box or masks (SAM 2, GrabCut)"),
     "batch": ("recon.commands.batch:command", "many captures as Ray tasks: process, train, evaluate, export each; resumable (docs/cluster.md)"),
 }
 

@@ -78,25 +78,26 @@ def _fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_model_folder(spec: str | os.PathLike) -> Path:
-    """The local folder for ``--depth-model``: an existing folder, or a model ID found in the
-    Hugging Face cache (never downloaded). Raises a one-line :class:`ReconError` otherwise."""
+def resolve_model_folder(spec: str | os.PathLike, option: str = "--depth-model", hint: str = MISSING_WEIGHTS_HINT) -> Path:
+    """The local folder for ``--depth-model`` (or ``option``): an existing folder, or a model ID
+    found in the Hugging Face cache (never downloaded). Raises a one-line :class:`ReconError`
+    ending with ``hint`` otherwise."""
     s = str(spec)
     p = Path(s).expanduser()
     if p.is_dir():
         return p
     if p.exists():
-        raise ReconError(f"--depth-model {s}: not a folder; {MISSING_WEIGHTS_HINT}")
+        raise ReconError(f"{option} {s}: not a folder; {hint}")
     is_model_id = s.count("/") == 1 and not s.startswith((".", "/", "~")) and all(s.split("/"))
     if not is_model_id:
-        raise ReconError(f"--depth-model {s}: no such folder; {MISSING_WEIGHTS_HINT}")
+        raise ReconError(f"{option} {s}: no such folder; {hint}")
     _offline()
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(s, local_files_only=True))
     except Exception:
-        raise ReconError(f"--depth-model {s}: not in the local Hugging Face cache (nothing is downloaded); {MISSING_WEIGHTS_HINT}") from None
+        raise ReconError(f"{option} {s}: not in the local Hugging Face cache (nothing is downloaded); {hint}") from None
 
 
 def load_depth_model(spec: str | os.PathLike, device: str = "auto") -> DepthModel:
