@@ -165,11 +165,12 @@ def test_export_object_alone_and_scene_without_it(trained_run, scene, tmp_path):
     obj = {k: np.asarray(v) for k, v in read_ply(tmp_path / "obj" / "splats.ply").items()}
     rest = {k: np.asarray(v) for k, v in read_ply(tmp_path / "rest" / "splats.ply").items()}
     assert len(obj["means"]) == keep.sum() and len(rest["means"]) == n - keep.sum()
-    # the object's Gaussians lie in the cube's box (scene frame: ply keeps the training frame); a few
-    # per cent are floaters that sat in front of the cube in training views (measured: 95th
-    # percentile 0.24, 99th 1.5 scene units from its centre)
+    # the object's Gaussians lie in the cube's box (scene frame: ply keeps the training frame).
+    # Measured: 99th percentile 0.249, farthest 0.37 from its centre; without the two-view rule
+    # floaters that one camera saw in front of the cube reached 1.5 (99th percentile).
     c = np.array([0.36, -0.36, 0.19])
-    assert np.percentile(np.abs(obj["means"] - c).max(1), 95) < 0.19 * np.sqrt(2) + 0.02
+    d = np.abs(obj["means"] - c).max(1)
+    assert np.percentile(d, 99) < 0.19 * np.sqrt(2) + 0.02 and d.max() < 0.6
     # the other formats hold the same count and say what they hold
     from exporters.spz import read_spz
 

@@ -43,16 +43,22 @@ class Votes:
     inside: np.ndarray
     outside: np.ndarray
     masks: list[tuple[object, np.ndarray]] = field(default_factory=list)
+    views_inside: Optional[np.ndarray] = None
+    """How many views saw each primitive mostly inside their mask."""
 
     @classmethod
     def empty(cls, n: int) -> "Votes":
-        return cls(np.zeros(n, np.float64), np.zeros(n, np.float64))
+        return cls(np.zeros(n, np.float64), np.zeros(n, np.float64), views_inside=np.zeros(n, np.int64))
 
     def labels(self, threshold: float = 0.5, seen_eps: float = 1e-6) -> np.ndarray:
+        """Selected: more weight inside than outside, and (once two views are lifted) inside the
+        mask of at least two views, which drops floaters that only one camera ever saw."""
         total = self.inside + self.outside
         seen = total > seen_eps
         lab = np.zeros(len(total), bool)
         lab[seen] = self.inside[seen] > threshold * total[seen]
+        if self.views_inside is not None and len(self.masks) >= 2:
+            lab &= self.views_inside >= 2
         return lab
 
 
@@ -104,6 +110,8 @@ def add_view(votes: Votes, renderer, camera, mask: np.ndarray) -> None:
     i, o = contributions(renderer, camera, mask)
     votes.inside += i
     votes.outside += o
+    if votes.views_inside is not None:
+        votes.views_inside += (i > 1e-6) & (i > o)
     votes.masks.append((camera, np.asarray(mask, bool)))
 
 
