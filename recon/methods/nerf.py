@@ -275,6 +275,7 @@ class NerfMethod(Method):
                                 self.nc.step_ratio, device)
         self.sampler = RaySampler(views, cfg.background, scene.background)
         self.upsamples = 0
+        self.visible = self._visible_cells()
         self._make_optimizer()
 
     def describe_init(self) -> str:
@@ -282,6 +283,36 @@ class NerfMethod(Method):
         return (f"voxel grid {'x'.join(map(str, self.field.res))} over box {np.round(lo, 3).tolist()} - "
                 f"{np.round(hi, 3).tolist()}, SH degree {self.nc.sh_degree}, {len(self.sampler):,} training rays; "
                 f"{'Numba CPU kernels' if self.device.type == 'cpu' else 'PyTorch ops on ' + str(self.device)}")
+
+    def _visible_cells(self) -> torch.Tensor:
+        """``[cells]`` bool: cells whose centre some training camera sees (within a cell's radius of
+        its image). No ray crosses the others, so they would keep their initial density, stay
+        "occupied" and keep the box from shrinking; they are marked empty at every update."""
+        f = self.field
+        nx, ny, nz = f.res
+        vs = f.voxel_size
+        axes = [f.lo[a] + (torch.arange(n - 1, dtype=torch.float32) + 0.5) * vs[a] for a, n in enumerate(f.res)]
+        X, Y, Z = torch.meshgrid(*axes, indexing="ij")
+        pts = torch.stack([X.reshape(-1), Y.reshape(-1), Z.reshape(-1)], -1)
+        vis = torch.zeros(len(pts), dtype=torch.bool)
+        rad = 0.87 * float(vs.max())
+        sizes = [(v.width, v.height) for v in self.views.cameras]
+        for k in range(len(self.sampler.c2w)):
+            c2w, K = self.sampler.c2w[k], self.sampler.K[k]
+            pc = (pts - c2w[:3, 3]) @ c2w[:3, :3]
+            z = pc[:, 2]
+            zs = z.clamp_min(1e-6)
+            m = rad * K[0, 0] / zs
+            u = K[0, 0] * pc[:, 0] / zs + K[0, 2]
+            v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
+            W, H = sizes[k]
+            vis |= (z > -rad) & (u > -m) & (u < W + m) & (v > -m) & (v < H + m)
+        return vis.to(self.device)
+
+    def _update_occupancy(self) -> None:
+        with torch.no_grad():
+            self.field.update_occupancy(self.nc.occ_thresh)
+            self.field.occ = (self.field.occ.bool() & self.visible.to(self.field.occ.device)).to(torch.uint8)
 
     # ---- optimisation -------------------------------------------------------------------------------
     def _make_optimizer(self) -> None:
@@ -326,21 +357,26 @@ class NerfMethod(Method):
         if self.upsamples < len(self.nc.upsample_at) and progress >= self.nc.upsample_at[self.upsamples]:
             self._upsample()
         elif (step + 1) % self.nc.occ_every == 0:
-            with torch.no_grad():
-                self.field.update_occupancy(self.nc.occ_thresh)
+            self._update_occupancy()
 
     def _upsample(self) -> None:
         n = len(self.nc.upsample_at)
         self.upsamples += 1
         res = self.nc.res_init * (self.nc.res_final / self.nc.res_init) ** (self.upsamples / n)
+        self._update_occupancy()
         with torch.no_grad():
-            self.field.update_occupancy(self.nc.occ_thresh)
             if self.upsamples == 1 and self.nc.shrink_box:
-                lo, hi = self.field.occupied_box()
+                # The box of the cells that became clearly opaque (3x the initial opacity): cells
+                # that rays only graze (the box's faces) still sit near the initial density.
+                kept = self.field.occ
+                self.field.update_occupancy(max(self.nc.occ_thresh, 3 * self.nc.alpha_init))
+                lo, hi = self.field.occupied_box(margin_cells=3)
+                self.field.occ = kept
             else:
                 lo, hi = self.field.lo.numpy(), self.field.hi.numpy()
             self.field = self.field.resampled(lo, hi, grid_res(lo, hi, int(round(res))))
-            self.field.update_occupancy(self.nc.occ_thresh)
+        self.visible = self._visible_cells()
+        self._update_occupancy()
         self._make_optimizer()
 
     def stats(self) -> dict[str, float]:
@@ -353,6 +389,7 @@ class NerfMethod(Method):
     def load_state_dict(self, state: dict) -> None:
         self.field = VoxelField.from_state(state["field"], self.device)
         self.upsamples = int(state["upsamples"])
+        self.visible = self._visible_cells()
         self._make_optimizer()
         self.opt.load_state_dict(state["opt"])
 
