@@ -544,6 +544,7 @@ def main(argv=None) -> int:
         report["seconds"]["cpu_smoke"] = row["wall_seconds"]
 
     # ---- CUDA half -------------------------------------------------------------------------------
+    methods_rows: dict[str, dict] = {}
     gpu_seen = nvidia_gpu_present()
     if not cuda_ok:
         if args.cpu_only:
@@ -564,6 +565,7 @@ def main(argv=None) -> int:
         if build["ok"]:
             report["parity"].update(parity([("gsplat", "cuda", "torch", "cpu"), ("cpu", "cpu", "gsplat", "cuda")]))
             report["cuda"]["pytest"] = run_pytest_cuda()
+            methods_rows = method_training(args, work, deadline)  # short runs first: lego quality takes the rest
             report["training"] += cuda_training(args, work, deadline)
         else:
             print(f"[gsplat] {build['error']}")
@@ -576,6 +578,12 @@ def main(argv=None) -> int:
     for m in ("nerf", "splat4d"):
         if m not in available_methods():
             report["methods"].append({"method": m, "cuda": "not in recon yet: no CUDA path to check", "status": "n/a"})
+        elif not cuda_ok or m not in methods_rows:
+            report["methods"].append({"method": m, "cuda": METHOD_CASES[m][2], "status": "not run"})
+        else:
+            row = methods_rows[m]
+            report["training"].append(row)
+            report["methods"].append({"method": m, "cuda": METHOD_CASES[m][2], "status": row["status"]})
     for m in available_methods():
         if m not in ("splat", "nerf", "splat4d"):
             report["methods"].append({"method": m, "cuda": "plugin: not covered by this check", "status": "n/a"})
@@ -598,6 +606,37 @@ def main(argv=None) -> int:
     if not cuda_ok and gpu_seen and not args.cpu_only:
         return 3
     return 0
+
+
+METHOD_CASES = {
+    # method: (scene under --data, recon train options, what its CUDA path is)
+    "nerf": ("nerf_synthetic/lego", ["--downscale", "2", "--preset", "fast"], "voxel field through PyTorch ops (the dense reference)"),
+    "splat4d": ("dnerf_lego_tiny", ["--preset", "fast"], "control-node deformation (torch) + gsplat rasterization"),
+}
+METHOD_MINUTES = 1.5
+
+
+def method_training(args, work: Path, deadline: float) -> dict[str, dict]:
+    """A short `recon train --method M` on CUDA for each method beside splat (its CUDA path runs and
+    scores its held-out views; no quality bar at this budget)."""
+    from recon.methods import available_methods
+
+    rows: dict[str, dict] = {}
+    for m, (rel, extra, _) in METHOD_CASES.items():
+        if m not in available_methods():
+            continue
+        scene = args.data / rel
+        if not scene.is_dir():
+            rows[m] = {"case": f"{m} fast (CUDA)", "error": f"no scene {scene}", "status": "not run"}
+            continue
+        if (deadline - time.perf_counter()) / 60 < 3 * METHOD_MINUTES:
+            rows[m] = {"case": f"{m} fast (CUDA)", "error": "no time left in the budget", "status": "not run"}
+            continue
+        argv = [str(scene), "--method", m] + extra + ["--max-minutes", f"{METHOD_MINUTES:g}", "--checkpoint-every", "0"]
+        row = run_training(f"{m} fast (CUDA)", argv, work / f"method-{m}", log=print)
+        row["status"] = "FAIL" if "error" in row else "measured"
+        rows[m] = row
+    return rows
 
 
 def cuda_training(args, work: Path, deadline: float) -> list[dict]:
