@@ -83,21 +83,22 @@ def resolve_model_folder(spec: str | os.PathLike, option: str = "--depth-model",
     found in the Hugging Face cache (never downloaded). Raises a one-line :class:`ReconError`
     ending with ``hint`` otherwise."""
     s = str(spec)
+    given = f"{option}{s}" if option.endswith(":") else f"{option} {s}"
     p = Path(s).expanduser()
     if p.is_dir():
         return p
     if p.exists():
-        raise ReconError(f"{option} {s}: not a folder; {hint}")
+        raise ReconError(f"{given}: not a folder; {hint}")
     is_model_id = s.count("/") == 1 and not s.startswith((".", "/", "~")) and all(s.split("/"))
     if not is_model_id:
-        raise ReconError(f"{option} {s}: no such folder; {hint}")
+        raise ReconError(f"{given}: no such folder; {hint}")
     _offline()
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(s, local_files_only=True))
     except Exception:
-        raise ReconError(f"{option} {s}: not in the local Hugging Face cache (nothing is downloaded); {hint}") from None
+        raise ReconError(f"{given}: not in the local Hugging Face cache (nothing is downloaded); {hint}") from None
 
 
 def load_depth_model(spec: str | os.PathLike, device: str = "auto") -> DepthModel:
@@ -143,26 +144,25 @@ def load_depth_model(spec: str | os.PathLike, device: str = "auto") -> DepthMode
     return DepthModel(model=model, kind=kind, source=str(spec), fingerprint=_fingerprint(folder), mean=mean, std=std)
 
 
-def check_model_folder(spec: str | os.PathLike) -> Path:
+def check_model_folder(spec: str | os.PathLike, model_type: str = "depth_anything", label: str = "Depth Anything",
+                       option: str = "--depth-model", hint: str = MISSING_WEIGHTS_HINT) -> Path:
     """The model folder for ``spec`` after cheap checks (no torch, no transformers): it exists
-    (or is cached), has ``config.json`` of model type ``depth_anything`` and a weights file.
-    Raises a one-line :class:`ReconError` saying what to pass otherwise."""
-    folder = resolve_model_folder(spec)
+    (or is cached), has ``config.json`` of ``model_type`` and a weights file. Raises a one-line
+    :class:`ReconError` naming ``option`` and ending with ``hint`` otherwise."""
+    folder = resolve_model_folder(spec, option=option, hint=hint)
+    given = f"{option}{spec}" if option.endswith(":") else f"{option} {spec}"
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
-        raise ReconError(f"--depth-model {spec}: {folder} has no config.json; {MISSING_WEIGHTS_HINT}")
+        raise ReconError(f"{given}: {folder} has no config.json; {hint}")
     try:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as e:
-        raise ReconError(f"{cfg_path}: unreadable model config ({e}); {MISSING_WEIGHTS_HINT}") from None
+        raise ReconError(f"{cfg_path}: unreadable model config ({e}); {hint}") from None
     mtype = cfg.get("model_type") if isinstance(cfg, dict) else None
-    if mtype != "depth_anything":
-        raise ReconError(
-            f"--depth-model {spec}: {cfg_path} is a {mtype!r} model, not Depth Anything (model_type 'depth_anything'); "
-            f"{MISSING_WEIGHTS_HINT}"
-        )
+    if mtype != model_type:
+        raise ReconError(f"{given}: {cfg_path} is a {mtype!r} model, not {label} (model_type {model_type!r}); {hint}")
     if not any((folder / n).is_file() for n in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
-        raise ReconError(f"--depth-model {spec}: {folder} has no weights (model.safetensors); {MISSING_WEIGHTS_HINT}")
+        raise ReconError(f"{given}: {folder} has no weights (model.safetensors); {hint}")
     return folder
 
 

@@ -18,7 +18,6 @@ boolean mask ``[H, W]``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,22 +83,9 @@ class Segmenter(Protocol):
 def check_sam2_folder(spec: str) -> Path:
     """The SAM 2 folder after cheap checks (no torch): exists or is cached, ``config.json`` of model
     type ``sam2``, a weights file. One-line :class:`ReconError` otherwise."""
-    from recon.priors.depth import resolve_model_folder
+    from recon.priors.depth import check_model_folder
 
-    folder = resolve_model_folder(spec, option="--segmenter sam2:", hint=SAM2_HINT)
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise ReconError(f"--segmenter sam2:{spec}: {folder} has no config.json; {SAM2_HINT}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ReconError(f"{cfg_path}: unreadable model config ({e}); {SAM2_HINT}") from None
-    mtype = cfg.get("model_type") if isinstance(cfg, dict) else None
-    if mtype != "sam2":
-        raise ReconError(f"--segmenter sam2:{spec}: {cfg_path} is a {mtype!r} model, not SAM 2 (model_type 'sam2'); {SAM2_HINT}")
-    if not any((folder / n).is_file() for n in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
-        raise ReconError(f"--segmenter sam2:{spec}: {folder} has no weights (model.safetensors); {SAM2_HINT}")
-    return folder
+    return check_model_folder(spec, "sam2", "SAM 2", option="--segmenter sam2:", hint=SAM2_HINT)
 
 
 class Sam2Segmenter:
