@@ -35,6 +35,8 @@ def main(
     mesh_min_component: float = 0.02,
     mesh_fill_holes: Optional[float] = None,
     mesh_render_size: int = 800,
+    time_samples: int = 0,
+    fps: float = 24.0,
 ) -> int:
     """Export a trained run (RUN/splats.ply, optional RUN/config.json and RUN/cameras.json).
 
@@ -42,7 +44,10 @@ def main(
     antimatter15), splat-glb (splats.glb, KHR_gaussian_splatting), splat-usd (splats.usdc,
     UsdVol.ParticleField3DGaussianSplat), cameras (cameras.usda + cameras.json), textured meshes
     mesh-glb (mesh.glb), mesh-obj (mesh.obj + mesh.mtl + mesh.png), mesh-usd (mesh.usdc +
-    mesh.png) and mesh-usdz (mesh.usdz, AR Quick Look), or all. Meshes are fused from depth
+    mesh.png) and mesh-usdz (mesh.usdz, AR Quick Look), or all. Dynamic (splat4d) runs also:
+    splat-sequence (sequence/frame_NNNNN.ply + sequence.json), splat4d (canonical model +
+    deformation.safetensors + splat4d.json) and splat4d-usd (splats4d.usdc, time-sampled; "all"
+    includes them for such runs; docs/splat4d.md). Meshes are fused from depth
     rendered at the training cameras (RUN/cameras.json; without it, from views around the scene);
     the default 100k faces take about 1.5 minutes on a 2-core CPU (fewer --mesh-faces: faster).
     See docs/export.md for each format's axes, units and metadata.
@@ -68,6 +73,8 @@ def main(
         mesh_min_component: Drop mesh pieces with fewer faces than this fraction of the largest piece (0 keeps all, 1 only the largest).
         mesh_fill_holes: Fill mesh holes up to this radius in scene units (default: 4 voxels; 0: off).
         mesh_render_size: Longest side in pixels of the depth and colour renders used to build the mesh.
+        time_samples: Dynamic (splat4d) runs: frames of splat-sequence and splat4d-usd, evenly spaced over time [0, 1] (0: the capture's times).
+        fps: Dynamic runs: frames per second of the time-sampled USD (splat4d-usd).
     """
     from exporters.cameras import read_camera_path
     from exporters.export import ExportOptions, export_run, parse_formats, summary_table
@@ -92,6 +99,8 @@ def main(
         axes=axes,
         scale=scale,
         spz_sh_bits=spz_sh_bits,
+        time_samples=time_samples,
+        fps=fps,
         mesh=MeshOptions(
             voxel=mesh_voxel,
             faces=mesh_faces,
@@ -106,6 +115,13 @@ def main(
     if out is not None and out.exists() and not out.is_dir():
         raise ReconError(f"--out {out} is an existing file, not a folder; pass a folder (default: {Path(run) / 'export'})")
     loaded = load_run(run)
+    if any(k.strip().lower() == "all" for item in format for k in str(item).split(",")):
+        from exporters.export import DYNAMIC_FILES
+        from recon.run import RunFolder
+
+        rf = RunFolder.open(loaded.root)
+        if rf.method == "splat4d" and "deformation" in rf.artifacts:  # a dynamic run: its formats too
+            keys += [k for k in DYNAMIC_FILES if k not in keys]
     if invert_selection and selection is None:
         raise ReconError("--invert-selection needs --selection NAME")
     if selection is not None:

@@ -52,6 +52,15 @@ FORMAT_FILES: dict[str, tuple[str, ...]] = {
 }
 MESH_FORMATS = ("mesh-glb", "mesh-obj", "mesh-usd", "mesh-usdz")
 FORMATS = tuple(FORMAT_FILES)
+# Dynamic (splat4d) runs only (exporters.sequence); "all" adds them for such runs (exporters.cli).
+DYNAMIC_FILES: dict[str, tuple[str, ...]] = {
+    "splat-sequence": ("sequence/sequence.json",),
+    "splat4d": ("splat4d/splat4d.json", "splat4d/canonical.ply", "splat4d/deformation.safetensors"),
+    "splat4d-usd": ("splats4d.usdc",),
+}
+ALL_FILES = {**FORMAT_FILES, **DYNAMIC_FILES}
+DYNAMIC_BASE = {"splat-sequence": "ply", "splat4d": "ply", "splat4d-usd": "splat-usd"}
+"""The static format whose frame (under ``--axes auto``) and rules each dynamic format follows."""
 
 
 @dataclass
@@ -86,6 +95,10 @@ class ExportOptions:
     spz_sh_bits: tuple[int, int] = (5, 4)
     mesh: MeshOptions = field(default_factory=MeshOptions)
     keep: np.ndarray | None = None
+    time_samples: int = 0
+    """Dynamic runs: frames of the splat sequence / USD time samples (0: the capture's times)."""
+    fps: float = 24.0
+    """Dynamic runs: frames per second of the time-sampled USD."""
 
 
 @dataclass
@@ -114,12 +127,12 @@ def parse_formats(items: Sequence[str]) -> list[str]:
                 continue
             if k == "all":
                 keys.extend(FORMATS)
-            elif k in FORMAT_FILES:
+            elif k in ALL_FILES:
                 keys.append(k)
             else:
-                raise ReconError(f"unknown export format {k!r}; choose from {', '.join(FORMATS)} or all")
+                raise ReconError(f"unknown export format {k!r}; choose from {', '.join(ALL_FILES)} or all")
     if not keys:
-        raise ReconError(f"no export format given; choose from {', '.join(FORMATS)} or all")
+        raise ReconError(f"no export format given; choose from {', '.join(ALL_FILES)} or all")
     return list(dict.fromkeys(keys))
 
 
@@ -186,7 +199,7 @@ def check_outputs(run: Run, formats: Sequence[str], out_dir: str | Path, inputs:
             continue
         held.setdefault((st.st_dev, st.st_ino), p)
     for fmt in formats:
-        for name in FORMAT_FILES[fmt]:
+        for name in ALL_FILES[fmt]:
             target = out_dir / name
             try:
                 st = target.stat()
@@ -225,11 +238,20 @@ def export_run(
     out_dir = Path(out_dir)
     check_outputs(run, formats, out_dir, inputs)
     up, up_how = resolve_up(options, run.cameras)
-    targets = {fmt: _target_for(fmt, options.axes) for fmt in formats}
+    targets = {fmt: _target_for(DYNAMIC_BASE.get(fmt, fmt), options.axes) for fmt in formats}
     transforms = {fmt: ax.export_transform(up, targets[fmt], options.scale) for fmt in formats}
     for fmt in formats:  # fail early on frames USD cannot hold
-        if fmt in ("splat-usd", "cameras", "mesh-usd", "mesh-usdz"):
+        if fmt in ("splat-usd", "cameras", "mesh-usd", "mesh-usdz", "splat4d-usd"):
             _usd_up_axis(targets[fmt], up)
+    dynamic = None
+    if any(f in DYNAMIC_FILES for f in formats):  # the motion model, before anything is written
+        from exporters import sequence as seq
+
+        dynamic = seq.load_model(run.root)
+        if dynamic.num_primitives != int(run.splats["means"].shape[0]):
+            raise ReconError(f"{run.root}: the deformation holds {dynamic.num_primitives} Gaussians, the run "
+                             f"{int(run.splats['means'].shape[0])}")
+        dyn_times = seq.frame_times(run.root, options.time_samples)
     meshing = any(f in MESH_FORMATS for f in formats)
     if meshing:
         options.mesh.validate()
@@ -242,15 +264,18 @@ def export_run(
 
     splats = run.splats
     n_in = int(splats["means"].shape[0])
+    kept_idx = np.arange(n_in)  # canonical Gaussians kept (the dynamic formats' filter)
     if options.keep is not None:
         if options.keep.shape != (n_in,):
             raise ReconError(f"the selection has {options.keep.size} entries, the run {n_in} Gaussians")
         splats = subset(splats, options.keep)
+        kept_idx = kept_idx[options.keep]
     if options.sh_degree is not None:
         splats = cap_sh_degree(splats, options.sh_degree)
     keep = filter_mask(splats, options.min_opacity, options.max_scale, options.crop_min, options.crop_max)
     if not keep.all():
         splats = subset(splats, keep)
+        kept_idx = kept_idx[keep]
     n = int(splats["means"].shape[0])
     log(f"{n_in} Gaussians, {n} kept, SH degree {sh_degree(splats)}; scene up {up} ({up_how})")
     if n == 0 and any(f != "cameras" for f in formats):
@@ -294,7 +319,7 @@ def export_run(
         frame = ax.describe(target, up)
         prov = base_prov.with_extra(frame=frame)
         t0 = time.perf_counter()
-        paths = [out_dir / name for name in FORMAT_FILES[fmt]]
+        paths = [out_dir / name for name in ALL_FILES[fmt]]
         notes: list[str] = []
         count = n
         if fmt == "ply":
@@ -371,6 +396,21 @@ def export_run(
             else:
                 mesh_io.write_mesh_usdz(m, paths[0], up_axis=_usd_up_axis(target, up), provenance=mprov)
             count = len(m.faces)
+        elif fmt in DYNAMIC_FILES:
+            from exporters import sequence as seq
+
+            T = transforms[fmt]
+            if fmt == "splat-sequence":
+                paths = seq.write_sequence(dynamic, kept_idx, dyn_times, T, out_dir / seq.SEQUENCE_DIR, frame,
+                                           options.sh_degree, prov.as_dict(), log=log)
+                notes.append(f"{len(dyn_times)} frames")
+            elif fmt == "splat4d":
+                paths = seq.write_deformation(dynamic, kept_idx, T, out_dir / seq.SPLAT4D_DIR, frame, dyn_times,
+                                              options.sh_degree, prov.as_dict())
+            else:
+                seq.write_usd_sequence(dynamic, kept_idx, dyn_times, T, paths[0], _usd_up_axis(target, up),
+                                       options.fps, options.sh_degree, prov.as_dict(), log=log)
+                notes.append(f"{len(dyn_times)} time samples at {options.fps:g} fps")
         res = ExportResult(fmt, paths, time.perf_counter() - t0, count, frame, notes)
         results.append(res)
         log(f"[{i}/{len(formats)}] {fmt:<9} {', '.join(p.name for p in paths)}  {human_size(res.bytes)}  {res.seconds:.2f} s")

@@ -9,6 +9,10 @@ the frame of ``RUN/cameras.json``), ``fov`` (vertical, degrees), plus ``render_w
 path name ``orbit`` instead makes a smooth 360-degree orbit around the scene at the training
 cameras' mean distance, height and field of view.
 
+Dynamic (``splat4d``) runs render each frame at a scene time in [0, 1]: a camera-path entry's
+``render_time`` (nerfstudio's field), or ``--time T`` for every frame (a fixed-time orbit or
+path); an orbit without ``--time`` plays the sequence once over the orbit.
+
 Frames are rendered by the run's one renderer (:class:`recon.models.splats.SplatRenderer`,
 honouring the antialiased setting the run records), as ``recon eval`` renders, and the MP4
 (H.264, yuv420p) is written through PyAV to a temporary file renamed at the end. ``--frames DIR``
@@ -54,6 +58,8 @@ class PathCamera:
 
     c2w: np.ndarray
     fov_y: float
+    time: Optional[float] = None
+    """Scene time in [0, 1] for dynamic runs (nerfstudio's ``render_time``), or ``None``."""
 
 
 @dataclass
@@ -126,7 +132,12 @@ def _entry_camera(e: dict) -> PathCamera:
         raise ValueError(f"fov {fov} is not a vertical field of view in degrees (0-180)")
     from recon.scene.conventions import opengl_to_opencv
 
-    return PathCamera(opengl_to_opencv(m.reshape(4, 4)), math.radians(fov))
+    t = e.get("render_time")
+    if t is not None:
+        t = float(t)
+        if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            raise ValueError(f"render_time {t} is not a time in [0, 1]")
+    return PathCamera(opengl_to_opencv(m.reshape(4, 4)), math.radians(fov), t)
 
 
 def orbit_path(run, n_frames: int, fps: float) -> CameraPath:
@@ -292,11 +303,14 @@ def depth_png_scale(path: CameraPath, run) -> float:
 # ---------------------------------------------------------------------------------------- command
 def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None,
                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), crf: int = 18,
-                depth_float: str = "npy", pix_fmt: str = "yuv420p", log=None, post=None) -> dict:
+                depth_float: str = "npy", pix_fmt: str = "yuv420p", log=None, post=None,
+                time_renderer=None) -> dict:
     """Render every camera of ``path`` from ``run`` (:class:`viewer.run.Run`) into the video ``out``
     (and, with ``frames_dir``, colour/alpha/depth frames). ``post``: loaded 2D steps
     (:func:`load_post`) applied to each colour frame before it is written (super-resolution
-    enlarges the video and rgb/ frames; alpha/ and depth/ stay at the render size). Returns a summary dict."""
+    enlarges the video and rgb/ frames; alpha/ and depth/ stay at the render size).
+    ``time_renderer``: the run's own renderer for dynamic runs (``render(camera, time=...)``): each
+    frame is rendered at its camera's ``time`` (``None``: time 0). Returns a summary dict."""
     import torch
 
     from recon.io_utils import atomic_path, atomic_write_text
@@ -306,8 +320,10 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     from recon.models.splats import SplatRenderer
     from recon.scene.cameras import Camera
 
-    renderer = SplatRenderer(run.splats, antialiased=run.antialiased)
-    sh_degree = renderer.sh_degree
+    renderer = time_renderer if time_renderer is not None else SplatRenderer(run.splats, antialiased=run.antialiased)
+    sh_degree = getattr(renderer, "sh_degree", None)
+    if sh_degree is None:
+        sh_degree = run.sh_degree
     aa = run.antialiased
     bg = torch.tensor(background, dtype=torch.float32)
     n = len(path.cameras)
@@ -317,7 +333,7 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
             (frames_dir / sub).mkdir(parents=True, exist_ok=True)
     ext = ".exr" if depth_float == "exr" else ".npy"
     log(f"render: {n} frames at {W}x{H}, {path.fps:g} fps, {run.num_gaussians:,} Gaussians (SH degree "
-        f"{sh_degree}{', antialiased' if aa else ''}) from {path.source} -> {out}")
+        f"{sh_degree}{', antialiased' if aa else ''}) from {path.source}{_times_note(path, time_renderer)} -> {out}")
     progress = Progress(n)
     t0 = time.monotonic()
     records = []
@@ -327,6 +343,7 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
             for i, cam in enumerate(path.cameras):
                 K = intrinsics(cam.fov_y, W, H)
                 o = renderer.render(Camera(K=K, width=W, height=H, c2w=cam.c2w),
+                                    time=cam.time if time_renderer is not None else None,
                                     outputs=("rgb", "depth") if frames_dir is not None else ("rgb",), background=bg)
                 out_c = o.rgb if o.depth is None else torch.cat([o.rgb, o.depth], dim=-1)
                 out_a = o.alpha
@@ -352,7 +369,10 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
                         _write_image(frames_dir / "depth" / f"{name}.exr", depth)
                     else:
                         _write_npy(frames_dir / "depth" / f"{name}.npy", depth)
-                    records.append({"index": i, "c2w": cam.c2w.tolist(), "K": K.tolist()})
+                    rec = {"index": i, "c2w": cam.c2w.tolist(), "K": K.tolist()}
+                    if time_renderer is not None:
+                        rec["time"] = 0.0 if cam.time is None else float(cam.time)
+                    records.append(rec)
                 progress.update(i + 1)
         finally:
             if video is not None:
@@ -371,6 +391,52 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     log(f"render: wrote {out} ({n} frames, {W}x{H} @ {path.fps:g} fps, {out.stat().st_size / 1e6:.2f} MB) "
         f"in {_duration(dt)}" + (f"; frames in {frames_dir}" if frames_dir is not None else ""))
     return {"frames": n, "width": W, "height": H, "fps": path.fps, "seconds": dt, "out": str(out)}
+
+
+def _times_note(path: CameraPath, time_renderer) -> str:
+    if time_renderer is None:
+        return ""
+    ts = [0.0 if c.time is None else float(c.time) for c in path.cameras]
+    lo, hi = min(ts), max(ts)
+    return f", time {lo:g}" if lo == hi else f", times {lo:g}-{hi:g}"
+
+
+def dynamic_renderer(run: Path):
+    """The run's own renderer when its method models time (``splat4d``), else ``None``."""
+    from recon.run import RunFolder
+
+    rf = RunFolder.open(run)
+    try:
+        dynamic = bool(getattr(rf.method_class(), "dynamic", False))
+    except ReconError:
+        return None
+    return rf.renderer() if dynamic else None
+
+
+def apply_times(path: CameraPath, time: Optional[float], dynamic: bool, orbit: bool, log=None) -> None:
+    """Give every camera of ``path`` its render time: ``time`` (``--time``) for all of them when
+    given; otherwise the path's own ``render_time`` entries (nerfstudio), and for an orbit of a
+    dynamic run the sequence played once over the orbit (time ``i / (n - 1)``)."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if time is not None:
+        if not dynamic:
+            raise ReconError(f"--time {time}: this run is a static model; --time needs a dynamic run "
+                             "(trained with --method splat4d)")
+        if not (math.isfinite(time) and 0.0 <= time <= 1.0):
+            raise ReconError(f"--time {time}: give a scene time in [0, 1] (0 = first frame, 1 = last)")
+        for c in path.cameras:
+            c.time = float(time)
+        return
+    if not dynamic:
+        if any(c.time is not None for c in path.cameras):
+            log("render: the camera path has render_time entries but the run is static; times ignored")
+        return
+    if orbit:
+        n = len(path.cameras)
+        for i, c in enumerate(path.cameras):
+            c.time = i / max(n - 1, 1)
+    elif all(c.time is None for c in path.cameras):
+        log("render: the camera path has no render_time entries: every frame at time 0 (pass --time T)")
 
 
 def load_post(steps: str):
@@ -464,6 +530,7 @@ def main(
     split: Optional[Literal["train", "test", "val", "held-out"]] = None,
     scene: Optional[Path] = None,
     post: Optional[str] = None,
+    time: Optional[float] = None,
 ) -> int:
     """Render RUN along a camera path into an H.264 MP4 (and optionally PNG colour, depth and alpha frames).
 
@@ -486,12 +553,16 @@ def main(
         scene: with --split, the scene folder when it moved since training.
         post: 2D steps applied to every rendered colour frame (video, rgb/ frames, --split PNGs), e.g.
             ``denoise`` or ``sr:model.pth`` (docs/enhance.md; `recon plugins` lists them).
+        time: dynamic (splat4d) runs: render every frame at this scene time in [0, 1] (default: the
+            path's render_time entries; an orbit plays the sequence once).
     """
     from viewer.run import open_run
 
     bg = parse_background(background)
     post_steps = load_post(post) if post is not None else None
     if split is not None:
+        if time is not None:
+            raise ReconError("--split renders each view at its own time; drop --time")
         if out is None:
             raise ReconError("--split needs --out DIR (the folder for the PNGs)")
         render_split(run, split, Path(out).expanduser(), bg, scene, post=post_steps)
@@ -516,6 +587,8 @@ def main(
         f = fps or 30.0
         path = orbit_path(r, max(1, int(round(f * seconds))), f)
     assert path is not None
+    time_renderer = dynamic_renderer(run)
+    apply_times(path, time, time_renderer is not None, is_orbit)
     if fps is not None:
         path.fps = fps
     # Resolution: explicit size, else the path's, keeping the aspect ratio when only one is given.
@@ -541,5 +614,5 @@ def main(
     if out.is_dir():
         raise ReconError(f"--out {out} is a folder; give a file name ending in .mp4")
     render_path(r, path, out, Path(frames).expanduser() if frames is not None else None, bg, crf, depth_float,
-                pix_fmt, post=post_steps)
+                pix_fmt, post=post_steps, time_renderer=time_renderer)
     return 0
