@@ -203,6 +203,41 @@ def dynamic(seed: int = 0) -> Recipe:
     )
 
 
+RIG_CAMERAS = 8
+"""Fixed cameras of the ``dynamic-rig`` capture stage."""
+
+
+def stage_rig(k: int = RIG_CAMERAS, radius: float = 3.6) -> np.ndarray:
+    """``k`` fixed cameras ``[k, 4, 4]`` of a capture stage around the turntable target: alternately
+    at 15 and 45 degrees of elevation, evenly spread in azimuth, all looking at the target."""
+    c2ws = []
+    for j in range(k):
+        az = 2 * np.pi * j / k + 0.3
+        el = np.radians(15.0 if j % 2 == 0 else 45.0)
+        eye = TURNTABLE_TARGET + radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        c2ws.append(look_at_c2w(eye, TURNTABLE_TARGET))
+    return np.stack(c2ws)
+
+
+def dynamic_rig(seed: int = 0) -> Recipe:
+    """The ``dynamic`` scene seen by a capture stage: :data:`RIG_CAMERAS` fixed cameras, all
+    recording every time step (K cameras x T times, view ``i`` = camera ``i % K`` at time step
+    ``i // K`` of ``T = ceil(N / K)``, times evenly spaced over [0, 1])."""
+    base = dynamic(seed)
+
+    def rig(n):
+        k = RIG_CAMERAS
+        steps = max(1, -(-n // k))
+        cams = stage_rig(k)
+        idx = np.arange(n)
+        times = (idx // k) / max(steps - 1, 1)
+        return cams[idx % k], times
+
+    base.name = "dynamic-rig"
+    base.rig = rig
+    return base
+
+
 # ---------------------------------------------------------------------------------- room --
 
 ROOM_MIN = np.array([-3.0, -1.0, 0.0])
@@ -266,4 +301,5 @@ def room(seed: int = 0) -> Recipe:
     )
 
 
-RECIPES: dict[str, Callable[[int], Recipe]] = {"turntable": turntable, "room": room, "dynamic": dynamic}
+RECIPES: dict[str, Callable[[int], Recipe]] = {"turntable": turntable, "room": room, "dynamic": dynamic,
+                                              "dynamic-rig": dynamic_rig}

@@ -6,7 +6,10 @@ appearance modules, SH schedule. This method adds a time-conditioned deformation
 (:class:`recon.deform.nodes.ControlNodes`: keyframed rigid node motions blended onto each Gaussian
 by its nearest nodes; Δposition, Δrotation, Δscale):
 
-1. **Static warm-up** (``--warmup-steps``): the canonical Gaussians train alone on every view.
+1. **Static warm-up** (``--warmup-steps``): the canonical Gaussians train alone, on every view of
+   a monocular capture, or, for a multi-view rig (at least ``--warmup-rig-views`` views share the
+   first time), on the views of the first time only: the canonical model is then that instant's
+   sharp geometry instead of a blur of the motion.
 2. The nodes are then placed by farthest-point sampling on the visible Gaussians, every Gaussian is
    bound to its ``--node-knn`` nearest nodes, and the motion trains jointly with the Gaussians,
    regularised by temporal smoothness (``--smooth-weight``) and node-graph rigidity
@@ -67,6 +70,9 @@ class Splat4DConfig(SplatConfig):
     """Weight of the rigidity regulariser (neighbouring nodes move as one rigid body)."""
     rebind_every: int = 100
     """Steps between re-binding the Gaussians to their nearest nodes (also after every densification)."""
+    warmup_rig_views: int = 3
+    """Rigs: when at least this many training views share the first time, the warm-up trains on those
+    views only (0: always on every view)."""
 
     def validate(self) -> None:
         super().validate()
@@ -84,6 +90,8 @@ class Splat4DConfig(SplatConfig):
             bad("warmup_steps", "must be >= 0")
         if self.rebind_every < 1:
             bad("rebind_every", "must be at least 1")
+        if self.warmup_rig_views < 0:
+            bad("warmup_rig_views", "must be >= 0")
         for name in ("lr_node_pos", "lr_node_trans", "lr_node_rot", "lr_node_scale", "lr_node_radius",
                      "smooth_weight", "rigid_weight"):
             v = getattr(self, name)
@@ -114,6 +122,15 @@ class Splat4DMethod(SplatMethod):
         self.nodes: Optional[ControlNodes] = None
         self.node_opt: Optional[torch.optim.Optimizer] = None
         self.binding: Optional[torch.Tensor] = None
+        # Training views (numbers k) at the first time, for a rig's warm-up; empty: every view.
+        self.warm_views: list[int] = []
+        self._motion_p0: Optional[float] = None  # training progress when the motion started
+        timed = [(round(float(t), 6), k) for k, t in enumerate(times) if t is not None]
+        if timed and self.dc.warmup_rig_views > 0:
+            t0 = min(t for t, _ in timed)
+            first = [k for t, k in timed if t == t0]
+            if len(first) >= self.dc.warmup_rig_views and len(first) < len(times):
+                self.warm_views = first
 
     def describe_init(self) -> str:
         text = super().describe_init()
@@ -121,7 +138,16 @@ class Splat4DMethod(SplatMethod):
                  f"{self.dc.warmup_steps} static warm-up steps")
         if not self.has_time:
             text += "; the training views carry no times: every view is time 0 (a static model with extra freedom)"
+        elif self.warm_views:
+            text += f" on the {len(self.warm_views)} views of the first time (a multi-view rig)"
         return text
+
+    def sample(self, step: int, gen: torch.Generator) -> Batch:
+        """A training view; during a rig's warm-up, one of the first time's views."""
+        if self.warm_views and step < self.dc.warmup_steps and not self.sampler.order:
+            perm = torch.randperm(len(self.warm_views), generator=gen).tolist()
+            self.sampler.order = [self.warm_views[i] for i in perm]
+        return super().sample(step, gen)
 
     # ---- the motion -------------------------------------------------------------------------------
     def _node_lrs(self) -> dict[str, float]:
@@ -188,7 +214,11 @@ class Splat4DMethod(SplatMethod):
 
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         if self.node_opt is not None:
-            decay = 0.01 ** progress
+            # The motion's learning rates decay to 1 % over the steps it trains (from the warm-up's end).
+            if self._motion_p0 is None:
+                self._motion_p0 = float(progress)
+            p0 = min(self._motion_p0, 0.999)
+            decay = 0.01 ** (max(float(progress) - p0, 0.0) / (1.0 - p0))
             base = self._node_lrs()
             for g in self.node_opt.param_groups:
                 g["lr"] = base[g["name"]] * (decay if g["name"] != "log_radius" else 1.0)
@@ -212,7 +242,7 @@ class Splat4DMethod(SplatMethod):
         state = super().state_dict()
         state["motion"] = None if self.nodes is None else {
             "nodes": self.nodes.tensors(), "optimizer": self.node_opt.state_dict(),
-            "binding": self.binding.detach().cpu().clone(),
+            "binding": self.binding.detach().cpu().clone(), "progress0": self._motion_p0,
         }
         return state
 
@@ -226,6 +256,7 @@ class Splat4DMethod(SplatMethod):
         self.node_opt = self._make_node_opt()
         self.node_opt.load_state_dict(m["optimizer"])
         self.binding = m["binding"].to(self.device)
+        self._motion_p0 = m.get("progress0")
 
     # ---- the trained model ------------------------------------------------------------------------
     def _model(self) -> deform_model.DeformedSplats:
