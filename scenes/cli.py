@@ -37,6 +37,8 @@ class Synth:
     """Supersampling per axis at silhouettes and depth edges (1 = none)."""
     textured_mesh: bool = False
     """Also write mesh.obj + mesh.mtl + textures/."""
+    distortion: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Render through a lens with OPENCV distortion k1 k2 p1 p2 (written to transforms.json); 0 0 0 0: pinhole."""
     force: bool = False
     """Re-render even if OUT already holds this exact configuration."""
     video_seconds: float = 0.0
@@ -100,7 +102,8 @@ def main(
     before = index.stat().st_mtime_ns if index.is_file() else None
     out = synth(cmd.name, cmd.out, views=cmd.views, res=cmd.res, seed=cmd.seed, ss=cmd.ss,
                 textured_mesh=cmd.textured_mesh, force=cmd.force, progress=True,
-                also=("video.mp4",) if cmd.video_seconds > 0 else ())
+                also=("video.mp4",) if cmd.video_seconds > 0 else (),
+                distortion=cmd.distortion if any(cmd.distortion) else None)
     if before is not None and index.is_file() and index.stat().st_mtime_ns == before:
         print(f"{out} is up to date (same scene, seed and options; --force re-renders)")
     else:

@@ -137,9 +137,12 @@ def write_mesh_obj(folder: Path, recipe: Recipe, time: float = 0.0) -> None:
     (folder / "mesh.obj").write_text("".join(chunks))
 
 
-def _config(name: str, seed: int, views: int, res: int, ss: int, textured_mesh: bool) -> dict:
-    return {"name": name, "seed": int(seed), "views": views, "res": res, "ss": ss,
-            "textured_mesh": textured_mesh, "format_version": FORMAT_VERSION}
+def _config(name: str, seed: int, views: int, res: int, ss: int, textured_mesh: bool, distortion=None) -> dict:
+    cfg = {"name": name, "seed": int(seed), "views": views, "res": res, "ss": ss,
+           "textured_mesh": textured_mesh, "format_version": FORMAT_VERSION}
+    if distortion is not None and any(distortion):
+        cfg["distortion"] = [float(v) for v in distortion]
+    return cfg
 
 
 MARKER = ".recon-synth.json"  # written into every output folder: what synth created there
@@ -202,7 +205,7 @@ def write_marker(folder: Path, entries) -> None:
 
 def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256, seed: int = 0, ss: int = 2,
           textured_mesh: bool = False, force: bool = False, progress: bool = False,
-          also: tuple[str, ...] = ()) -> Path:
+          also: tuple[str, ...] = (), distortion=None) -> Path:
     """Render built-in scene ``name`` into ``out_dir`` and return the folder.
 
     Args:
@@ -220,6 +223,8 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
         progress: print one line per 10 views.
         also: names the caller will write into the folder afterwards as part of this output (the
             CLI's ``video.mp4``): refused if someone else's file has that name, recorded as own.
+        distortion: OPENCV ``(k1, k2, p1, p2)`` of the lens the views are rendered through (written
+            to ``transforms.json``; images, masks and depth all follow it). ``None``: a pinhole lens.
     """
     if views < 1:
         raise ReconError(f"--views must be at least 1, got {views}")
@@ -232,7 +237,11 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
     if name not in RECIPES:
         raise ReconError(f"unknown scene {name!r}; built-in scenes: {', '.join(RECIPES)}")
     out = Path(out_dir)
-    cfg = _config(name, seed, views, res, ss, textured_mesh)
+    if distortion is not None:
+        distortion = [float(v) for v in distortion]
+        if len(distortion) != 4 or not all(np.isfinite(distortion)) or max(abs(v) for v in distortion) > 1.0:
+            raise ReconError(f"--distortion {distortion}: give four OPENCV coefficients k1 k2 p1 p2, each in [-1, 1]")
+    cfg = _config(name, seed, views, res, ss, textured_mesh, distortion)
     own: set[str] = set()
     present: set[str] = set()
     if out.exists() or out.is_symlink():
@@ -332,7 +341,7 @@ def _write(recipe: Recipe, out: Path, views: int, res: int, ss: int, textured_me
     frames, names = [], []
     for i in range(views):
         tm = 0.0 if times is None else float(times[i])
-        r = renderer.render(K, c2ws[i], res, res, tm)
+        r = renderer.render(K, c2ws[i], res, res, tm, dist=cfg.get("distortion"))
         stem = frame_name(i)
         _save_png(out / "images" / f"{stem}.png", r.rgb)
         _save_png(out / "masks" / f"{stem}.png", r.ids.astype(np.uint8) if max_id < 256 else r.ids)
@@ -360,7 +369,7 @@ def _write(recipe: Recipe, out: Path, views: int, res: int, ss: int, textured_me
     transforms = {
         "camera_model": "OPENCV",
         "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
-        "w": res, "h": res, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+        "w": res, "h": res, **dict(zip(("k1", "k2", "p1", "p2"), cfg.get("distortion", (0.0, 0.0, 0.0, 0.0)))),
         "depth_unit_scale_factor": 1.0,
         "frames": frames,
         "train_filenames": train,

@@ -148,19 +148,31 @@ class Renderer:
         scene.add_triangles(self.vertices.astype(np.float32), self.faces.astype(np.uint32))
         self._scene, self._time = scene, time
 
-    def _camera_dirs(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
-        """``[H*W, 3]`` camera-space directions ``((u - cx) / fx, (v - cy) / fy, 1)`` through pixel centres."""
-        key = (K.tobytes(), width, height)
+    def _camera_dirs(self, K: np.ndarray, width: int, height: int, dist=None) -> np.ndarray:
+        """``[H*W, 3]`` camera-space directions ``((u - cx) / fx, (v - cy) / fy, 1)`` through pixel centres;
+        with OpenCV ``dist = (k1, k2, p1, p2)`` the pixel centres are undistorted first (a lens that
+        bends the rays the way an OPENCV camera model says)."""
+        dist = None if dist is None or not np.any(np.asarray(dist, np.float64)) else np.asarray(dist, np.float64)
+        key = (K.tobytes(), width, height, None if dist is None else dist.tobytes())
         if self._dirs_key != key:
             u = np.arange(width, dtype=np.float64) + 0.5
             v = np.arange(height, dtype=np.float64) + 0.5
             uu, vv = np.meshgrid(u, v, indexing="xy")
-            d = np.stack([(uu - K[0, 2]) / K[0, 0], (vv - K[1, 2]) / K[1, 1], np.ones_like(uu)], -1)
-            self._dirs = d.reshape(-1, 3).astype(np.float32)
+            if dist is None:
+                xy = np.stack([(uu - K[0, 2]) / K[0, 0], (vv - K[1, 2]) / K[1, 1]], -1).reshape(-1, 2)
+            else:
+                from recon.scene.cameras import Camera
+                from recon.scene.undistort import undistort_points
+
+                cam = Camera(K=K, width=width, height=height, model="OPENCV", dist=dist)
+                xy = undistort_points(cam, np.stack([uu.ravel(), vv.ravel()], -1))
+            d = np.concatenate([xy, np.ones((len(xy), 1))], 1)
+            self._dirs = d.astype(np.float32)
             self._dirs_key = key
         return self._dirs
 
-    def render(self, K: np.ndarray, c2w: np.ndarray, width: int, height: int, time: float = 0.0) -> RenderResult:
+    def render(self, K: np.ndarray, c2w: np.ndarray, width: int, height: int, time: float = 0.0,
+               dist=None) -> RenderResult:
         """Render one view.
 
         Args:
@@ -168,6 +180,7 @@ class Renderer:
             c2w: ``[4, 4]`` OpenCV camera-to-world.
             width, height: image size in pixels.
             time: scene time in [0, 1] (dynamic scenes).
+            dist: optional OPENCV distortion ``(k1, k2, p1, p2)`` of the lens.
         """
         self._prepare(float(time))
         K = np.asarray(K, np.float64)
@@ -191,7 +204,7 @@ class Renderer:
             return col, hit
 
         # 1. The pixel-centre ray: depth (t_hit is z-depth since the camera-z of d is 1), ids, colour.
-        dirs = self._camera_dirs(K, width, height)
+        dirs = self._camera_dirs(K, width, height, dist)
         rgb, hit = colour(dirs)
         p_c = hit["primitive_ids"]
         ok = p_c != INVALID

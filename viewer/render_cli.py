@@ -474,7 +474,7 @@ def render_split(run: Path, split: str, out: Path, background: tuple[float, floa
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     rf = RunFolder.open(run)
     renderer = rf.renderer()
-    sc = load_scene(rf.scene_path(scene), background=EVAL_BACKGROUND)
+    sc = load_scene(rf.scene_path(scene), background=EVAL_BACKGROUND, undistort=True)
     if split == "held-out":
         split, idx = eval_split(sc)
     else:

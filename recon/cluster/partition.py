@@ -253,7 +253,7 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
     if (out / "run.json").is_file() and RunFolder.open(out).status == "done":
         raise ReconError(f"{out} already holds a finished run; choose another --out")
     scene_path = _resolve_scene(Path(args.scene), log)
-    sc = load_scene(scene_path, background=EVAL_BACKGROUND)
+    sc = load_scene(scene_path, background=EVAL_BACKGROUND, undistort=True)
     if cfg.downscale == 0:
         from recon.commands.train import auto_downscale
 

@@ -36,7 +36,7 @@ def main(
     rf = RunFolder.open(run)
     cfg = rf.config()  # runs of other tools have none: `recon eval` scores runs made by `recon train`
     renderer = rf.renderer()
-    sc = load_scene(rf.scene_path(scene), background=EVAL_BACKGROUND)
+    sc = load_scene(rf.scene_path(scene), background=EVAL_BACKGROUND, undistort=True)
     downscale = float(rf.render_settings.get("downscale", cfg.downscale) or 1.0)
     res = evaluate(renderer, sc, downscale, eval_views, lpips_weights)
     old = rf.metrics()

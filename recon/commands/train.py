@@ -210,7 +210,7 @@ def run_request(req: TrainRequest, log=print) -> int:
             raise ReconError(f"{args.scene}: the run in {args.out} was trained on {run.scene_path()}; resume "
                              "with that scene or start a new run with another --out")
         scene_path = run.scene_path(None if stored_ok else args.scene)
-        sc = load_scene(scene_path, background=EVAL_BACKGROUND)
+        sc = load_scene(scene_path, background=EVAL_BACKGROUND, undistort=True)
         run.update(status="training", config=cfg.to_dict(), config_hash=cfg.hash(),
                    scene={"absolute": str(Path(scene_path).resolve())})
     else:
@@ -223,7 +223,7 @@ def run_request(req: TrainRequest, log=print) -> int:
         if (out / "run.json").exists() or (out / "config.json").exists() or any((out / "checkpoints").glob("*.pt")):
             raise ReconError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         scene_path = _resolve_scene(Path(args.scene), log)
-        sc = load_scene(scene_path, background=EVAL_BACKGROUND)
+        sc = load_scene(scene_path, background=EVAL_BACKGROUND, undistort=True)
         if cfg.downscale == 0:
             auto = auto_downscale(sc, cfg.max_side)
             cfg.downscale = auto if auto is not None else 1.0
@@ -234,8 +234,13 @@ def run_request(req: TrainRequest, log=print) -> int:
         from recon.train.trainer import check_scene
 
         check_scene(cfg.method, sc)
+        _log_distortion(sc, log)
+        from recon.train.init_points import prepare_points
+
+        points = prepare_points(sc, cfg.init_points, sc.indices("train"), log=log)
         created = not out.exists()
         run = RunFolder.create(out, cfg, scene_path, sc.format)
+        run.update(init_points=points, undistorted=_distortion_record(sc))
     out = run.root
     n_held = len(sc.split("test")) or len(sc.split("val"))
     log(f"[train] scene {scene_path} ({sc.format}): {len(sc.split('train'))} train / {n_held} held-out views; "
@@ -290,6 +295,32 @@ def run_request(req: TrainRequest, log=print) -> int:
     log(f"  export:  recon export {out} --format all")
     log(f"  view:    recon view {out}        video: recon render {out}")
     return 0
+
+
+def _distortion_record(sc) -> list:
+    """One entry per distinct distorted camera: its model, coefficients and the pinhole it became."""
+    seen, out = set(), []
+    for f in sc.frames:
+        c = f.source_camera
+        if c is None:
+            continue
+        key = (c.model, tuple(c.dist.tolist()), c.fx, c.width, c.height)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"model": c.model, "dist": c.dist.tolist(), "K": c.K.tolist(), "pinhole_K": f.camera.K.tolist(),
+                    "frames": sum(1 for g in sc.frames if g.source_camera is not None and
+                                  (g.source_camera.model, tuple(g.source_camera.dist.tolist()), g.source_camera.fx,
+                                   g.source_camera.width, g.source_camera.height) == key)})
+    return out
+
+
+def _log_distortion(sc, log) -> None:
+    from recon.scene.undistort import describe
+
+    rec = [f for f in sc.frames if f.source_camera is not None]
+    if rec:
+        log(f"[train] lens distortion in {len(rec)}/{len(sc.frames)} frames: {describe(rec[0].source_camera, rec[0].camera)}")
 
 
 def _discard_new_run(out: Path, created: bool) -> None:

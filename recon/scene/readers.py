@@ -192,6 +192,7 @@ def load_scene(
     background: Optional[tuple[float, float, float]] = None,
     format: str = "auto",
     cache_bytes: Optional[int] = None,
+    undistort: bool = False,
 ) -> Scene:
     """Read a scene folder (or one of its index files) into a :class:`Scene`; no pixels are decoded.
 
@@ -203,6 +204,8 @@ def load_scene(
         format: ``"auto"`` (see :func:`detect_format`) or one of :data:`FORMATS`.
         cache_bytes: budget of the scene's decoded-image LRU cache (default 1 GiB, or
             ``RECON_IMAGE_CACHE_BYTES``).
+        undistort: return :meth:`Scene.undistorted` (pinhole cameras, pixels remapped on load) —
+            what training, evaluation and rendering use; ``False`` keeps the cameras as stored.
 
     Splits: those the files give (Blender split files; nerfstudio ``train_filenames`` /
     ``val_filenames`` / ``test_filenames``), else every 8th frame (index % 8 == 0) is "test" and
@@ -240,6 +243,8 @@ def load_scene(
     else:
         scene = read_images(p.parent if p.is_file() else p, background)
     scene.validate()
+    if undistort:
+        scene = scene.undistorted()
     scene._cache = ImageCache(env_cache_bytes() if cache_bytes is None else cache_bytes)
     return scene
 

@@ -75,6 +75,9 @@ class Frame:
     depth_path: Optional[Path] = None
     time: Optional[float] = None
     name: str = ""
+    source_camera: Optional[Camera] = None
+    """The distorted camera the image was taken with, when :meth:`Scene.undistorted` replaced
+    :attr:`camera` by a pinhole one: image, mask and depth are remapped to :attr:`camera` on load."""
 
     def __post_init__(self) -> None:
         self.image_path = Path(self.image_path)
@@ -160,6 +163,39 @@ class Scene:
             raise ReconError(f"{self.root}: sparse points have non-finite coordinates; fix or remove the point cloud")
         return self
 
+    @property
+    def distorted_frames(self) -> list[int]:
+        """Indices of frames whose camera carries lens distortion (see :mod:`recon.scene.undistort`)."""
+        from recon.scene.undistort import is_distorted
+
+        return [i for i, f in enumerate(self.frames) if f.camera is not None and is_distorted(f.camera)]
+
+    def undistorted(self) -> "Scene":
+        """This scene with every distorted camera replaced by its pinhole camera
+        (:func:`recon.scene.undistort.pinhole_for`); images, masks and depth maps are remapped as
+        they are decoded. Returns ``self`` when no camera is distorted. The files are untouched."""
+        import dataclasses
+
+        from recon.scene.undistort import pinhole_for
+
+        todo = set(self.distorted_frames)
+        if not todo:
+            return self
+        pins: dict[bytes, Camera] = {}
+        frames = []
+        for i, f in enumerate(self.frames):
+            if i not in todo:
+                frames.append(dataclasses.replace(f))
+                continue
+            cam = f.camera
+            key = b"".join(a.tobytes() for a in (cam.K, cam.dist)) + f"{cam.model}{cam.width}x{cam.height}".encode()
+            if key not in pins:
+                pins[key] = pinhole_for(cam)
+            pin = pins[key].copy()
+            pin.c2w = cam.c2w.copy()
+            frames.append(dataclasses.replace(f, camera=pin, source_camera=cam))
+        return dataclasses.replace(self, frames=frames, _cache=None)
+
     # ------------------------------------------------------------------------------------------
     # Lazy pixels. Nothing is decoded until asked for; results go through a bounded LRU cache.
 
@@ -207,6 +243,10 @@ class Scene:
         arr = decode(f.image_path)
         if f.camera is not None:
             arr = match_orientation(arr, f.image_path, (f.camera.width, f.camera.height))
+        if f.source_camera is not None:
+            from recon.scene.undistort import undistort_array
+
+            arr = undistort_array(arr, f.source_camera, f.camera)
         rgb, alpha = split_rgba(arr, bg)
         rgb = resize(rgb, size)
         alpha = None if alpha is None else resize(alpha, size)
@@ -243,7 +283,12 @@ class Scene:
         size = self._size(i, downscale)
 
         def load() -> np.ndarray:
-            return resize(read_mask(f.mask_path), size) >= 0.5
+            m = read_mask(f.mask_path)
+            if f.source_camera is not None:
+                from recon.scene.undistort import undistort_array
+
+                m = undistort_array(m, f.source_camera, f.camera)
+            return resize(m, size) >= 0.5
 
         return self.cache.get(("mask", str(f.mask_path), size), load)  # type: ignore[return-value]
 
@@ -261,7 +306,12 @@ class Scene:
         size = self._size(i, downscale)
 
         def load() -> np.ndarray:
-            return resize(read_depth(f.depth_path), size, nearest=True)
+            d = read_depth(f.depth_path)
+            if f.source_camera is not None:
+                from recon.scene.undistort import undistort_array
+
+                d = undistort_array(d, f.source_camera, f.camera, nearest=True)
+            return resize(d, size, nearest=True)
 
         return self.cache.get(("depth", str(f.depth_path), size), load)  # type: ignore[return-value]
 

@@ -59,6 +59,11 @@ class TrainConfig:
     """Weight of the depth loss at the start of training."""
     depth_weight_final: Optional[float] = None
     """Weight at the end of training, reached linearly (default: --depth-weight throughout)."""
+    init_points: Literal["auto", "scene", "triangulate", "random"] = field(default="auto", metadata={"hash_unless": "auto"})
+    """Where initial points come from: auto (the scene's sparse points; a scene with poses but no points
+    gets points triangulated from its training images with the poses fixed, cached in its work folder,
+    unless its images show an object on a plain or transparent background); scene (the scene's points,
+    random without); triangulate (always triangulate when the scene has none); random (ignore points)."""
     background: Literal["random", "white", "black", "scene"] = "random"
     """Background for RGBA captures during training (evaluation uses the scene's)."""
     checkpoint_every: int = field(default=1000, metadata=_NOHASH)
@@ -116,6 +121,9 @@ def hashed_options(cfg: TrainConfig) -> dict:
     out: dict[str, Any] = {"config_version": CONFIG_VERSION}
     for f in dataclasses.fields(cfg):
         if f.name == "model" or not f.metadata.get("hash", True) or f.name == "preset":
+            continue
+        # Options added after runs existed hash only away from the value that reproduces those runs.
+        if "hash_unless" in f.metadata and getattr(cfg, f.name) == f.metadata["hash_unless"]:
             continue
         out[f.name] = getattr(cfg, f.name)
     out["model"] = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)
