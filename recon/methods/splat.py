@@ -118,13 +118,11 @@ class SplatConfig:
             bad("refine_start", "must be >= 0")
 
 
-def estimate_init_box(scene: Scene) -> tuple[np.ndarray, float]:
-    """Centre ``[3]`` and half-size of a box the scene's content is likely to occupy.
-
-    Object-centric captures: the least-squares meeting point of the optical axes, with the half-size
-    seen by the narrowest view at the median camera distance. Otherwise (forward-facing, or axes
-    nearly parallel): a box in front of the mean camera, as wide as the camera spread.
-    """
+def object_centric_box(scene: Scene) -> Optional[tuple[np.ndarray, float]]:
+    """Centre ``[3]`` and half-size of the object an object-centric capture looks at: the
+    least-squares meeting point of the optical axes, with the half-size seen by the narrowest view at
+    the median camera distance; ``None`` when the axes do not meet in front of most cameras
+    (forward-facing captures, or axes nearly parallel)."""
     c2ws = np.stack([f.camera.c2w for f in scene.frames])
     origins = c2ws[:, :3, 3]
     dirs = c2ws[:, :3, 2]
@@ -135,7 +133,6 @@ def estimate_init_box(scene: Scene) -> tuple[np.ndarray, float]:
         P = np.eye(3) - np.outer(d, d)
         A += P
         b += P @ o
-    extent = scene.extent()
     w = np.linalg.eigvalsh(A)
     if w[0] > 0.05 * len(origins):
         center = np.linalg.solve(A, b)
@@ -147,7 +144,22 @@ def estimate_init_box(scene: Scene) -> tuple[np.ndarray, float]:
                 for f in scene.frames
             )
             return center, float(np.median(dist) * math.tan(half_fov))
-    center = origins.mean(0) + dirs.mean(0) * extent
+    return None
+
+
+def estimate_init_box(scene: Scene) -> tuple[np.ndarray, float]:
+    """Centre ``[3]`` and half-size of a box the scene's content is likely to occupy.
+
+    Object-centric captures: :func:`object_centric_box`. Otherwise (forward-facing, or axes nearly
+    parallel): a box in front of the mean camera, as wide as the camera spread.
+    """
+    box = object_centric_box(scene)
+    if box is not None:
+        return box
+    c2ws = np.stack([f.camera.c2w for f in scene.frames])
+    dirs = c2ws[:, :3, 2] / np.linalg.norm(c2ws[:, :3, 2], axis=1, keepdims=True)
+    extent = scene.extent()
+    center = c2ws[:, :3, 3].mean(0) + dirs.mean(0) * extent
     return center, float(extent)
 
 
@@ -168,11 +180,10 @@ class SplatMethod(Method):
             cols = None if scene.point_colors is None else np.asarray(scene.point_colors, dtype=np.float64) / 255.0
             self.init_source = f"{len(pts)} sparse points"
         else:
-            center, half = estimate_init_box(scene)
-            pts = splat_model.random_points_in_box(center, half, self.sc.init_num_points, seed=cfg.seed)
+            from recon.train.init_points import random_init
+
+            pts, self.init_source = random_init(scene, scene.indices("train"), self.sc.init_num_points, seed=cfg.seed)
             cols = None
-            self.init_source = (f"{len(pts)} random points in a box of half-size {half:.3g} around "
-                                f"{np.round(center, 3).tolist()}")
         self.params = splat_model.init_splats(
             pts, cols, self.sc.sh_degree, self.sc.init_opacity, self.sc.init_scale,
             seed=cfg.seed,

@@ -1080,7 +1080,11 @@ def read_llff(root: Path, background: Optional[tuple[float, float, float]] = Non
         check_intrinsics(cam, f"{pb_path} row {i}", "f (row element 14)")
         frames.append(Frame(image_path=img, camera=cam, name=img.stem))
     assign_default_splits(frames)
-    return Scene(frames=frames, root=root, format="llff", background=background)
+    bounds = pb[:, 15:17].astype(np.float64)
+    depth_range = None
+    if np.all(np.isfinite(bounds)) and np.all(bounds > 0) and np.all(bounds[:, 1] > bounds[:, 0]):
+        depth_range = (float(bounds[:, 0].min()), float(bounds[:, 1].max()))
+    return Scene(frames=frames, root=root, format="llff", background=background, depth_range=depth_range)
 
 
 # ----------------------------------------------------------------------------------------------

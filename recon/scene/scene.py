@@ -98,6 +98,7 @@ class Scene:
         background: RGB in [0, 1] used to composite RGBA images (``None``: images are RGB).
         applied_transform: ``[4, 4]`` transform already applied to the poses relative to the source
             data (identity when the poses are as stored).
+        depth_range: ``(near, far)`` depth bounds of the content (LLFF's), or ``None``.
     """
 
     frames: list[Frame]
@@ -107,6 +108,8 @@ class Scene:
     point_colors: Optional[np.ndarray] = None
     background: Optional[tuple[float, float, float]] = None
     applied_transform: np.ndarray = field(default_factory=lambda: np.eye(4))
+    depth_range: Optional[tuple[float, float]] = None
+    """``(near, far)`` scene depths the content lies between, when the format gives them (LLFF bounds)."""
     _cache: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

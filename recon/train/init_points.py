@@ -70,3 +70,73 @@ def prepare_points(scene: Scene, mode: str, train_idx: list[int], log: Callable[
     scene.points, scene.point_colors = tri.points, tri.colors
     log(f"[init] {tri.describe()}")
     return {"source": "triangulated", **{k: v for k, v in tri.report.items()}}
+
+
+def random_points_in_view_volume(scene: Scene, frames: list[int], n: int, near: float, far: float,
+                                 seed: int = 0, min_views: int = 2) -> np.ndarray:
+    """``n`` random points ``[n, 3]`` in the training cameras' common viewing volume.
+
+    Each candidate lies on the ray of a random pixel of a random training camera, at a depth drawn
+    uniformly in inverse depth between ``near`` and ``far`` (more points near, as the cameras see
+    them), and is kept only if at least ``min_views`` training cameras see it in front of their own
+    ``near``: no point floats in front of one camera where only that camera could explain it.
+    """
+    rng = np.random.default_rng(seed)
+    cams = [scene.frames[i].camera for i in frames]
+    w2c = np.stack([np.linalg.inv(c.c2w) for c in cams])
+    Ks = np.stack([c.K for c in cams])
+    size = np.array([[c.width, c.height] for c in cams], np.float64)
+    out, tries = [], 0
+    while sum(len(o) for o in out) < n and tries < 50:
+        tries += 1
+        m = 4 * n
+        k = rng.integers(0, len(cams), m)
+        uv = rng.uniform(0, 1, (m, 2)) * size[k]
+        x = (uv[:, 0] - Ks[k, 0, 2]) / Ks[k, 0, 0]
+        y = (uv[:, 1] - Ks[k, 1, 2]) / Ks[k, 1, 1]
+        z = 1.0 / rng.uniform(1.0 / far, 1.0 / near, m)
+        pc = np.stack([x * z, y * z, z, np.ones(m)], -1)
+        pw = np.einsum("kij,kj->ki", np.stack([cams[j].c2w for j in k]), pc)[:, :3]
+        seen = np.zeros(m, np.int64)
+        for j in range(len(cams)):
+            q = pw @ w2c[j, :3, :3].T + w2c[j, :3, 3]
+            zz = q[:, 2]
+            ok = zz > near
+            u = Ks[j, 0, 0] * q[:, 0] / np.where(ok, zz, 1) + Ks[j, 0, 2]
+            v = Ks[j, 1, 1] * q[:, 1] / np.where(ok, zz, 1) + Ks[j, 1, 2]
+            seen += ok & (u >= 0) & (u < size[j, 0]) & (v >= 0) & (v < size[j, 1])
+        out.append(pw[seen >= min(min_views, len(cams))])
+    pts = np.concatenate(out) if out else np.zeros((0, 3))
+    return pts[:n]
+
+
+def random_init(scene: Scene, frames: list[int], n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Random initial points when the scene has none: inside the common viewing volume between the
+    scene's depth bounds (LLFF's) when it has them; for object-centric captures (optical axes
+    meeting in front of the cameras) in the box around the object; otherwise in the viewing volume
+    between 5 % and 100 % of the camera spread in front of the cameras."""
+    from recon.methods.splat import estimate_init_box, object_centric_box
+
+    box = object_centric_box(scene)
+    if scene.depth_range is None and box is not None:
+        center, half = box
+        from recon.models.splats import random_points_in_box
+
+        return (random_points_in_box(center, half, n, seed=seed),
+                f"{n} random points in a box of half-size {half:.3g} around {np.round(center, 3).tolist()}")
+    if scene.depth_range is not None:
+        near, far = scene.depth_range
+        why = "the scene's depth bounds"
+    else:
+        _, half = estimate_init_box(scene)
+        near, far = 0.05 * half, 2.0 * half
+        why = "a depth range from the camera spread"
+    pts = random_points_in_view_volume(scene, frames, n, near, far, seed=seed)
+    if len(pts) < max(1, n // 10):
+        center, half = estimate_init_box(scene)
+        from recon.models.splats import random_points_in_box
+
+        return (random_points_in_box(center, half, n, seed=seed),
+                f"{n} random points in a box of half-size {half:.3g} (the cameras share too little view)")
+    return pts, (f"{len(pts)} random points in the viewing volume seen by 2+ training cameras, depth "
+                 f"{near:.3g}-{far:.3g} ({why})")
