@@ -85,6 +85,24 @@ def scene_info(path: Path | str) -> dict[str, Any]:
         sizes = Counter(image_size(f.image_path) for f in frames)
         models = Counter()
     times = [f.time for f in frames if f.time is not None]
+    distortion = None
+    if scene.has_poses and scene.distorted_frames:
+        from recon.scene.undistort import describe, pinhole_for
+
+        k = scene.distorted_frames
+        cam = frames[k[0]].camera
+        distortion = {"frames": len(k), "model": cam.model, "dist": cam.dist.tolist(),
+                      "training": describe(cam, pinhole_for(cam))}
+    if scene.points is not None and len(scene.points):
+        init = "the scene's sparse points"
+    elif scene.has_poses:
+        from recon.train.init_points import plain_background
+
+        init = ("random in the box the cameras look at (object on a plain background)"
+                if plain_background(scene, scene.indices("train")) else
+                "points triangulated from the training images with these poses (cached after the first run)")
+    else:
+        init = None
     return {
         "path": str(scene.root),
         "format": scene.format,
@@ -99,6 +117,9 @@ def scene_info(path: Path | str) -> dict[str, Any]:
         "times": None if not times else {"frames": len(times), "min": min(times), "max": max(times)},
         "sparse_points": 0 if scene.points is None else int(len(scene.points)),
         "background": None if scene.background is None else list(scene.background),
+        "distortion": distortion,
+        "training_init": init,
+        "depth_range": None if scene.depth_range is None else list(scene.depth_range),
         "videos": videos,
     }
 
@@ -137,6 +158,13 @@ def format_info(info: dict[str, Any]) -> str:
         t = info["times"]
         row("times", "none" if not t else f"{_count(t['frames'], total)}, {t['min']:.4g} to {t['max']:.4g}")
         row("sparse points", str(info["sparse_points"]) if info["sparse_points"] else "none")
+        d = info.get("distortion")
+        if info["poses"]:
+            row("distortion", "none (pinhole)" if not d else f"{_count(d['frames'], total)}: {d['training']}")
+        if info.get("training_init"):
+            row("training init", info["training_init"])
+        if info.get("depth_range"):
+            row("depth bounds", "{:.4g} to {:.4g}".format(*info["depth_range"]))
         if info.get("background") is not None:
             row("background", "(" + ", ".join(f"{v:g}" for v in info["background"]) + ") behind transparent pixels")
     vids = info["videos"]
