@@ -99,8 +99,8 @@ def rig_scene(tmp_path_factory):
 def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     m = Splat4DConfig(sh_degree=0, init_num_points=1500, refine_start=60, refine_every=50, reset_every=10_000,
                       refine_stop_fraction=0.6, max_gaussians=4_000, warmup_steps=100, num_nodes=64,
-                      rebind_every=50, lr_node_trans=0.04, lr_node_rot=0.02)
-    cfg = TrainConfig(method="splat4d", steps=400, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=m)
+                      rebind_every=50, lr_node_trans=0.04, lr_node_rot=0.02, keyframes=TIMES)
+    cfg = TrainConfig(method="splat4d", steps=800, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=m)
     tr = Trainer(cfg, rig_scene, tmp_path / "rig4d", log=lambda s: None)
     assert len(tr.method.warm_views) == CAMS - 1  # the warm-up trains the first time's 7 training views
     tr.train()
@@ -128,9 +128,11 @@ def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     print(f"held-out camera at all times: {res['psnr']:.2f} dB; box centroid error per time "
           f"{[round(e / extent * 100, 2) for e in errs]} % of the extent {extent:.2f}; median per-Gaussian "
           f"{[round(e / extent * 100, 2) for e in per]} %")
-    # Measured (400 steps, 32x32, loaded 2-core machine): centroid error up to 0.98-1.39 % of the extent
-    # over the six times (two runs), median per-Gaussian error up to 5.5-7 % (the 60-degree turn is only partly
-    # learnt), held-out camera 21.6-21.8 dB. The slide is 1.04 (about 30 % of the extent): a model that
-    # ignored the time would be off by that much at t = 1.
+    # Measured (800 steps, 32x32, 2-core machine shared with a training run): centroid error
+    # at most 1.21 and 1.53 % of the extent over the six times (two runs), median per-Gaussian error up to 3.3 % (the
+    # 60-degree turn is mostly learnt), held-out camera 23.0-23.5 dB. With every keyframe stepped at every
+    # step (--no-sparse-keyframes) the centroid stayed within 0.57 %, but that setting costs
+    # D-NeRF lego about 4 dB of training PSNR early on (docs/splat4d.md). The slide is 1.04 (about 30 %
+    # of the extent): a model that ignored the time would be off by that much at t = 1.
     assert max(errs) < 0.02 * extent
-    assert res["psnr"] > 19.5
+    assert res["psnr"] > 20.5

@@ -142,6 +142,15 @@ class ControlNodes(torch.nn.Module):
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         return q, tr, ds
 
+    def keyframes_at(self, t: float) -> list[int]:
+        """The keyframes whose values :meth:`at_time` blends at time ``t`` (one or two)."""
+        kf = self.keyframes
+        if kf == 1:
+            return [0]
+        u = min(max(float(t), 0.0), 1.0) * (kf - 1)
+        i0 = min(int(math.floor(u)), kf - 2)
+        return [i0] if u - i0 == 0.0 else [i0, i0 + 1]
+
     def bind(self, means: torch.Tensor, k: int) -> torch.Tensor:
         """Indices ``[N, k]`` (long) of each Gaussian's ``k`` nearest nodes (no gradient)."""
         idx = knn(means.detach().cpu().numpy(), self.pos.detach().cpu().numpy(), k)

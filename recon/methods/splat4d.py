@@ -70,6 +70,11 @@ class Splat4DConfig(SplatConfig):
     """Weight of the rigidity regulariser (neighbouring nodes move as one rigid body)."""
     rebind_every: int = 100
     """Steps between re-binding the Gaussians to their nearest nodes (also after every densification)."""
+    sparse_keyframes: bool = True
+    """Each step moves only the keyframes the view's time blends (the others keep their values)."""
+    motion_ramp_steps: int = 100
+    """Steps over which the motion's learning rates ramp up linearly after the warm-up (Adam's first
+    steps are full-size steps in noisy directions: without a ramp they tear the fresh model apart)."""
     warmup_rig_views: int = 3
     """Rigs: when at least this many training views share the first time, the warm-up trains on those
     views only (0: always on every view)."""
@@ -90,6 +95,8 @@ class Splat4DConfig(SplatConfig):
             bad("warmup_steps", "must be >= 0")
         if self.rebind_every < 1:
             bad("rebind_every", "must be at least 1")
+        if self.motion_ramp_steps < 0:
+            bad("motion_ramp_steps", "must be >= 0")
         if self.warmup_rig_views < 0:
             bad("warmup_rig_views", "must be >= 0")
         for name in ("lr_node_pos", "lr_node_trans", "lr_node_rot", "lr_node_scale", "lr_node_radius",
@@ -219,11 +226,30 @@ class Splat4DMethod(SplatMethod):
                 self._motion_p0 = float(progress)
             p0 = min(self._motion_p0, 0.999)
             decay = 0.01 ** (max(float(progress) - p0, 0.0) / (1.0 - p0))
+            ramp = self.dc.motion_ramp_steps
+            if ramp > 0:
+                decay *= min(1.0, (step + 1 - self.dc.warmup_steps) / ramp)
             base = self._node_lrs()
             for g in self.node_opt.param_groups:
                 g["lr"] = base[g["name"]] * (decay if g["name"] != "log_radius" else 1.0)
+            # Only the keyframes this view's time blends move: Adam would otherwise keep stepping
+            # every other keyframe by about the learning rate on stale momentum and on the
+            # regularisers' tiny gradients (measured on D-NeRF lego 400 steps after a 500-step
+            # warm-up: training PSNR 20.5 dB stepping every keyframe, 23.0 dB with the motion frozen,
+            # 24.4 dB stepping only the active keyframes).
+            t = out.aux.get("time")
+            held = None
+            if self.dc.sparse_keyframes:
+                active = self.nodes.keyframes_at(0.0 if t is None else float(t))
+                idle = [k for k in range(self.nodes.keyframes) if k not in active]
+                if idle:
+                    held = {n: getattr(self.nodes, n).detach()[:, idle].clone() for n in ("trans", "rot", "dscale")}
             self.node_opt.step()
             self.node_opt.zero_grad(set_to_none=True)
+            if held is not None:
+                with torch.no_grad():
+                    for n, v in held.items():
+                        getattr(self.nodes, n)[:, idle] = v
         n_before = self.num_primitives
         super().after_backward(step, out, progress)
         if self.nodes is not None and (self.num_primitives != n_before or (step + 1) % self.dc.rebind_every == 0):
