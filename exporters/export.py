@@ -17,6 +17,11 @@ key            file(s)                                    frame under ``--axes a
 ``mesh-usdz``  ``mesh.usdz`` (AR Quick Look package)      +Y up stage (upAxis "Y")
 =============  =========================================  ================================
 
+Dynamic (``splat4d``) runs add (:mod:`exporters.sequence`): ``splat-sequence``
+(``sequence/frame_NNNNN.ply`` + ``sequence/sequence.json``, frame as ``ply``), ``splat4d``
+(``splat4d/canonical.ply`` + ``deformation.safetensors`` + ``splat4d.json``, frame as ``ply``) and
+``splat4d-usd`` (``splats4d.usdc`` with time samples, frame as ``splat-usd``).
+
 The ``mesh-*`` formats share one mesh, extracted once per export from the filtered Gaussians
 (:func:`exporters.mesh.extract_mesh`: TSDF fusion of rendered depth, cleanup, decimation, UV
 unwrap, texture baked from the training views).
@@ -413,8 +418,15 @@ def export_run(
                 notes.append(f"{len(dyn_times)} time samples at {options.fps:g} fps")
         res = ExportResult(fmt, paths, time.perf_counter() - t0, count, frame, notes)
         results.append(res)
-        log(f"[{i}/{len(formats)}] {fmt:<9} {', '.join(p.name for p in paths)}  {human_size(res.bytes)}  {res.seconds:.2f} s")
+        log(f"[{i}/{len(formats)}] {fmt:<9} {_names(paths)}  {human_size(res.bytes)}  {res.seconds:.2f} s")
     return results
+
+
+def _names(paths: Sequence[Path]) -> str:
+    """File names for the log and the table; long lists (a frame sequence) shortened."""
+    if len(paths) <= 4:
+        return ", ".join(p.name for p in paths)
+    return f"{paths[0].name}, {paths[1].name} ... {paths[-1].name} ({len(paths)} files)"
 
 
 def human_size(n: int) -> str:
@@ -432,7 +444,7 @@ def summary_table(results: Sequence[ExportResult]) -> str:
     for r in results:
         extra = f" ({'; '.join(r.notes)})" if r.notes else ""
         rows.append(
-            f"| {r.format} | {', '.join(p.name for p in r.paths)} | {human_size(r.bytes)} | {r.gaussians} | "
+            f"| {r.format} | {_names(r.paths)} | {human_size(r.bytes)} | {r.gaussians} | "
             f"{r.seconds:.2f} s | {r.frame}{extra} |"
         )
     return "\n".join(rows)
