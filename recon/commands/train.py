@@ -279,6 +279,10 @@ def run_request(req: TrainRequest, log=print) -> int:
         return 130
     res = evaluate(trainer.method.renderer(), sc, cfg.downscale, cfg.eval_views, args.lpips_weights, log=log)
     metrics = write_outputs(run, trainer, sc, res, result)
+    gap = generalisation_warning(result.curves, res)
+    if gap is not None:
+        log(gap)
+        run.update(warnings=[gap])
     for cb in callbacks:
         cb.on_end(trainer, metrics)
     lp = "unavailable" if metrics["lpips"] is None else f"{metrics['lpips']:.4f}"
@@ -295,6 +299,32 @@ def run_request(req: TrainRequest, log=print) -> int:
     log(f"  export:  recon export {out} --format all")
     log(f"  view:    recon view {out}        video: recon render {out}")
     return 0
+
+
+GAP_WARN_DB = 6.0
+"""Held-out PSNR this far below training PSNR is reported as over-fitting, with a diagnosis."""
+
+
+def generalisation_warning(curves: dict, res: dict) -> Optional[str]:
+    """A warning with a diagnosis when held-out PSNR falls far below training PSNR (the mean of the
+    last tenth of the training curve), else ``None``. Only for a real held-out split."""
+    from recon.eval.evaluate import held_out
+
+    tr = [v for v in curves.get("psnr", []) if v == v]
+    if not tr or not held_out(res.get("split", "")):
+        return None
+    tail = tr[-max(1, len(tr) // 10):]
+    t = float(sum(tail) / len(tail))
+    h = float(res["psnr"])
+    if t - h < GAP_WARN_DB:
+        return None
+    worst = sorted(res.get("per_view", []), key=lambda r: r["psnr"])[:3]
+    names = ", ".join(f"{r['name']} {r['psnr']:.1f} dB" for r in worst)
+    return (f"[warn] held-out PSNR {h:.1f} dB is {t - h:.1f} dB below training PSNR {t:.1f} dB: the model "
+            f"explains the training photos but not new viewpoints. Weakest held-out views: {names}. Usual causes: "
+            "too few photos or too little overlap (every part of the scene should be seen by 3+ photos from "
+            "different angles), held-out views that look at regions no training photo covers, or exposure "
+            "changes between photos (--appearance); per-view figures are in metrics.json")
 
 
 def _distortion_record(sc) -> list:

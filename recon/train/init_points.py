@@ -78,8 +78,8 @@ def random_points_in_view_volume(scene: Scene, frames: list[int], n: int, near: 
 
     Each candidate lies on the ray of a random pixel of a random training camera, at a depth drawn
     uniformly in inverse depth between ``near`` and ``far`` (more points near, as the cameras see
-    them), and is kept only if at least ``min_views`` training cameras see it in front of their own
-    ``near``: no point floats in front of one camera where only that camera could explain it.
+    them), and is kept only if at least ``min_views`` training cameras see it beyond ``near`` and
+    no training camera sees it closer than ``near``: no point floats in front of a camera.
     """
     rng = np.random.default_rng(seed)
     cams = [scene.frames[i].camera for i in frames]
@@ -98,14 +98,17 @@ def random_points_in_view_volume(scene: Scene, frames: list[int], n: int, near: 
         pc = np.stack([x * z, y * z, z, np.ones(m)], -1)
         pw = np.einsum("kij,kj->ki", np.stack([cams[j].c2w for j in k]), pc)[:, :3]
         seen = np.zeros(m, np.int64)
+        close = np.zeros(m, bool)
         for j in range(len(cams)):
             q = pw @ w2c[j, :3, :3].T + w2c[j, :3, 3]
             zz = q[:, 2]
-            ok = zz > near
-            u = Ks[j, 0, 0] * q[:, 0] / np.where(ok, zz, 1) + Ks[j, 0, 2]
-            v = Ks[j, 1, 1] * q[:, 1] / np.where(ok, zz, 1) + Ks[j, 1, 2]
-            seen += ok & (u >= 0) & (u < size[j, 0]) & (v >= 0) & (v < size[j, 1])
-        out.append(pw[seen >= min(min_views, len(cams))])
+            front = zz > 1e-9
+            u = Ks[j, 0, 0] * q[:, 0] / np.where(front, zz, 1) + Ks[j, 0, 2]
+            v = Ks[j, 1, 1] * q[:, 1] / np.where(front, zz, 1) + Ks[j, 1, 2]
+            inside = front & (u >= 0) & (u < size[j, 0]) & (v >= 0) & (v < size[j, 1])
+            seen += inside & (zz >= near)
+            close |= inside & (zz < near)
+        out.append(pw[(seen >= min(min_views, len(cams))) & ~close])
     pts = np.concatenate(out) if out else np.zeros((0, 3))
     return pts[:n]
 
