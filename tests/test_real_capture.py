@@ -52,3 +52,21 @@ def test_overfitting_gap_is_reported_with_the_weakest_views():
     assert msg is not None and "12.4 dB below training PSNR 25.0 dB" in msg and "DSC_1 9.8 dB" in msg
     assert generalisation_warning({"psnr": [33.0] * 20}, dict(res, psnr=31.7)) is None
     assert generalisation_warning({"psnr": [33.0] * 20}, dict(res, split=TRAIN_FALLBACK)) is None
+
+
+def test_held_out_colour_protocol_fits_on_one_half_and_scores_the_other():
+    import torch
+
+    from recon.eval.evaluate import half_colour_fit_psnr
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(48, 64, 3, generator=g)
+    # A held-out photo with another exposure / white balance: the fit on the left half undoes it.
+    shifted = (gt * torch.tensor([0.8, 0.9, 1.1]) + 0.05).clamp(0, 1)
+    raw, fit = half_colour_fit_psnr(shifted, gt)
+    assert raw < 25 and fit > raw + 10, (raw, fit)
+    # Wrong content on the scored half is not hidden by the fit.
+    bad = gt.clone()
+    bad[:, 32:] = torch.rand(48, 32, 3, generator=g)
+    raw, fit = half_colour_fit_psnr(bad, gt)
+    assert fit < 12 and abs(fit - raw) < 1.0, (raw, fit)

@@ -52,6 +52,10 @@ def main(
     what = "views" if held_out(m["split"]) else "TRAINING views"
     print(f"[eval] {m['eval_views']} {what} ({m['split']}): PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, "
           f"LPIPS {lp}, {m['render_ms']:.1f} ms/view -> {mp}")
+    ap = m.get("appearance_protocol")
+    if ap and held_out(m["split"]):
+        print(f"[eval] colour protocol (affine colour fitted on each view's left half, right half scored): "
+              f"PSNR {ap['psnr']:.2f} dB (uncorrected {ap['psnr_uncorrected']:.2f} dB)")
     if m["lpips"] is None and m.get("lpips_note"):
         print(f"[eval] LPIPS unavailable: {m['lpips_note']}")
     return 0

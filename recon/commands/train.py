@@ -293,6 +293,10 @@ def run_request(req: TrainRequest, log=print) -> int:
         f"SSIM {metrics['ssim']:.4f}, LPIPS {lp}{size} | train {metrics['train_seconds']:.0f} s | "
         f"total {time.perf_counter() - t0:.0f} s"
     )
+    ap = metrics.get("appearance_protocol")
+    if ap and held_out(metrics["split"]):
+        log(f"[done] held-out colour protocol (affine colour fitted on each view's left half, right half scored): "
+            f"PSNR {ap['psnr']:.2f} dB (uncorrected {ap['psnr_uncorrected']:.2f} dB)")
     log(f"[done] run folder: {out}")
     log(f"  model:   {run.path('model')}")
     log(f"  metrics: {out / 'metrics.json'}   renders: {out / 'renders' / 'grid.png'}   curves: {out / 'curves.png'}")
