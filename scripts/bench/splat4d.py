@@ -3,7 +3,7 @@
 
     python scripts/bench/splat4d.py timing [--sizes 10000,30000,100000] [--threads 1]
     python scripts/bench/splat4d.py lego --run RUN [--static-minutes 14] [--out DIR]
-    python scripts/bench/splat4d.py static [--minutes 6] [--steps 5000] [--threads 0] [--out DIR]
+    python scripts/bench/splat4d.py static [--minutes 6] [--steps 5000] [--threads 0] [--res 128] [--warmup 1000] [--out DIR]
 
 ``timing``: one training step's forward + backward, split into the deformation and the
 rasterization (200x200 view of random Gaussians), for recon's control nodes (512 nodes x 25
@@ -215,13 +215,14 @@ def _run_options(rf) -> list[str]:
     return [f"--max-minutes {c['max_minutes']}"] if c.get("max_minutes") else []
 
 
-def bench_static(minutes: float, out: Path, steps: int = 5000, threads: int = 0) -> None:
+def bench_static(minutes: float, out: Path, steps: int = 5000, threads: int = 0, res: int = 128,
+                 warmup: int = 1000) -> None:
     from recon.scene.readers import load_scene
 
-    scene_dir = out / "turntable-40"
+    scene_dir = out / ("turntable-40" if res == 128 else f"turntable-40-{res}")
     if not (scene_dir / "transforms.json").exists():
         subprocess.run([sys.executable, "-m", "recon.cli", "scene", "synth", "turntable", str(scene_dir),
-                        "--views", "40", "--res", "128"], check=True)
+                        "--views", "40", "--res", str(res)], check=True)
     scene = load_scene(scene_dir, background=(1.0, 1.0, 1.0))
     timed = copy.copy(scene)
     timed.frames = [copy.copy(f) for f in scene.frames]
@@ -231,9 +232,11 @@ def bench_static(minutes: float, out: Path, steps: int = 5000, threads: int = 0)
     rows = []
     for method, sc in (("splat", scene), ("splat4d", timed)):
         print(f"[bench] {method} on {scene_dir} ({minutes} min)", flush=True)
-        r, done, secs, ng = train_in_process(method, sc, out / f"static-{method}", minutes, steps, threads)
+        extra = {"warmup_steps": warmup} if method == "splat4d" else {}
+        r, done, secs, ng = train_in_process(method, sc, out / f"static-{method}-{res}", minutes, steps, threads, **extra)
         rows.append((method, done, round(secs), ng, score(r, timed, 1.0, "test")))
-    print(f"\ncommand: python scripts/bench/splat4d.py static --minutes {minutes} --steps {steps} --threads {threads}\n")
+    print(f"\ncommand: python scripts/bench/splat4d.py static --minutes {minutes} --steps {steps} --threads {threads} "
+          f"--res {res} --warmup {warmup}\n")
     print("| method | steps | train s | Gaussians | test PSNR (dB) | test SSIM |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, steps, secs, ng, te in rows:
@@ -255,6 +258,8 @@ def main() -> int:
     st = sub.add_parser("static")
     st.add_argument("--minutes", type=float, default=6.0)
     st.add_argument("--steps", type=int, default=5000)
+    st.add_argument("--res", type=int, default=128)
+    st.add_argument("--warmup", type=int, default=1000, help="splat4d's static warm-up steps")
     st.add_argument("--threads", type=int, default=0)
     st.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
     a = ap.parse_args()
@@ -263,7 +268,7 @@ def main() -> int:
     elif a.case == "lego":
         bench_lego(a.run, a.static_minutes, a.out, a.threads)
     else:
-        bench_static(a.minutes, a.out, a.steps, a.threads)
+        bench_static(a.minutes, a.out, a.steps, a.threads, a.res, a.warmup)
     return 0
 
 
