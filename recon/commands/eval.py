@@ -54,7 +54,7 @@ def main(
           f"LPIPS {lp}, {m['render_ms']:.1f} ms/view -> {mp}")
     ap = m.get("appearance_protocol")
     if ap and held_out(m["split"]):
-        print(f"[eval] colour protocol (affine colour fitted on each view's left half, right half scored): "
+        print(f"[eval] colour protocol (gain and offset per channel fitted on each view's left half, right half scored): "
               f"PSNR {ap['psnr']:.2f} dB (uncorrected {ap['psnr_uncorrected']:.2f} dB)")
     if m["lpips"] is None and m.get("lpips_note"):
         print(f"[eval] LPIPS unavailable: {m['lpips_note']}")

@@ -295,7 +295,7 @@ def run_request(req: TrainRequest, log=print) -> int:
     )
     ap = metrics.get("appearance_protocol")
     if ap and held_out(metrics["split"]):
-        log(f"[done] held-out colour protocol (affine colour fitted on each view's left half, right half scored): "
+        log(f"[done] held-out colour protocol (gain and offset per channel fitted on each view's left half, right half scored): "
             f"PSNR {ap['psnr']:.2f} dB (uncorrected {ap['psnr_uncorrected']:.2f} dB)")
     log(f"[done] run folder: {out}")
     log(f"  model:   {run.path('model')}")
