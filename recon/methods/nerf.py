@@ -245,7 +245,26 @@ class NerfRenderer:
             out.alpha = torch.cat(alphas).reshape(H, W, 1)
         if "depth" in outputs:
             out.depth = torch.cat(depths).reshape(H, W, 1)
+        if "normals" in outputs:
+            out.normals = self._normals(rays, H, W)
         return out
+
+    def _normals(self, rays: Rays, H: int, W: int) -> torch.Tensor:
+        """``[H, W, 3]`` world-space unit normals composited with the colour's weights
+        (:mod:`recon.nerf.surface`); zero where nothing is hit."""
+        from recon.nerf.surface import decode_normals, normal_field
+
+        if getattr(self, "_normal_field", None) is None:
+            self._normal_field = normal_field(self.field)
+        nf, out = self._normal_field, []
+        with torch.no_grad():
+            for a in range(0, len(rays), self.chunk):
+                r = rays.slice(a, a + self.chunk)
+                if nf.device.type != "cpu":
+                    r = Rays(*(t.to(nf.device) for t in (r.origins, r.dirs, r.near, r.offsets, r.zscale)))
+                C, _, T = render_rays(nf, r, sh_basis(r.dirs, 0), self.t_stop)
+                out.append(decode_normals(C, T).cpu())
+        return torch.cat(out).reshape(H, W, 3)
 
     def stats(self) -> dict[str, float]:
         return {"voxels": float(self.field.num_voxels)}
