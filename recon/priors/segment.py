@@ -92,22 +92,28 @@ class Sam2Segmenter:
     """SAM 2 image predictor on one prompt at a time (points and/or a box; the best of SAM's three
     candidate masks by its predicted IoU when the prompt is a single point)."""
 
-    def __init__(self, spec: str, device: str = "auto") -> None:
-        folder = check_sam2_folder(spec)
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        try:
+    def __init__(self, spec: str, device: str = "auto", _checked: bool = False, option: str = "--segmenter sam2:") -> None:
+        folder = Path(spec) if _checked else check_sam2_folder(spec)
+        if _checked:  # `recon process --segment-model`: a sam2 or sam2_video folder, checked by the caller
+            model, missing = _load_transformers_model("Sam2Model", folder, spec, option)
+            if any(k.startswith(("vision_encoder", "mask_decoder", "prompt_encoder")) for k in missing):
+                raise ReconError(f"{option} {spec}: {folder} lacks SAM 2 image weights ({missing[0]}, ...); {SEGMENT_HINT}")
             import torch
-            from transformers import Sam2Model
-            from transformers.utils import logging as hf_logging
-        except ImportError as e:
-            raise ReconError(f"SAM 2 needs transformers >= 4.56 ({e}): install recon's 'priors' extra, or pass --segmenter grabcut") from None
-        hf_logging.disable_progress_bar()
-        try:
-            model = Sam2Model.from_pretrained(str(folder), local_files_only=True)
-        except Exception as e:
-            msg = " ".join(str(e).split())[:300]
-            raise ReconError(f"--segmenter sam2:{spec}: cannot load {folder} ({type(e).__name__}: {msg})") from None
+        else:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            try:
+                import torch
+                from transformers import Sam2Model
+                from transformers.utils import logging as hf_logging
+            except ImportError as e:
+                raise ReconError(f"SAM 2 needs transformers >= 4.56 ({e}): install recon's 'priors' extra, or pass --segmenter grabcut") from None
+            hf_logging.disable_progress_bar()
+            try:
+                model = Sam2Model.from_pretrained(str(folder), local_files_only=True)
+            except Exception as e:
+                msg = " ".join(str(e).split())[:300]
+                raise ReconError(f"--segmenter sam2:{spec}: cannot load {folder} ({type(e).__name__}: {msg})") from None
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = model.eval().to(device)
@@ -339,3 +345,285 @@ def views_of(names: Sequence[str]) -> dict[str, int]:
         out.setdefault(Path(n).name, i)
         out.setdefault(Path(n).stem, i)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Models for `recon process --segment`: SAM 2 video propagation and automatic masks
+# ----------------------------------------------------------------------------------------------
+
+SEGMENT_HINT = (
+    "pass --segment-model /path/to/sam2-folder (config.json of model_type 'sam2_video' or 'sam2' and "
+    "model.safetensors, e.g. saved by save_pretrained) or a model ID already in the Hugging Face cache, "
+    "or --segment-model grabcut with --segment-box (no weights)"
+)
+
+
+def check_segment_model(spec: str, model_types: Sequence[str], label: str, option: str = "--segment-model",
+                        hint: str = SEGMENT_HINT) -> Path:
+    """The SAM 2 folder for ``--segment-model`` after cheap checks (no torch): it exists or is cached,
+    has ``config.json`` of one of ``model_types`` and a weights file. One-line :class:`ReconError`
+    naming the option otherwise."""
+    import json
+
+    from recon.priors.depth import resolve_model_folder
+
+    folder = resolve_model_folder(spec, option=option, hint=hint)
+    given = f"{option} {spec}"
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ReconError(f"{given}: {folder} has no config.json; {hint}")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ReconError(f"{cfg_path}: unreadable model config ({e}); {hint}") from None
+    mtype = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if mtype not in model_types:
+        want = " or ".join(repr(t) for t in model_types)
+        raise ReconError(f"{given}: {cfg_path} is a {mtype!r} model, not {label} (model_type {want}); {hint}")
+    if not any((folder / n).is_file() for n in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
+        raise ReconError(f"{given}: {folder} has no weights (model.safetensors); {hint}")
+    return folder
+
+
+def _load_transformers_model(cls_name: str, folder: Path, spec: str, option: str):
+    """``transformers.<cls_name>.from_pretrained(folder)`` offline, with one-line errors. Returns
+    ``(model, missing_keys)``."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import transformers
+        from transformers.utils import logging as hf_logging
+
+        cls = getattr(transformers, cls_name)
+    except (ImportError, AttributeError) as e:
+        raise ReconError(f"{option} needs transformers >= 4.56 with {cls_name} ({e}): install recon's 'priors' extra, "
+                         "or pass --segment-model grabcut") from None
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a sam2 config loaded as sam2_video warns; we check the weights ourselves
+    try:
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:300]
+        raise ReconError(f"{option} {spec}: cannot load {folder} ({type(e).__name__}: {msg})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, list(info.get("missing_keys", []))
+
+
+def _device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def sam_input(image: np.ndarray, size: int):
+    """uint8 ``[H, W, 3]`` -> SAM 2's input ``[1, 3, size, size]``: antialiased bilinear resize to the
+    square, ImageNet normalisation (what SAM 2's image and video processors do)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(image)).float().div(255.0).permute(2, 0, 1)[None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(SAM_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(SAM_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class _LazyFrames(dict):
+    """The video session's frame store, filled on demand: ``frames[k]`` decodes and preprocesses frame
+    ``k`` when SAM 2 asks for it (two kept), so a long capture never sits in memory at 1024²."""
+
+    def __init__(self, count: int, load) -> None:
+        super().__init__({k: None for k in range(count)})
+        self._load = load
+        self._recent: dict[int, object] = {}
+
+    def __getitem__(self, k):
+        if k not in self._recent:
+            if len(self._recent) >= 2:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[k] = self._load(k)
+        return self._recent[k]
+
+
+class Sam2VideoPropagator:
+    """SAM 2 video predictor (transformers' ``Sam2VideoModel``): prompts on one or more frames of a
+    sequence, one object, propagated forward through the sequence with SAM 2's memory.
+
+    recon builds the inference session itself (frames resized to the model's square input and
+    normalised as SAM 2's video processor does; prompts scaled to that square, a box as SAM 2's two
+    corner points), so the processor and its torchvision dependency are not needed.
+    """
+
+    def __init__(self, spec: str, device: str = "auto") -> None:
+        folder = check_segment_model(spec, ("sam2_video", "sam2"), "SAM 2")
+        model, missing = _load_transformers_model("Sam2VideoModel", folder, spec, "--segment-model")
+        memory = [k for k in missing if k.startswith(("memory_", "mask_downsample", "temporal_positional", "no_memory",
+                                                     "occlusion_spatial", "no_object_pointer"))]
+        if memory:
+            raise ReconError(f"--segment-model {spec}: {folder} has no video-memory weights ({memory[0]}, ...): it is an "
+                             "image-only SAM 2 checkpoint; pass the full SAM 2 checkpoint, or leave out the prompts "
+                             "for automatic masks")
+        self.device = _device(device)
+        self.model = model.eval().to(self.device)
+        size = model.config.image_size
+        self.size = int(size[0] if isinstance(size, (list, tuple)) else size)
+        self.name = f"sam2-video:{spec}"
+        self.folder = folder
+
+    def propagate(self, count: int, height: int, width: int, load, prompts: dict[int, Prompt], progress=None):
+        """Masks of one object over a sequence of ``count`` frames (all ``height × width``).
+
+        Args:
+            load: ``load(k)`` -> uint8 ``[H, W, 3]`` image of sequence position ``k``.
+            prompts: sequence position -> :class:`Prompt` (points and/or a box). Propagation starts at
+                the earliest prompted position and runs forward; positions before it are tracked backward.
+            progress: called with the number of frames done.
+
+        Yields ``(position, bool [H, W] mask, object score logit)``.
+        """
+        import torch
+        import torch.nn.functional as F
+        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+        sess = Sam2VideoInferenceSession(video=None, video_height=height, video_width=width, inference_device=self.device,
+                                         inference_state_device=self.device, video_storage_device="cpu", dtype=torch.float32)
+        sess.processed_frames = _LazyFrames(count, lambda k: sam_input(load(k), self.size)[0])
+        sx, sy = self.size / width, self.size / height
+        obj = sess.obj_id_to_idx(1)
+        for k, p in sorted(prompts.items()):
+            pts = [[x * sx, y * sy] for x, y in p.points]
+            labels = list(p.labels)
+            if p.box is not None:
+                x0, y0, x1, y1 = p.box
+                pts = [[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]] + pts
+                labels = [2, 3] + labels  # SAM 2's box corners
+            sess.add_point_inputs(obj, k, {
+                "point_coords": torch.tensor([[pts]], dtype=torch.float32),
+                "point_labels": torch.tensor([[labels]], dtype=torch.int32),
+            })
+        start = min(prompts)
+        done = 0
+
+        def result(o):
+            logits = o.pred_masks[0:1].float()
+            up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            return (up > 0).cpu().numpy(), float(o.object_score_logits.flatten()[0])
+
+        with torch.inference_mode():
+            for k in sorted(prompts):  # the prompted frames first: they condition everything else
+                sess.obj_with_new_inputs = [1]
+                o = self.model(sess, frame_idx=k)
+                m, s = result(o)
+                done += 1
+                if progress:
+                    progress(done)
+                yield k, m, s
+            for o in self.model.propagate_in_video_iterator(sess, start_frame_idx=start):
+                if o.frame_idx in prompts:
+                    continue
+                m, s = result(o)
+                done += 1
+                if progress:
+                    progress(done)
+                yield o.frame_idx, m, s
+            if start > 0:
+                for o in self.model.propagate_in_video_iterator(sess, start_frame_idx=start, reverse=True):
+                    if o.frame_idx in prompts:
+                        continue
+                    m, s = result(o)
+                    done += 1
+                    if progress:
+                        progress(done)
+                    yield o.frame_idx, m, s
+
+
+@dataclass
+class AutoMaskOptions:
+    """SAM 2 automatic masks: a ``points_per_side²`` grid of single-point prompts, each giving SAM's
+    three candidate masks; kept when SAM's predicted IoU >= ``pred_iou`` and the stability score
+    (IoU of the mask thresholded at logit +1 and at -1) >= ``stability``; de-duplicated by mask IoU
+    > ``nms_iou`` (the higher predicted IoU wins); masks smaller than ``min_area`` of the image dropped."""
+
+    points_per_side: int = 16
+    pred_iou: float = 0.8
+    stability: float = 0.9
+    nms_iou: float = 0.7
+    min_area: float = 0.001
+    batch: int = 64
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression on boolean masks ``[N, h, w]``: indices kept, best score first;
+    a mask is dropped when its IoU with a kept one exceeds ``iou``."""
+    n = len(masks)
+    if n == 0:
+        return []
+    flat = masks.reshape(n, -1).astype(np.float32)
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    union = area[:, None] + area[None, :] - inter
+    ious = inter / np.maximum(union, 1.0)
+    keep: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(ious[i, j] <= iou for j in keep):
+            keep.append(int(i))
+    return keep
+
+
+def automatic_masks(seg: "Sam2Segmenter", image: np.ndarray, opts: AutoMaskOptions) -> tuple[np.ndarray, list[dict]]:
+    """Every segment SAM 2 finds in ``image`` (uint8 ``[H, W, 3]``), as an id map.
+
+    Returns ``(ids uint16 [H, W], segments)``: 0 = no segment; segment ``k`` (1-based, in the order
+    of ``segments``) has ``{"id", "pred_iou", "stability", "area", "bbox": [x0, y0, x1, y1]}``.
+    Overlaps are painted largest first, so a smaller segment on top of a larger one stays visible.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    H, W = image.shape[:2]
+    n = int(opts.points_per_side)
+    g = (np.arange(n) + 0.5) / n * seg.size
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)  # (x, y) in the model's square
+    emb = seg._embed(image, "auto")
+    lows, scores, stab = [], [], []
+    with torch.no_grad():
+        for b in range(0, len(grid), opts.batch):
+            pts = torch.tensor(grid[b : b + opts.batch], dtype=torch.float32, device=seg.device)[None, :, None, :]
+            lab = torch.ones(pts.shape[:3], dtype=torch.long, device=seg.device)
+            out = seg.model(image_embeddings=emb, input_points=pts, input_labels=lab, multimask_output=True)
+            logits = out.pred_masks[0].float()  # [P, 3, h, w]
+            hi, lo = (logits > 1.0).flatten(2).sum(-1), (logits > -1.0).flatten(2).sum(-1)
+            stab.append((hi.float() / lo.clamp_min(1).float()).flatten().cpu().numpy())
+            scores.append(out.iou_scores[0].float().flatten().cpu().numpy())
+            lows.append(logits.flatten(0, 1).cpu())
+    logits = torch.cat(lows)
+    score, stability = np.concatenate(scores), np.concatenate(stab)
+    low = (logits > 0).numpy()
+    ok = (score >= opts.pred_iou) & (stability >= opts.stability) & (low.reshape(len(low), -1).mean(1) >= opts.min_area)
+    idx = np.nonzero(ok)[0]
+    keep = [int(idx[k]) for k in mask_nms(low[idx], score[idx], opts.nms_iou)]
+    masks = []
+    for i in keep:
+        up = F.interpolate(logits[i][None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0] > 0
+        m = up.numpy()
+        if m.mean() >= opts.min_area:
+            masks.append((i, m))
+    masks.sort(key=lambda t: -int(t[1].sum()))
+    ids = np.zeros((H, W), np.uint16)
+    segments = []
+    for k, (i, m) in enumerate(masks[:65535]):
+        ids[m] = k + 1
+        ys, xs = np.nonzero(m)
+        segments.append({"id": k + 1, "pred_iou": round(float(score[i]), 4), "stability": round(float(stability[i]), 4),
+                         "area": int(m.sum()), "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]})
+    for s in segments:  # what is left visible after the smaller segments were painted on top
+        s["visible_area"] = int((ids == s["id"]).sum())
+    return ids, segments
+
+
+def load_sam2_image_model(spec: str, device: str = "auto") -> "Sam2Segmenter":
+    """``Sam2Model`` for automatic masks from ``--segment-model`` (a ``sam2`` or ``sam2_video`` folder)."""
+    folder = check_segment_model(spec, ("sam2", "sam2_video"), "SAM 2")
+    return Sam2Segmenter(str(folder), device, _checked=True, option="--segment-model")

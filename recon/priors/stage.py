@@ -172,8 +172,9 @@ def _stems(frames) -> list[str]:
     return out
 
 
-def _prepare_out(scene, src: Path, out_dir: Optional[Path]) -> tuple[Path, bool]:
-    """The processed folder to write into, and whether it is ``src`` itself (a recon output)."""
+def _prepare_out(scene, src: Path, out_dir: Optional[Path], what: str = "depth") -> tuple[Path, bool]:
+    """The processed folder to write into, and whether it is ``src`` itself (a recon output).
+    ``what`` names the stage in errors."""
     from recon.capture.ingest import is_output_dir
 
     if out_dir is None and is_output_dir(src):
@@ -185,17 +186,22 @@ def _prepare_out(scene, src: Path, out_dir: Optional[Path]) -> tuple[Path, bool]
     out = Path(out_dir).expanduser()
     s, o = Path(os.path.abspath(src)), Path(os.path.abspath(out))
     if o == s or o in s.parents:
-        raise ReconError(f"depth: output folder {out} must not be the scene folder or one of its parents")
+        raise ReconError(f"{what}: output folder {out} must not be the scene folder or one of its parents")
     if is_output_dir(o):
         return o, o == s
     if o.exists() and (not o.is_dir() or any(o.iterdir())):
-        raise ReconError(f"depth: {out} is a non-empty folder that recon did not write; pick a new or empty folder")
+        raise ReconError(f"{what}: {out} is a non-empty folder that recon did not write; pick a new or empty folder")
     return o, False
 
 
-def _write_copy(scene, out: Path, depth_paths: dict[int, Path]) -> None:
+def _write_copy(scene, out: Path, depth_paths: Optional[dict[int, Path]], mask_paths: Optional[dict[int, Path]] = None,
+                written_by: str = "recon process --depth") -> None:
     """A processed copy of a posed scene in ``out``: links to its images (and masks) under
-    ``out/images`` (``out/masks``), its cameras in ``out/transforms.json``, the depth maps."""
+    ``out/images`` (``out/masks``), its cameras in ``out/transforms.json``, the depth maps.
+
+    ``depth_paths``: the frames' new depth maps (``None``: keep the scene's own depths, linked under
+    ``out/depths``); ``mask_paths``: new masks for some frames (the segmentation stage), which
+    replace the scene's own (the stage has combined them into its masks)."""
     from recon.capture.ingest import OUTPUT_MARKER
     from recon.io_utils import atomic_write_text
     from recon.scene.writers import write_transforms_json
@@ -203,9 +209,10 @@ def _write_copy(scene, out: Path, depth_paths: dict[int, Path]) -> None:
     frames = []
     for i, f in enumerate(scene.frames):
         g = type(f)(**{**f.__dict__})
-        for attr, sub in (("image_path", "images"), ("mask_path", "masks")):
+        links = [("image_path", "images"), ("mask_path", "masks")] + ([("depth_path", "depths")] if depth_paths is None else [])
+        for attr, sub in links:
             p = getattr(f, attr)
-            if p is None:
+            if p is None or (attr == "mask_path" and mask_paths is not None and i in mask_paths):
                 continue
             try:
                 rel = Path(os.path.relpath(os.path.abspath(p), os.path.abspath(scene.root)))
@@ -221,12 +228,15 @@ def _write_copy(scene, out: Path, depth_paths: dict[int, Path]) -> None:
                 link.unlink()
             os.symlink(os.path.abspath(p), link)
             setattr(g, attr, link)
-        g.depth_path = depth_paths.get(i)
+        if depth_paths is not None:
+            g.depth_path = depth_paths.get(i)
+        if mask_paths is not None and i in mask_paths:
+            g.mask_path = mask_paths[i]
         frames.append(g)
     from dataclasses import replace
 
     copy = replace(scene, frames=frames, root=out)
-    atomic_write_text(out / OUTPUT_MARKER, json.dumps({"written_by": "recon process --depth", "source": str(scene.root)}) + "\n")
+    atomic_write_text(out / OUTPUT_MARKER, json.dumps({"written_by": written_by, "source": str(scene.root)}) + "\n")
     write_transforms_json(copy, out / "transforms.json")
 
 
