@@ -385,6 +385,28 @@ def check_segment_model(spec: str, model_types: Sequence[str], label: str, optio
     return folder
 
 
+def has_video_memory(folder: Path) -> Optional[bool]:
+    """Whether the checkpoint in ``folder`` holds SAM 2's video-memory weights (memory attention and
+    encoder), read from the safetensors header only; None when that cannot be told cheaply."""
+    import json
+
+    names: list[str] = []
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            names = list(json.loads(index.read_text()).get("weight_map", {}))
+        elif (folder / "model.safetensors").is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+                names = list(f.keys())
+    except Exception:
+        return None
+    if not names:
+        return None
+    return any(n.startswith(("memory_attention.", "memory_encoder.")) for n in names)
+
+
 def _load_transformers_model(cls_name: str, folder: Path, spec: str, option: str):
     """``transformers.<cls_name>.from_pretrained(folder)`` offline, with one-line errors. Returns
     ``(model, missing_keys)``."""

@@ -108,7 +108,11 @@ def check_options(opts: SegmentStageOptions) -> str:
             raise ReconError("--segment-model grabcut needs a box: --segment-box FRAME:x0,y0,x1,y1 (clicks alone need SAM 2)")
         return kind
     if kind == "propagate":
-        S.check_segment_model(opts.model, ("sam2_video", "sam2"), "SAM 2")
+        folder = S.check_segment_model(opts.model, ("sam2_video", "sam2"), "SAM 2")
+        if S.has_video_memory(folder) is False:
+            raise ReconError(f"--segment-model {opts.model}: {folder} has no video-memory weights (memory_attention.*): "
+                             "it is an image-only SAM 2 checkpoint; pass the full SAM 2 checkpoint, or leave out the "
+                             "prompts for automatic masks")
     else:
         S.check_segment_model(opts.model, ("sam2", "sam2_video"), "SAM 2")
     return kind
@@ -334,10 +338,10 @@ def write_segment_priors(
         res.reused = n - len(todo)
         segments = cache.get("segments", {}) if cache.get("kind") == "auto" else {}
         if todo:
+            seg = S.load_sam2_image_model(opts.model, opts.device)  # fails before anything is written
             dirs["ids"].mkdir(parents=True, exist_ok=True)
             if opts.previews:
                 dirs["preview"].mkdir(parents=True, exist_ok=True)
-            seg = S.load_sam2_image_model(opts.model, opts.device)
             prog = ProgressLine(log, "segment (automatic masks)", len(todo))
             for k, i in enumerate(todo):
                 img = load_rgb(scene, i)
@@ -372,13 +376,13 @@ def write_segment_priors(
         objects: dict[int, np.ndarray] = {}
         scores: dict[int, Optional[float]] = {}
         if opts.force or not have:
-            dirs["objects"].mkdir(parents=True, exist_ok=True)
             prog = ProgressLine(log, f"segment ({'grabcut' if kind == 'grabcut' else 'SAM 2 video'})", n)
             if kind == "grabcut":
                 seq = _grabcut_sequence(scene, order, parent, prompts, opts.grabcut_grow, prog)
             else:
-                model = S.Sam2VideoPropagator(opts.model, opts.device)
+                model = S.Sam2VideoPropagator(opts.model, opts.device)  # fails before anything is written
                 seq = _sam2_sequence(scene, order, prompts, model, sizes[0], prog)
+            dirs["objects"].mkdir(parents=True, exist_ok=True)
             for i, m, score in seq:
                 objects[i], scores[i] = m, score
                 _png(dirs["objects"] / f"{stems[i]}.png", m.astype(np.uint8) * 255)

@@ -1,6 +1,6 @@
-"""``recon process SCENE [--out DIR] [--depth --depth-model PATH|ID|sfm] [--enhance STEPS]``: photos
-or videos to posed, undistorted frames (SfM), optionally with monocular depth priors
-(docs/priors.md) and enhanced frames (docs/enhance.md)."""
+"""``recon process SCENE [--out DIR] [--depth --depth-model PATH|ID|sfm] [--segment --segment-model PATH|ID|grabcut]
+[--enhance STEPS]``: photos or videos to posed, undistorted frames (SfM), optionally with monocular
+depth priors, segmentation masks (docs/priors.md) and enhanced frames (docs/enhance.md)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def main(
     depth_align: Literal["auto", "depth", "inverse", "none"] = "auto",
     depth_fill: Literal["none", "nearest"] = "none",
     depth_device: str = "auto",
+    segment: bool = False,
+    segment_model: Optional[str] = None,
+    segment_prompt: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
+    segment_negative: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
+    segment_box: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
+    segment_mode: Literal["drop", "keep"] = "drop",
+    segment_points_per_side: int = 16,
+    segment_min_score: float = 0.8,
+    segment_min_stability: float = 0.9,
+    segment_device: str = "auto",
     enhance: Optional[str] = None,
     enhance_masks: Optional[Path] = None,
     enhance_mask_ids: tuple[int, ...] = (),
@@ -57,6 +67,25 @@ def main(
             depth for metric ones), "depth", "inverse" or "none" (metric models: metres as predicted).
         depth_fill: --depth-model sfm only: pixels outside the SfM points' hull, "none" (unknown) or "nearest".
         depth_device: torch device for the depth model ("auto": CUDA when available, else CPU).
+        segment: also write segmentation masks (docs/priors.md) under ``segmentation/``. With
+            prompts (``--segment-prompt``/``--segment-box`` on one frame), one object is followed
+            through every frame and each frame's ``mask_path`` points at a training mask that drops
+            the object from the loss (or keeps only it, ``--segment-mode keep``). Without prompts,
+            SAM 2's automatic masks are written as id maps (``segmentation/ids/STEM.png``).
+        segment_model: a SAM 2 folder (save_pretrained layout, model_type sam2_video for
+            propagation) or a model ID already in the Hugging Face cache (nothing is downloaded), or
+            "grabcut": GrabCut from the box, propagated frame to frame, no weights. Implies --segment.
+        segment_prompt: FRAME:x,y, a click on the object in pixels of that frame's image (FRAME: the
+            image's name, stem or index); repeat for more clicks.
+        segment_negative: FRAME:x,y, a click on what is not the object.
+        segment_box: FRAME:x0,y0,x1,y1, a box around the object (one per frame).
+        segment_mode: "drop": leave the object out of the training loss (people, cars); "keep":
+            train only the object.
+        segment_points_per_side: automatic masks: prompts on an N x N grid.
+        segment_min_score: automatic masks: least SAM 2 predicted IoU a mask needs.
+        segment_min_stability: automatic masks: least stability score (IoU of the mask at logit
+            thresholds +1 and -1).
+        segment_device: torch device for SAM 2 ("auto": CUDA when available, else CPU).
         enhance: 2D steps run on the posed frames before training (docs/enhance.md), comma-separated
             ``NAME[:ARG][:KEY=VALUE]``: e.g. ``denoise,sr:model.pth``; `recon plugins` lists them. The
             processed frames go to ``OUT/enhanced/images`` with ``OUT/enhanced/manifest.json``; the
@@ -80,6 +109,23 @@ def main(
             raise ReconError(f"--depth needs --depth-model: {MISSING_WEIGHTS_HINT}")
         if depth_model.lower() != "sfm":
             check_model_folder(depth_model)
+    segment = segment or segment_model is not None
+    sopts = None
+    if segment:  # check the model and the prompts' syntax before minutes of SfM
+        from recon.priors.segment import SEGMENT_HINT, AutoMaskOptions
+        from recon.priors.segment_stage import SegmentStageOptions, check_options
+
+        if segment_model is None:
+            raise ReconError(f"--segment needs --segment-model: {SEGMENT_HINT}")
+        sopts = SegmentStageOptions(
+            model=segment_model, prompts=tuple(segment_prompt), negatives=tuple(segment_negative), boxes=tuple(segment_box),
+            mode=segment_mode, device=segment_device, force=sfm.force,
+            auto=AutoMaskOptions(points_per_side=segment_points_per_side, pred_iou=segment_min_score,
+                                 stability=segment_min_stability),
+        )
+        check_options(sopts)
+    elif segment_prompt or segment_negative or segment_box:
+        raise ReconError("--segment-prompt, --segment-negative and --segment-box need --segment-model PATH|ID|grabcut")
     steps = None
     if enhance is not None:  # load the plugins (and refuse generators) before minutes of SfM
         from recon.enhance.stage import check_masks, check_steps
@@ -106,5 +152,10 @@ def main(
         )
         # A recon output is updated in place; a posed input scene (returned unchanged) gets a
         # processed copy in OUT (default: where `process` would write).
-        write_depth_priors(result, out if out is not None and Path(result) != Path(out) else None, dopts, log)
+        result = write_depth_priors(result, out if out is not None and Path(result) != Path(out) else None, dopts, log).out_dir
+    if sopts is not None:
+        from recon.priors.segment_stage import write_segment_priors
+
+        # After depth: its processed copy (if any) is a recon output, updated in place.
+        write_segment_priors(result, out if out is not None and Path(result) != Path(out) else None, sopts, log)
     return 0
