@@ -64,6 +64,16 @@ class NerfConfig:
     """Adam learning rate of the SH colour coefficients."""
     lr_final: float = 0.1
     """Learning rates decay exponentially to this fraction by the end of training."""
+    tv_density: float = 0.0
+    """Total-variation weight on the raw density (Plenoxels), relative to the photometric loss summed
+    over a batch's rays; applied at the voxels each batch touches."""
+    tv_color: float = 0.0
+    """Total-variation weight on the colour coefficients (same units as --tv-density)."""
+    tv_color_every: int = 8
+    """The colour TV visits one in this many touched voxels per step (a rotating subset, with the
+    weight scaled up to match), since it reads 6 neighbours' coefficients per voxel."""
+    mse_weight: float = 0.0
+    """Weight of a mean squared error term added to the trainer's L1 photometric loss."""
     box: Optional[tuple[float, float, float, float, float, float]] = None
     """Scene box xmin ymin zmin xmax ymax zmax (default: from the cameras, or the SfM points)."""
     box_scale: float = 1.0
@@ -93,9 +103,11 @@ class NerfConfig:
             bad("occ_thresh", "must be in [0, 1)")
         if self.occ_every < 1:
             bad("occ_every", "must be at least 1")
+        if self.tv_color_every < 1:
+            bad("tv_color_every", "must be at least 1")
         if not 0 <= self.t_stop < 1:
             bad("t_stop", "must be in [0, 1)")
-        for name in ("lr_density", "lr_color", "near"):
+        for name in ("lr_density", "lr_color", "near", "tv_density", "tv_color", "mse_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, "must be a finite number >= 0")
@@ -364,11 +376,37 @@ class NerfMethod(Method):
         rgb, alpha, depth = compose(C, D, T, rays.zscale, batch.background)
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
 
+    def losses(self, out: RenderOutput, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        if not self.nc.mse_weight:
+            return {}
+        err = (out.rgb - batch.target) ** 2
+        if batch.mask is not None:
+            err = err * batch.mask
+        return {"mse": self.nc.mse_weight * err.mean()}
+
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         scale = self.nc.lr_final ** progress
+        # TV weights are relative to the loss summed over rays; the photometric loss is a mean.
+        lam_d = self.nc.tv_density / self.nc.rays_per_batch
+        lam_f = self.nc.tv_color / self.nc.rays_per_batch
         if self.device.type == "cpu":
-            self.opt.step(self.field, self.grads, scale)
+            idx = self.grads.touched_ids()
+            self.grads.add_tv(self.field, idx, lam_d, 0.0)
+            k = self.nc.tv_color_every
+            self.grads.add_tv(self.field, idx[step % k::k], 0.0, lam_f * k)
+            self.opt.step(self.field, self.grads, scale, idx)
         else:
+            if lam_d or lam_f:
+                from recon.nerf.reference import tv_grad_reference
+
+                d, c = self.field.density, self.field.feats
+                gd = d.grad if d.grad is not None else torch.zeros_like(d)
+                gf = c.grad if c.grad is not None else torch.zeros_like(c)
+                idx = torch.nonzero((gd != 0) | (gf != 0).any(1)).flatten()
+                k = self.nc.tv_color_every
+                td, _ = tv_grad_reference(d, c, self.field.res, idx, lam_d, 0.0)
+                _, tc = tv_grad_reference(d, c, self.field.res, idx[step % k::k], 0.0, lam_f * k)
+                d.grad, c.grad = gd + td, gf + tc
             for g, lr in zip(self.opt.param_groups, (self.nc.lr_density, self.nc.lr_color)):
                 g["lr"] = lr * scale
             self.opt.step()

@@ -16,8 +16,9 @@ stops once the transmittance drops below ``t_stop`` (that sample still counts).
 
 Per ray the forward returns the composited colour ``C = sum w_i c_i`` (no background), the
 accumulated ``D = sum w_i t_i``, the final transmittance ``T`` and the number of samples that
-counted; the backward replays exactly that many samples and writes one gradient record per sample
-(``d raw``, ``d logit[3]``, the cell and its trilinear fractions). With ``T_{i+1} = T_i exp(-s_i dt)``:
+counted; in training it also stores each counted sample (cell, fractions, shifted raw density,
+colour, distance), and the backward turns those into one gradient record per sample (``d raw``,
+``d logit[3]``) without a second pass through the grid. With ``T_{i+1} = T_i exp(-s_i dt)``:
 
     dC/ds_i = dt (T_{i+1} c_i - (C - C_{<=i})),  dD/ds_i = dt (T_{i+1} t_i - (D - D_{<=i})),
     dT/ds_i = -dt T.
@@ -108,9 +109,15 @@ def _corners(base, ny, nz, c):
 
 @njit(**OPTS)
 def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density, feats, Y,
-                  step, bias, t_stop, out_c, out_d, out_t, out_n, r0, r1):
+                  step, bias, t_stop, out_c, out_d, out_t, out_n, store, slot0, st_base, st_frac, st_x, st_rgb,
+                  st_t, st_ray, r0, r1):
     """Render rays ``r0..r1``: ``out_c [R, 3]`` colour without background, ``out_d [R]`` the
-    accumulated ``sum w t``, ``out_t [R]`` final transmittance, ``out_n [R]`` samples that counted."""
+    accumulated ``sum w t``, ``out_t [R]`` final transmittance, ``out_n [R]`` samples that counted.
+
+    With ``store`` (training), sample ``i`` of ray ``r`` is also written at slot ``slot0[r] + i`` (slots
+    from :func:`ray_caps`): its lowest corner ``st_base``, fractions ``st_frac [S, 3]``, shifted raw
+    density ``st_x`` (``raw + bias``), colour ``st_rgb [S, 3]``, distance ``st_t`` and ray ``st_ray``, so
+    the backward pass (:func:`grad_records`) needs no second pass through the grid."""
     nx, ny, nz = res[0], res[1], res[2]
     K = Y.shape[1]
     C3 = feats.shape[1]
@@ -160,10 +167,25 @@ def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density
                     lg0 += yk * f[k]
                     lg1 += yk * f[K + k]
                     lg2 += yk * f[2 * K + k]
-                c0 += wt * _sigmoid(lg0)
-                c1 += wt * _sigmoid(lg1)
-                c2 += wt * _sigmoid(lg2)
+                s0 = _sigmoid(lg0)
+                s1 = _sigmoid(lg1)
+                s2 = _sigmoid(lg2)
+                c0 += wt * s0
+                c1 += wt * s1
+                c2 += wt * s2
                 dd += wt * t
+                if store:
+                    m = slot0[r] + n
+                    st_base[m] = (ix * ny + iy) * nz + iz
+                    st_frac[m, 0] = fx
+                    st_frac[m, 1] = fy
+                    st_frac[m, 2] = fz
+                    st_x[m] = raw + bias
+                    st_rgb[m, 0] = s0
+                    st_rgb[m, 1] = s1
+                    st_rgb[m, 2] = s2
+                    st_t[m] = t
+                    st_ray[m] = r
                 T = T * e
                 n += 1
                 if T < t_stop:
@@ -177,27 +199,25 @@ def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density
 
 
 @njit(**OPTS)
-def march_backward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density, feats, Y,
-                   step, bias, counts, starts, out_c, out_d, out_t, g_c, g_d, g_t,
-                   rec_base, rec_frac, rec_graw, rec_glogit, rec_ray, r0, r1):
-    """Replay the ``counts[r]`` samples of rays ``r0..r1`` and write their gradient records at
-    ``starts[r]``: ``rec_base`` (lowest corner's voxel id), ``rec_frac [M, 3]``, ``rec_graw`` (d loss /
-    d interpolated raw density), ``rec_glogit [M, 3]`` (d loss / d colour logits), ``rec_ray``.
-    ``g_c [R, 3]``, ``g_d [R]``, ``g_t [R]``: gradients of the loss w.r.t. the forward's outputs."""
-    nx, ny, nz = res[0], res[1], res[2]
-    K = Y.shape[1]
-    C3 = feats.shape[1]
-    f = np.empty(C3, np.float32)
-    w = np.empty(8, np.float32)
-    cn = np.empty(8, np.int64)
+def ray_caps(origins, dirs, offsets, near, lo, hi, step, caps, r0, r1):
+    """``caps[r]``: the number of sample positions of ray ``r`` inside the box, an upper bound of the
+    samples :func:`march_forward` counts (it loops over exactly these positions)."""
+    for r in range(r0, r1):
+        t0, t1 = _box(origins[r], dirs[r], lo, hi)
+        t0 = max(t0, near[r])
+        caps[r] = int(math.ceil((t1 - t0) / step - offsets[r])) + 1 if t1 > t0 else 0
+
+
+@njit(**OPTS)
+def grad_records(counts, slot0, st_x, st_rgb, st_t, step, out_c, out_d, out_t, g_c, g_d, g_t,
+                 rec_graw, rec_glogit, r0, r1):
+    """Backward of :func:`march_forward` from its stored samples: for sample slot ``m``,
+    ``rec_graw[m]`` (d loss / d raw density) and ``rec_glogit [m, 3]`` (d loss / d colour logits).
+    Same maths as :func:`march_backward`."""
     for r in range(r0, r1):
         n_r = counts[r]
         if n_r == 0:
             continue
-        o = origins[r]
-        d = dirs[r]
-        t0, t1 = _box(o, d, lo, hi)
-        t0 = max(t0, near[r])
         gc0, gc1, gc2 = g_c[r, 0], g_c[r, 1], g_c[r, 2]
         gd = g_d[r]
         gtT = g_t[r] * out_t[r]
@@ -207,44 +227,12 @@ def march_backward(origins, dirs, offsets, near, lo, hi, scale, res, occ, densit
         a1 = F0
         a2 = F0
         ad = F0
-        m = starts[r]
-        imax = int(math.ceil((t1 - t0) / step - offsets[r])) + 1
-        done = 0
-        for i in range(imax):
-            t = t0 + (np.float32(i) + offsets[r]) * step
-            if t >= t1:
-                break
-            ix, iy, iz, fx, fy, fz = _locate(o, d, t, lo, scale, nx, ny, nz)
-            if occ[(ix * (ny - 1) + iy) * (nz - 1) + iz] == 0:
-                continue
-            _weights(fx, fy, fz, w)
-            base = (ix * ny + iy) * nz + iz
-            _corners(base, ny, nz, cn)
-            raw = F0
-            for j in range(8):
-                raw += w[j] * density[cn[j]]
-            x = raw + bias
+        for m in range(slot0[r], slot0[r] + n_r):
+            x = st_x[m]
             sig = _softplus(x)
             e = np.float32(math.exp(-sig * step))
             wt = T * (F1 - e)
-            for q in range(C3):
-                f[q] = F0
-            for j in range(8):
-                wj = w[j]
-                row = feats[cn[j]]
-                for q in range(C3):
-                    f[q] += wj * row[q]
-            lg0 = F0
-            lg1 = F0
-            lg2 = F0
-            for k in range(K):
-                yk = Y[r, k]
-                lg0 += yk * f[k]
-                lg1 += yk * f[K + k]
-                lg2 += yk * f[2 * K + k]
-            s0 = _sigmoid(lg0)
-            s1 = _sigmoid(lg1)
-            s2 = _sigmoid(lg2)
+            s0, s1, s2, t = st_rgb[m, 0], st_rgb[m, 1], st_rgb[m, 2], st_t[m]
             a0 += wt * s0
             a1 += wt * s1
             a2 += wt * s2
@@ -252,38 +240,82 @@ def march_backward(origins, dirs, offsets, near, lo, hi, scale, res, occ, densit
             Tn = T * e
             gs = step * (gc0 * (Tn * s0 - (C0 - a0)) + gc1 * (Tn * s1 - (C1 - a1)) + gc2 * (Tn * s2 - (C2 - a2))
                          + gd * (Tn * t - (DD - ad)) - gtT)
-            rec_base[m] = base
-            rec_frac[m, 0] = fx
-            rec_frac[m, 1] = fy
-            rec_frac[m, 2] = fz
             rec_graw[m] = gs * _sigmoid(x)
             rec_glogit[m, 0] = gc0 * wt * s0 * (F1 - s0)
             rec_glogit[m, 1] = gc1 * wt * s1 * (F1 - s1)
             rec_glogit[m, 2] = gc2 * wt * s2 * (F1 - s2)
-            rec_ray[m] = r
-            m += 1
             T = Tn
-            done += 1
-            if done == n_r:
-                break
 
 
 @njit(**OPTS)
-def bucket_by_slab(rec_base, syz, slab_w, n_slabs, order, slab_ptr):
-    """Stable counting sort of the records by x-slab (``ix // slab_w``): ``order`` and
-    ``slab_ptr [n_slabs + 1]``."""
-    M = rec_base.shape[0]
+def bucket_slots_by_slab(counts, slot0, st_base, syz, slab_w, n_slabs, order, slab_ptr):
+    """:func:`bucket_by_slab` over the stored sample slots (ray ``r``'s are ``slot0[r] ..
+    slot0[r] + counts[r]``): ``order`` lists slot ids, stable in ray then sample order."""
+    R = counts.shape[0]
     cnt = np.zeros(n_slabs + 1, np.int64)
-    for m in range(M):
-        cnt[(rec_base[m] // syz) // slab_w + 1] += 1
+    for r in range(R):
+        for m in range(slot0[r], slot0[r] + counts[r]):
+            cnt[(st_base[m] // syz) // slab_w + 1] += 1
     for s in range(n_slabs):
         cnt[s + 1] += cnt[s]
     for s in range(n_slabs + 1):
         slab_ptr[s] = cnt[s]
-    for m in range(M):
-        s = (rec_base[m] // syz) // slab_w
-        order[cnt[s]] = m
-        cnt[s] += 1
+    for r in range(R):
+        for m in range(slot0[r], slot0[r] + counts[r]):
+            s = (st_base[m] // syz) // slab_w
+            order[cnt[s]] = m
+            cnt[s] += 1
+
+
+@njit(**OPTS)
+def tv_grad(idx, density, feats, res, lam_d, lam_f, g_density, g_feats, i0, i1):
+    """Total variation (Plenoxels): adds ``lam * sum_n (x_v - x_n)`` over the up to 6 grid neighbours
+    ``n`` of each voxel ``v = idx[i]`` to its gradients: the exact gradient at ``v`` of
+    ``lam / 2 sum_edges (x_i - x_j)^2`` over all grid edges, for density (``lam_d``) and the colour
+    coefficients (``lam_f``). Writes only the rows of ``idx`` (race-free across chunks)."""
+    nx, ny, nz = res[0], res[1], res[2]
+    syz = ny * nz
+    C3 = feats.shape[1]
+    nb = np.empty(6, np.int64)
+    for j in range(i0, i1):
+        v = idx[j]
+        ix = v // syz
+        iy = (v // nz) % ny
+        iz = v % nz
+        k = 0
+        if ix > 0:
+            nb[k] = v - syz
+            k += 1
+        if ix < nx - 1:
+            nb[k] = v + syz
+            k += 1
+        if iy > 0:
+            nb[k] = v - nz
+            k += 1
+        if iy < ny - 1:
+            nb[k] = v + nz
+            k += 1
+        if iz > 0:
+            nb[k] = v - 1
+            k += 1
+        if iz < nz - 1:
+            nb[k] = v + 1
+            k += 1
+        if lam_d != F0:
+            dv = density[v]
+            acc = F0
+            for q in range(k):
+                acc += dv - density[nb[q]]
+            g_density[v] += lam_d * acc
+        if lam_f != F0:
+            row = feats[v]
+            grow = g_feats[v]
+            for c in range(C3):
+                fc = row[c]
+                acc = F0
+                for q in range(k):
+                    acc += fc - feats[nb[q], c]
+                grow[c] += lam_f * acc
 
 
 @njit(**OPTS)

@@ -1,8 +1,8 @@
 """The CPU execution of the voxel field: Numba kernels (:mod:`recon.nerf._cpu_kernels`) run in chunks
 on the rasterizer's thread pool (:func:`recon.render.cpu.run_chunks`).
 
-Training does not materialise dense gradients: :class:`_MarchCPU`'s backward writes one record per
-sample, the records are bucketed by x-slab and scattered into the gradient grids in two race-free
+Training does not materialise dense gradients: :class:`_MarchCPU`'s forward stores each sample it
+counts, its backward turns them into one gradient record per sample, the records are bucketed by x-slab and scattered into the gradient grids in two race-free
 passes (even slabs, then odd), marking the touched voxels; :class:`SparseAdam` then updates only
 those voxels (lazy Adam: a voxel's moments decay only on the steps it has gradients).
 """
@@ -34,9 +34,25 @@ class GradBuffers:
         self.density = np.zeros(n, np.float32)
         self.feats = np.zeros((n, C), np.float32)
         self.touched = np.zeros(n, np.uint8)
+        self._store = _Store(1)
+
+    def store(self, n: int) -> "_Store":
+        """The sample workspace, grown to at least ``n`` slots (kept between steps)."""
+        if len(self._store) < n:
+            self._store = _Store(int(n * 1.25) + 1024)
+        return self._store
 
     def touched_ids(self) -> np.ndarray:
         return np.flatnonzero(self.touched).astype(np.int64)
+
+    def add_tv(self, field: VoxelField, idx: np.ndarray, lam_density: float, lam_color: float) -> None:
+        """Add the total-variation gradient (:func:`recon.nerf._cpu_kernels.tv_grad`) at voxels ``idx``
+        (a zero weight skips that part)."""
+        if not len(idx) or not (lam_density or lam_color):
+            return
+        run_chunks(KN.tv_grad, (idx, field.density.numpy(), field.feats.numpy(), np.asarray(field.res, np.int64),
+                                np.float32(lam_density), np.float32(lam_color), self.density, self.feats),
+                   _ranges(0, len(idx), 4 * num_threads()), len(idx) * 8)
 
 
 def _geom(field: VoxelField):
@@ -44,20 +60,57 @@ def _geom(field: VoxelField):
             field.density.numpy(), field.feats.numpy())
 
 
-def march(field: VoxelField, rays: Rays, Y: Tensor, t_stop: float):
-    """Forward kernel over all rays; numpy ``(C [R, 3], D [R], T [R], counts [R])``."""
+class _Store:
+    """Per-sample slots written by the training forward and read by its backward."""
+
+    def __init__(self, n: int):
+        self.base = np.empty(n, np.int64)
+        self.frac = np.empty((n, 3), np.float32)
+        self.x = np.empty(n, np.float32)
+        self.rgb = np.empty((n, 3), np.float32)
+        self.t = np.empty(n, np.float32)
+        self.ray = np.empty(n, np.int32)
+        self.graw = np.empty(n, np.float32)
+        self.glogit = np.empty((n, 3), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+_NO_STORE = _Store(1)
+
+
+def _ray_args(rays: Rays, Y: Tensor):
+    return _np(rays.origins), _np(rays.dirs), _np(rays.near), _np(rays.offsets), _np(Y)
+
+
+def march(field: VoxelField, rays: Rays, Y: Tensor, t_stop: float, grads: Optional["GradBuffers"] = None):
+    """Forward kernel over all rays; numpy ``(C [R, 3], D [R], T [R], counts [R])``. With ``grads``
+    (training) the samples are also stored in ``grads``' workspace for :func:`backward_into`, and the
+    return value gains the per-ray slot starts: ``(C, D, T, counts, slot0)``."""
     R = len(rays)
     lo, hi, scale, res, occ, dens, feats = _geom(field)
-    o, d, near, off, y = _np(rays.origins), _np(rays.dirs), _np(rays.near), _np(rays.offsets), _np(Y)
+    o, d, near, off, y = _ray_args(rays, Y)
     C = np.empty((R, 3), np.float32)
     D = np.empty(R, np.float32)
     T = np.empty(R, np.float32)
     n = np.empty(R, np.int32)
-    args = (o, d, off, near, lo, hi, scale, res, occ, dens, feats, y, np.float32(field.step), np.float32(field.bias),
-            np.float32(t_stop), C, D, T, n)
     nt = num_threads()
-    run_chunks(KN.march_forward, args, _ranges(0, R, 8 * nt), R * 64)
-    return C, D, T, n
+    chunks = _ranges(0, R, 8 * nt)
+    step = np.float32(field.step)
+    if grads is not None:
+        caps = np.empty(R, np.int64)
+        run_chunks(KN.ray_caps, (o, d, off, near, lo, hi, step, caps), chunks, R * 4)
+        slot0 = np.zeros(R, np.int64)
+        if R > 1:
+            np.cumsum(caps[:-1], out=slot0[1:])
+        st = grads.store(int(caps.sum()) if R else 0)
+    else:
+        slot0, st = np.zeros(1, np.int64), _NO_STORE
+    args = (o, d, off, near, lo, hi, scale, res, occ, dens, feats, y, step, np.float32(field.bias),
+            np.float32(t_stop), C, D, T, n, grads is not None, slot0, st.base, st.frac, st.x, st.rgb, st.t, st.ray)
+    run_chunks(KN.march_forward, args, chunks, R * 64)
+    return (C, D, T, n) if grads is None else (C, D, T, n, slot0)
 
 
 class _MarchCPU(torch.autograd.Function):
@@ -66,55 +119,47 @@ class _MarchCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, anchor, field, rays, Y, t_stop, grads):
-        C, D, T, n = march(field, rays, Y, t_stop)
+        C, D, T, n, slot0 = march(field, rays, Y, t_stop, grads)
         ctx.field, ctx.rays, ctx.Y, ctx.grads = field, rays, Y, grads
-        ctx.outs = (C, D, T, n)
+        ctx.outs = (C, D, T, n, slot0)
         return torch.from_numpy(C), torch.from_numpy(D), torch.from_numpy(T)
 
     @staticmethod
     def backward(ctx, gC, gD, gT):
         field, rays, Y, grads = ctx.field, ctx.rays, ctx.Y, ctx.grads
-        C, D, T, n = ctx.outs
         R = len(rays)
-        zeros = None
         gC = _np(gC) if gC is not None else np.zeros((R, 3), np.float32)
         gD = _np(gD) if gD is not None else np.zeros(R, np.float32)
         gT = _np(gT) if gT is not None else np.zeros(R, np.float32)
-        backward_into(field, rays, Y, (C, D, T, n), gC, gD, gT, grads)
-        return zeros, None, None, None, None, None
+        backward_into(field, rays, Y, ctx.outs, gC, gD, gT, grads)
+        return None, None, None, None, None, None
 
 
 def backward_into(field: VoxelField, rays: Rays, Y: Tensor, outs, gC: np.ndarray, gD: np.ndarray, gT: np.ndarray,
                   grads: GradBuffers) -> int:
-    """Add the gradients of a ray batch into ``grads``; returns the number of samples."""
-    C, D, T, n = outs
+    """Add the gradients of a ray batch into ``grads``; ``outs``: what :func:`march` returned with
+    ``grads`` (its samples are in ``grads``' workspace). Returns the number of samples."""
+    C, D, T, n, slot0 = outs
     R = len(rays)
-    lo, hi, scale, res, occ, dens, feats = _geom(field)
-    starts = np.zeros(R, np.int64)
-    if R > 1:
-        np.cumsum(n[:-1], out=starts[1:])
-    M = int(starts[-1] + n[-1]) if R else 0
-    rec_base = np.empty(M, np.int64)
-    rec_frac = np.empty((M, 3), np.float32)
-    rec_graw = np.empty(M, np.float32)
-    rec_gl = np.empty((M, 3), np.float32)
-    rec_ray = np.empty(M, np.int32)
-    o, d, near, off, y = _np(rays.origins), _np(rays.dirs), _np(rays.near), _np(rays.offsets), _np(Y)
+    st = grads.store(0)
+    M = int(n.sum())
+    y = _np(Y)
     nt = num_threads()
-    args = (o, d, off, near, lo, hi, scale, res, occ, dens, feats, y, np.float32(field.step), np.float32(field.bias),
-            n, starts, C, D, T, np.ascontiguousarray(gC, np.float32), np.ascontiguousarray(gD, np.float32),
-            np.ascontiguousarray(gT, np.float32), rec_base, rec_frac, rec_graw, rec_gl, rec_ray)
-    run_chunks(KN.march_backward, args, _ranges(0, R, 8 * nt), M * 8)
+    run_chunks(KN.grad_records, (n, slot0, st.x, st.rgb, st.t, np.float32(field.step), C, D, T,
+                                 np.ascontiguousarray(gC, np.float32), np.ascontiguousarray(gD, np.float32),
+                                 np.ascontiguousarray(gT, np.float32), st.graw, st.glogit),
+               _ranges(0, R, 8 * nt), M * 4)
     nx, ny, nz = field.res
     n_slabs = max(1, min(nx - 1, 8 * nt))
     slab_w = int(math.ceil((nx - 1) / n_slabs))
     n_slabs = int(math.ceil((nx - 1) / slab_w))
     order = np.empty(M, np.int64)
     slab_ptr = np.empty(n_slabs + 1, np.int64)
-    KN.bucket_by_slab(rec_base, np.int64(ny * nz), np.int64(slab_w), np.int64(n_slabs), order, slab_ptr)
+    KN.bucket_slots_by_slab(n, slot0, st.base, np.int64(ny * nz), np.int64(slab_w), np.int64(n_slabs), order,
+                            slab_ptr)
     for parity in (0, 1):
         jobs = [(s, s + 1, parity) for s in range(parity, n_slabs, 2)]
-        run_chunks(KN.scatter_slabs, (order, slab_ptr, rec_base, rec_frac, rec_graw, rec_gl, rec_ray, y,
+        run_chunks(KN.scatter_slabs, (order, slab_ptr, st.base, st.frac, st.graw, st.glogit, st.ray, y,
                                       np.int64(ny), np.int64(nz), grads.density, grads.feats, grads.touched),
                    jobs, M * 4)
     return M
@@ -155,9 +200,10 @@ class SparseAdam:
         self.eps = eps
         self.t = 0
 
-    def step(self, field: VoxelField, grads: GradBuffers, scale: float = 1.0) -> int:
-        """One step at learning rates times ``scale``; returns the number of voxels updated."""
-        idx = grads.touched_ids()
+    def step(self, field: VoxelField, grads: GradBuffers, scale: float = 1.0, idx: Optional[np.ndarray] = None) -> int:
+        """One step at learning rates times ``scale`` on the voxels ``idx`` (default: the touched
+        ones); returns the number of voxels updated."""
+        idx = grads.touched_ids() if idx is None else idx
         self.t += 1
         c1 = 1.0 - self.b1 ** self.t
         c2 = 1.0 - self.b2 ** self.t

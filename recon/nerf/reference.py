@@ -87,3 +87,27 @@ def render_reference(density: Tensor, feats: Tensor, field: VoxelField, rays: Ra
     D = D.index_add(0, rr, wt * t[rr, ss])
     T = torch.exp(torch.zeros(R, device=dev).index_add(0, rr, log_e))
     return C, D, T
+
+
+def tv_grad_reference(density: Tensor, feats: Tensor, res: tuple[int, int, int], idx: Tensor, lam_density: float,
+                      lam_color: float) -> tuple[Tensor, Tensor]:
+    """Gradients ``([N], [N, C])`` of the total variation ``lam / 2 sum_edges (x_i - x_j)^2`` over all
+    grid edges, kept at the voxels ``idx`` and zero elsewhere (as the CPU kernel ``tv_grad`` adds)."""
+    nx, ny, nz = res
+
+    def lap(x: Tensor) -> Tensor:
+        v = x.reshape(nx, ny, nz, -1)
+        g = torch.zeros_like(v)
+        for a in range(3):
+            diff = v.narrow(a, 1, v.shape[a] - 1) - v.narrow(a, 0, v.shape[a] - 1)
+            g.narrow(a, 0, v.shape[a] - 1).sub_(diff)
+            g.narrow(a, 1, v.shape[a] - 1).add_(diff)
+        return g.reshape(x.shape[0], -1)
+
+    keep = torch.zeros(density.shape[0], dtype=torch.bool, device=density.device)
+    keep[idx] = True
+    gd = torch.where(keep, lap(density.detach()[:, None])[:, 0] * lam_density, torch.zeros_like(density))
+    gf = torch.zeros_like(feats)
+    if lam_color:
+        gf = torch.where(keep[:, None], lap(feats.detach()) * lam_color, gf)
+    return gd.detach(), gf.detach()
