@@ -218,23 +218,22 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def _grabcut_sequence(scene, order, parent, prompts, grow, progress):
+def _grabcut_sequence(scene, order, parent, prompts, grow, progress, read):
     """GrabCut on the prompted frames from their box (and clicks), then on every other frame from its
-    parent's mask: the mask's bounding box grown by ``grow``, the mask itself as "probably object"."""
+    parent's mask (``read(parent)``, from the file already written): the mask's bounding box grown
+    by ``grow``, the mask itself as "probably object"."""
     seg = S.GrabCutSegmenter()
-    masks: dict[int, np.ndarray] = {}
     for n, (i, p) in enumerate(zip(order, parent)):
         img = load_rgb(scene, i)
         if p < 0:
             m = seg.segment(img, prompts[i], str(i))
         else:
-            prev = masks[p]
+            prev = read(p)
             box = S.footprint_box(prev, grow)
             if box is None or prev.shape != img.shape[:2]:
                 m = np.zeros(img.shape[:2], bool)
             else:
                 m = seg.segment(img, S.Prompt(box=box, hint=prev.astype(np.float32)), str(i))
-        masks[i] = m
         progress(n + 1)
         yield i, m, None
 
@@ -339,6 +338,10 @@ def write_segment_priors(
         segments = cache.get("segments", {}) if cache.get("kind") == "auto" else {}
         if todo:
             seg = S.load_sam2_image_model(opts.model, opts.device)  # fails before anything is written
+            for i in todo:  # an interrupted run must not leave new files under old keys
+                old.pop(stems[i], None)
+            if cache_file.is_file():
+                atomic_write_text(cache_file, json.dumps({**cache, "ids": old}, indent=1, sort_keys=True, default=str) + "\n")
             dirs["ids"].mkdir(parents=True, exist_ok=True)
             if opts.previews:
                 dirs["preview"].mkdir(parents=True, exist_ok=True)
@@ -373,18 +376,23 @@ def write_segment_priors(
         run_key = ST._sha(STAGE_VERSION, kind, fp, pr, [shas[i] for i in order], sizes[0], order, parent,
                           opts.grabcut_grow if kind == "grabcut" else None)
         have = cache.get("run") == run_key and all((dirs["objects"] / f"{s}.png").is_file() for s in stems)
-        objects: dict[int, np.ndarray] = {}
+        computed: set[int] = set()  # masks are read back from their files: memory stays bounded
         scores: dict[int, Optional[float]] = {}
         if opts.force or not have:
             prog = ProgressLine(log, f"segment ({'grabcut' if kind == 'grabcut' else 'SAM 2 video'})", n)
             if kind == "grabcut":
-                seq = _grabcut_sequence(scene, order, parent, prompts, opts.grabcut_grow, prog)
+                seq = _grabcut_sequence(scene, order, parent, prompts, opts.grabcut_grow, prog,
+                                        lambda j: _read_png(dirs["objects"] / f"{stems[j]}.png") > 0)
             else:
                 model = S.Sam2VideoPropagator(opts.model, opts.device)  # fails before anything is written
                 seq = _sam2_sequence(scene, order, prompts, model, sizes[0], prog)
+            if cache_file.is_file():  # an interrupted run must not leave new objects under the old key
+                atomic_write_text(cache_file, json.dumps({k: v for k, v in cache.items() if k not in ("run", "masks")},
+                                                         indent=1, sort_keys=True, default=str) + "\n")
             dirs["objects"].mkdir(parents=True, exist_ok=True)
             for i, m, score in seq:
-                objects[i], scores[i] = m, score
+                computed.add(i)
+                scores[i] = score
                 _png(dirs["objects"] / f"{stems[i]}.png", m.astype(np.uint8) * 255)
             res.inferred = n
             cache.pop("masks", None)
@@ -403,8 +411,8 @@ def write_segment_priors(
             bkey = None if b is None else ST._file_sha(Path(b))
             key = ST._sha(run_key, opts.mode, bkey)
             mpath = dirs["masks"] / f"{s}.png"
-            if opts.force or old_masks.get(s) != key or not mpath.is_file() or i in objects:
-                obj = objects[i] if i in objects else _read_png(dirs["objects"] / f"{s}.png") > 0
+            if opts.force or old_masks.get(s) != key or not mpath.is_file() or i in computed:
+                obj = _read_png(dirs["objects"] / f"{s}.png") > 0
                 keep = ~obj if opts.mode == "drop" else obj.copy()
                 if b is not None:
                     from recon.scene.images import read_mask, resize
