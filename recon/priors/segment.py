@@ -637,9 +637,9 @@ def automatic_masks(seg: "Sam2Segmenter", image: np.ndarray, opts: AutoMaskOptio
     segments = []
     for k, (i, m) in enumerate(masks[:65535]):
         ids[m] = k + 1
-        ys, xs = np.nonzero(m)
+        cols, rows = np.flatnonzero(m.any(0)), np.flatnonzero(m.any(1))
         segments.append({"id": k + 1, "pred_iou": round(float(score[i]), 4), "stability": round(float(stability[i]), 4),
-                         "area": int(m.sum()), "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]})
+                         "area": int(m.sum()), "bbox": [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]})
     for s in segments:  # what is left visible after the smaller segments were painted on top
         s["visible_area"] = int((ids == s["id"]).sum())
     return ids, segments
