@@ -471,7 +471,7 @@ class _LazyFrames(dict):
 
 class Sam2VideoPropagator:
     """SAM 2 video predictor (transformers' ``Sam2VideoModel``): prompts on one or more frames of a
-    sequence, one object, propagated forward through the sequence with SAM 2's memory.
+    sequence, for one or more objects, propagated through the sequence with SAM 2's memory.
 
     recon builds the inference session itself (frames resized to the model's square input and
     normalised as SAM 2's video processor does; prompts scaled to that square, a box as SAM 2's two
@@ -494,16 +494,18 @@ class Sam2VideoPropagator:
         self.name = f"sam2-video:{spec}"
         self.folder = folder
 
-    def propagate(self, count: int, height: int, width: int, load, prompts: dict[int, Prompt], progress=None):
-        """Masks of one object over a sequence of ``count`` frames (all ``height × width``).
+    def propagate(self, count: int, height: int, width: int, load, prompts: dict[int, dict[int, Prompt]], progress=None):
+        """Labels of one or more objects over a sequence of ``count`` frames (all ``height × width``).
 
         Args:
             load: ``load(k)`` -> uint8 ``[H, W, 3]`` image of sequence position ``k``.
-            prompts: sequence position -> :class:`Prompt` (points and/or a box). Propagation starts at
-                the earliest prompted position and runs forward; positions before it are tracked backward.
+            prompts: object number (1, 2, ...) -> sequence position -> :class:`Prompt` (points and/or a
+                box). Every object must be prompted at the earliest prompted position, where tracking
+                starts for all of them; propagation runs forward from there and backward before it.
             progress: called with the number of frames done.
 
-        Yields ``(position, bool [H, W] mask, object score logit)``.
+        Yields ``(position, uint8 [H, W] labels, {object: score logit})``: each pixel holds the
+        object whose mask logit is highest there among those above 0, or 0.
         """
         import torch
         import torch.nn.functional as F
@@ -513,52 +515,53 @@ class Sam2VideoPropagator:
                                          inference_state_device=self.device, video_storage_device="cpu", dtype=torch.float32)
         sess.processed_frames = _LazyFrames(count, lambda k: sam_input(load(k), self.size)[0])
         sx, sy = self.size / width, self.size / height
-        obj = sess.obj_id_to_idx(1)
-        for k, p in sorted(prompts.items()):
-            pts = [[x * sx, y * sy] for x, y in p.points]
-            labels = list(p.labels)
-            if p.box is not None:
-                x0, y0, x1, y1 = p.box
-                pts = [[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]] + pts
-                labels = [2, 3] + labels  # SAM 2's box corners
-            sess.add_point_inputs(obj, k, {
-                "point_coords": torch.tensor([[pts]], dtype=torch.float32),
-                "point_labels": torch.tensor([[labels]], dtype=torch.int32),
-            })
-        start = min(prompts)
+        objs = sorted(prompts)
+        by_frame: dict[int, list[int]] = {}
+        for obj in objs:
+            idx = sess.obj_id_to_idx(obj)
+            for k, p in sorted(prompts[obj].items()):
+                pts = [[x * sx, y * sy] for x, y in p.points]
+                labels = list(p.labels)
+                if p.box is not None:
+                    x0, y0, x1, y1 = p.box
+                    pts = [[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]] + pts
+                    labels = [2, 3] + labels  # SAM 2's box corners
+                sess.add_point_inputs(idx, k, {
+                    "point_coords": torch.tensor([[pts]], dtype=torch.float32),
+                    "point_labels": torch.tensor([[labels]], dtype=torch.int32),
+                })
+                by_frame.setdefault(k, []).append(obj)
+        start = min(by_frame)
+        if sorted(by_frame[start]) != objs:
+            raise ReconError("SAM 2 video: every object needs a prompt on the first prompted frame")
         done = 0
 
         def result(o):
-            logits = o.pred_masks[0:1].float()
-            up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            return (up > 0).cpu().numpy(), float(o.object_score_logits.flatten()[0])
+            logits = F.interpolate(o.pred_masks.float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+            best, arg = logits.max(0)
+            ids = torch.tensor(o.object_ids, dtype=torch.uint8, device=logits.device)[arg]
+            lab = torch.where(best > 0, ids, torch.zeros_like(ids)).cpu().numpy()
+            sc = o.object_score_logits.flatten().tolist()
+            return lab, {int(i): float(v) for i, v in zip(o.object_ids, sc)}
 
         with torch.inference_mode():
-            for k in sorted(prompts):  # the prompted frames first: they condition everything else
-                sess.obj_with_new_inputs = [1]
-                o = self.model(sess, frame_idx=k)
-                m, s = result(o)
+            for k in sorted(by_frame):  # the prompted frames first: they condition everything else
+                sess.obj_with_new_inputs = list(by_frame[k])
+                lab, sc = result(self.model(sess, frame_idx=k))
                 done += 1
                 if progress:
                     progress(done)
-                yield k, m, s
-            for o in self.model.propagate_in_video_iterator(sess, start_frame_idx=start):
-                if o.frame_idx in prompts:
-                    continue
-                m, s = result(o)
-                done += 1
-                if progress:
-                    progress(done)
-                yield o.frame_idx, m, s
-            if start > 0:
-                for o in self.model.propagate_in_video_iterator(sess, start_frame_idx=start, reverse=True):
-                    if o.frame_idx in prompts:
+                yield k, lab, sc
+            passes = [False] + ([True] if start > 0 else [])
+            for reverse in passes:
+                for o in self.model.propagate_in_video_iterator(sess, start_frame_idx=start, reverse=reverse):
+                    if o.frame_idx in by_frame:
                         continue
-                    m, s = result(o)
+                    lab, sc = result(o)
                     done += 1
                     if progress:
                         progress(done)
-                    yield o.frame_idx, m, s
+                    yield o.frame_idx, lab, sc
 
 
 @dataclass

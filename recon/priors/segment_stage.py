@@ -42,9 +42,11 @@ class SegmentStageOptions:
             Hugging Face cache, or "grabcut" (offline fallback: needs a box, no weights).
         prompts: ``FRAME:x,y`` clicks on the object (pixels of that frame's image file). FRAME is the
             image's name, stem or index among the scene's frames. Several clicks on one frame are one
-            prompt; clicks on several frames all prompt the same object.
-        negatives: ``FRAME:x,y`` clicks that are not the object.
-        boxes: ``FRAME:x0,y0,x1,y1``, at most one per frame.
+            prompt; clicks on several frames all prompt the same object. A suffix ``@N`` (N = 1, 2,
+            ...) says which object the click is for (default 1); with several objects, every object
+            needs a prompt on one common frame (SAM 2 starts all of them there).
+        negatives: ``FRAME:x,y[@N]`` clicks that are not the object.
+        boxes: ``FRAME:x0,y0,x1,y1[@N]``, at most one per frame and object.
         mode: "drop": the object is left out of the training loss (transient people, cars);
             "keep": only the object is trained.
         auto: options of automatic masks (no prompts given).
@@ -95,7 +97,8 @@ def check_options(opts: SegmentStageOptions) -> str:
     for what, items, n in (("--segment-prompt", opts.prompts, 2), ("--segment-negative", opts.negatives, 2),
                            ("--segment-box", opts.boxes, 4)):
         for t in items:
-            _, vals = S.parse_view_prompt(t, what)
+            body, _ = split_object(t, what)
+            _, vals = S.parse_view_prompt(body, what)
             if len(vals) != n:
                 raise ReconError(f"{what} {t!r}: give FRAME:{'x,y' if n == 2 else 'x0,y0,x1,y1'} ({n} numbers)")
     if opts.negatives and not (opts.prompts or opts.boxes):
@@ -118,37 +121,63 @@ def check_options(opts: SegmentStageOptions) -> str:
     return kind
 
 
-def parse_prompts(opts: SegmentStageOptions, names: list[str], sizes: list[tuple[int, int]], where: str) -> dict[int, S.Prompt]:
-    """Frame index -> :class:`~recon.priors.segment.Prompt` from the ``FRAME:...`` options."""
-    lookup = S.views_of(names)
-    prompts: dict[int, S.Prompt] = {}
+MAX_OBJECTS = 254
 
-    def frame(text: str, what: str) -> tuple[int, list[float]]:
-        view, vals = S.parse_view_prompt(text, what)
+
+def split_object(text: str, what: str) -> tuple[str, int]:
+    """``FRAME:x,y@N`` -> (``FRAME:x,y``, N); no suffix: object 1."""
+    body, sep, num = text.rpartition("@")
+    if not sep:
+        return text, 1
+    if not num.isdigit() or not 1 <= int(num) <= MAX_OBJECTS:
+        raise ReconError(f"{what} {text!r}: the object after @ must be a number from 1 to {MAX_OBJECTS}, e.g. {body}@2")
+    return body, int(num)
+
+
+def parse_prompts(opts: SegmentStageOptions, names: list[str], sizes: list[tuple[int, int]],
+                  where: str) -> dict[int, dict[int, S.Prompt]]:
+    """Object -> frame index -> :class:`~recon.priors.segment.Prompt` from the ``FRAME:...[@N]`` options."""
+    lookup = S.views_of(names)
+    prompts: dict[int, dict[int, S.Prompt]] = {}
+
+    def frame(text: str, what: str) -> tuple[int, int, list[float]]:
+        body, obj = split_object(text, what)
+        view, vals = S.parse_view_prompt(body, what)
         if view not in lookup:
             shown = ", ".join(Path(n).stem for n in names[:4]) + (", ..." if len(names) > 4 else "")
             raise ReconError(f"{what} {text!r}: no frame {view!r} in {where} ({len(names)} frames: {shown}; "
                              "give an image name, stem or index)")
-        return lookup[view], vals
+        return obj, lookup[view], vals
 
     for what, items, label in (("--segment-prompt", opts.prompts, 1), ("--segment-negative", opts.negatives, 0)):
         for t in items:
-            i, (x, y) = frame(t, what)
-            p = prompts.setdefault(i, S.Prompt())
+            obj, i, (x, y) = frame(t, what)
+            p = prompts.setdefault(obj, {}).setdefault(i, S.Prompt())
             p.points.append((x, y))
             p.labels.append(label)
     for t in opts.boxes:
-        i, vals = frame(t, "--segment-box")
-        p = prompts.setdefault(i, S.Prompt())
+        obj, i, vals = frame(t, "--segment-box")
+        p = prompts.setdefault(obj, {}).setdefault(i, S.Prompt())
         if p.box is not None:
-            raise ReconError(f"--segment-box {t!r}: frame {names[i]} already has a box (one box per frame)")
+            raise ReconError(f"--segment-box {t!r}: frame {names[i]} already has a box for object {obj} (one box per frame and object)")
         p.box = tuple(vals)  # type: ignore[assignment]
-    for i, p in prompts.items():
-        w, h = sizes[i]
-        p.check(w, h, f"{names[i]}")
-        if not any(p.labels) and p.box is None:
-            raise ReconError(f"{names[i]}: only negative clicks; add a --segment-prompt or --segment-box on the object")
-    return prompts
+    for obj, frames in prompts.items():
+        for i, p in frames.items():
+            w, h = sizes[i]
+            p.check(w, h, f"{names[i]}")
+            if not any(p.labels) and p.box is None:
+                raise ReconError(f"{names[i]}: object {obj} has only negative clicks; add a --segment-prompt or --segment-box on it")
+    return dict(sorted(prompts.items()))
+
+
+def common_frame(prompts: dict[int, dict[int, S.Prompt]], names: list[str]) -> int:
+    """The first frame that prompts every object (SAM 2 video starts all objects together)."""
+    shared = set.intersection(*(set(f) for f in prompts.values()))
+    if not shared:
+        objs = ", ".join(f"{o}: {', '.join(Path(names[i]).stem for i in sorted(f))}" for o, f in prompts.items())
+        raise ReconError(f"with several objects, prompt every object on one common frame (prompted frames per object: {objs}); "
+                         "e.g. add --segment-prompt FRAME:x,y@2 on a frame of object 1")
+    return min(shared)
 
 
 def propagation_order(c2ws: np.ndarray, starts: list[int]) -> tuple[list[int], list[int]]:
@@ -241,7 +270,7 @@ def _grabcut_sequence(scene, order, parent, prompts, grow, progress, read):
 def _sam2_sequence(scene, order, prompts, model: S.Sam2VideoPropagator, size, progress):
     pos = {i: k for k, i in enumerate(order)}
     w, h = size
-    seq_prompts = {pos[i]: p for i, p in prompts.items()}
+    seq_prompts = {o: {pos[i]: p for i, p in fr.items()} for o, fr in prompts.items()}
     for k, m, score in model.propagate(len(order), h, w, lambda k: load_rgb(scene, order[k]), seq_prompts, progress):
         yield order[k], m, score
 
@@ -249,10 +278,13 @@ def _sam2_sequence(scene, order, prompts, model: S.Sam2VideoPropagator, size, pr
 _PALETTE = (np.random.default_rng(7).uniform(40, 255, (4096, 3))).astype(np.uint8)
 
 
-def _preview_mask(img: np.ndarray, obj: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def _preview_mask(img: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Ignored pixels darkened; object 1 tinted red, others in the palette's colours."""
     out = img.astype(np.float32)
     out[~keep] *= 0.3
-    out[obj] = 0.5 * out[obj] + 0.5 * np.array([255.0, 40.0, 40.0])
+    obj = labels > 0
+    col = np.where((labels == 1)[..., None], np.array([255.0, 40.0, 40.0]), _PALETTE[labels.astype(np.int64)].astype(np.float32))
+    out[obj] = 0.5 * out[obj] + 0.5 * col[obj]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -307,6 +339,12 @@ def write_segment_priors(
     names = [f.name for f in scene.frames]
     sizes = [((f.source_camera or f.camera).width, (f.source_camera or f.camera).height) for f in scene.frames]
     prompts = parse_prompts(opts, names, sizes, str(src)) if kind != "auto" else {}
+    if kind == "grabcut":
+        for o, fr in prompts.items():
+            for i, p in fr.items():
+                if p.box is None:
+                    raise ReconError(f"--segment-model grabcut: object {o} on {names[i]} has clicks but no box; "
+                                     f"add --segment-box {Path(names[i]).stem}:x0,y0,x1,y1" + (f"@{o}" if o > 1 else ""))
     if kind != "auto" and len(set(sizes)) > 1:
         (w0, h0), j = sizes[0], next(k for k, s in enumerate(sizes) if s != sizes[0])
         raise ReconError(f"{scene.frames[j].image_path}: image is {sizes[j][0]}x{sizes[j][1]} but "
@@ -371,29 +409,47 @@ def write_segment_priors(
             else:
                 base[stems[i]] = None if mp is None else os.path.abspath(mp)
         c2ws = np.stack([f.camera.c2w for f in scene.frames])
-        order, parent = propagation_order(c2ws, sorted(prompts))
-        pr = {names[i]: {"points": p.points, "labels": p.labels, "box": p.box} for i, p in sorted(prompts.items())}
-        run_key = ST._sha(STAGE_VERSION, kind, fp, pr, [shas[i] for i in order], sizes[0], order, parent,
+        if kind == "grabcut":  # each object from its own prompted frames
+            orders = {o: propagation_order(c2ws, sorted(fr)) for o, fr in prompts.items()}
+        else:  # SAM 2 starts every object on a common frame
+            first = common_frame(prompts, names)
+            starts = [first] + sorted({i for fr in prompts.values() for i in fr} - {first})
+            orders = {0: propagation_order(c2ws, starts)}
+        order, parent = next(iter(orders.values()))
+        pr = {o: {names[i]: {"points": p.points, "labels": p.labels, "box": p.box} for i, p in sorted(fr.items())}
+              for o, fr in prompts.items()}
+        run_key = ST._sha(STAGE_VERSION, kind, fp, pr, shas, sizes[0], {o: v for o, v in orders.items()},
                           opts.grabcut_grow if kind == "grabcut" else None)
         have = cache.get("run") == run_key and all((dirs["objects"] / f"{s}.png").is_file() for s in stems)
         computed: set[int] = set()  # masks are read back from their files: memory stays bounded
-        scores: dict[int, Optional[float]] = {}
+        scores: dict[int, Any] = {}
         if opts.force or not have:
-            prog = ProgressLine(log, f"segment ({'grabcut' if kind == 'grabcut' else 'SAM 2 video'})", n)
+            def obj_file(j: int) -> Path:
+                return dirs["objects"] / f"{stems[j]}.png"
+
             if kind == "grabcut":
-                seq = _grabcut_sequence(scene, order, parent, prompts, opts.grabcut_grow, prog,
-                                        lambda j: _read_png(dirs["objects"] / f"{stems[j]}.png") > 0)
+                prog = ProgressLine(log, "segment (grabcut)", n * len(prompts))
+                seqs = [(o, _grabcut_sequence(scene, orders[o][0], orders[o][1], prompts[o], opts.grabcut_grow,
+                                              lambda d, k=k: prog(k * n + d), lambda j, o=o: _read_png(obj_file(j)) == o))
+                        for k, o in enumerate(prompts)]
             else:
                 model = S.Sam2VideoPropagator(opts.model, opts.device)  # fails before anything is written
-                seq = _sam2_sequence(scene, order, prompts, model, sizes[0], prog)
+                prog = ProgressLine(log, "segment (SAM 2 video)", n)
+                seqs = [(0, _sam2_sequence(scene, order, prompts, model, sizes[0], prog))]
             if cache_file.is_file():  # an interrupted run must not leave new objects under the old key
                 atomic_write_text(cache_file, json.dumps({k: v for k, v in cache.items() if k not in ("run", "masks")},
                                                          indent=1, sort_keys=True, default=str) + "\n")
             dirs["objects"].mkdir(parents=True, exist_ok=True)
-            for i, m, score in seq:
-                computed.add(i)
-                scores[i] = score
-                _png(dirs["objects"] / f"{stems[i]}.png", m.astype(np.uint8) * 255)
+            for o, seq in seqs:
+                for i, m, score in seq:
+                    if o == 0:  # SAM 2: labels of every object
+                        lab = m
+                    else:  # GrabCut, one object at a time: later objects are painted over earlier ones
+                        lab = _read_png(obj_file(i)).copy() if i in computed else np.zeros(m.shape, np.uint8)
+                        lab[m] = o
+                    computed.add(i)
+                    scores[i] = score
+                    _png(obj_file(i), lab.astype(np.uint8))
             res.inferred = n
             cache.pop("masks", None)
         else:
@@ -408,11 +464,14 @@ def write_segment_priors(
         new_masks: dict[str, str] = {}
         for i, s in enumerate(stems):
             b = base[s]
+            if b is not None and not Path(b).is_file():
+                raise ReconError(f"{b}: the mask of frame {names[i]} is missing; restore it, or run `recon process` on the original scene again")
             bkey = None if b is None else ST._file_sha(Path(b))
             key = ST._sha(run_key, opts.mode, bkey)
             mpath = dirs["masks"] / f"{s}.png"
             if opts.force or old_masks.get(s) != key or not mpath.is_file() or i in computed:
-                obj = _read_png(dirs["objects"] / f"{s}.png") > 0
+                lab = _read_png(dirs["objects"] / f"{s}.png")
+                obj = lab > 0
                 keep = ~obj if opts.mode == "drop" else obj.copy()
                 if b is not None:
                     from recon.scene.images import read_mask, resize
@@ -423,11 +482,12 @@ def write_segment_priors(
                     keep &= bm >= 0.5
                 _png(mpath, keep.astype(np.uint8) * 255)
                 if opts.previews:
-                    _png(dirs["preview"] / f"{s}.png", _preview_mask(load_rgb(scene, i), obj, keep))
+                    _png(dirs["preview"] / f"{s}.png", _preview_mask(load_rgb(scene, i), lab, keep))
                 res.masks_written += 1
                 area = float(obj.mean())
+                per_object = {int(o): round(float((lab == o).mean()), 5) for o in prompts}
             else:
-                area = None
+                area = per_object = None
             new_masks[s] = key
             mask_paths[i] = mpath
             info[i] = {"object": f"segmentation/objects/{s}.png", "mask": f"segmentation/masks/{s}.png",
@@ -435,6 +495,8 @@ def write_segment_priors(
                        "parent": names[parent[order.index(i)]] if parent[order.index(i)] >= 0 else None}
             if area is not None:
                 info[i]["object_fraction"] = round(area, 5)
+                if len(prompts) > 1:
+                    info[i]["object_fractions"] = per_object
         new_cache.update({"run": run_key, "masks": new_masks, "base": base,
                           "scores": {stems[i]: scores.get(i) for i in range(n)}})
         empty = [names[i] for i in range(n) if info[i].get("object_fraction") == 0.0]

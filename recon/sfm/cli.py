@@ -76,11 +76,12 @@ def main(
             propagation) or a model ID already in the Hugging Face cache (nothing is downloaded), or
             "grabcut": GrabCut from the box, propagated frame to frame, no weights. Implies --segment.
         segment_prompt: FRAME:x,y, a click on the object in pixels of that frame's image (FRAME: the
-            image's name, stem or index); repeat for more clicks.
-        segment_negative: FRAME:x,y, a click on what is not the object.
-        segment_box: FRAME:x0,y0,x1,y1, a box around the object (one per frame).
-        segment_mode: "drop": leave the object out of the training loss (people, cars); "keep":
-            train only the object.
+            image's name, stem or index); repeat for more clicks. A suffix @N (FRAME:x,y@2) is for
+            object N: several objects are followed at once (prompt each on one common frame).
+        segment_negative: FRAME:x,y[@N], a click on what is not the object.
+        segment_box: FRAME:x0,y0,x1,y1[@N], a box around the object (one per frame and object).
+        segment_mode: "drop": leave the objects out of the training loss (people, cars); "keep":
+            train only the objects.
         segment_points_per_side: automatic masks: prompts on an N x N grid.
         segment_min_score: automatic masks: least SAM 2 predicted IoU a mask needs.
         segment_min_stability: automatic masks: least stability score (IoU of the mask at logit
