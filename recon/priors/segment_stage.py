@@ -505,9 +505,8 @@ def write_segment_priors(
                 + ("; those frames train no pixels with --segment-mode keep" if opts.mode == "keep" else ""))
 
     # files of frames that are no longer in the scene
-    for s in sorted(set(cache.get("ids", {})) | set(cache.get("masks", {})) - set(stems)):
-        if s in stems:
-            continue
+    recorded = set().union(*(cache.get(k, {}) for k in ("ids", "masks", "base", "scores")))
+    for s in sorted(recorded - set(stems)):
         for d in dirs.values():
             p = d / f"{s}.png"
             if p.is_file() and p.resolve().is_relative_to(out.resolve()):
