@@ -1,12 +1,29 @@
 """Object extraction (`recon select`): a click or a box on one training view, lifted to the splats over
 all training views, matches the true object masks in held-out views; the object exports alone.
 
-The model is the built-in turntable (six objects with ground-truth ids) trained by `recon train` for
-1,500 steps at 128 px: the whole pipeline, with a trained model's blur and floaters.
+Two synthetic scenes with ground-truth object ids, each trained by `recon train`:
+
+* the built-in turntable (six objects sharing one kind of procedural texture), 32 views at 128 px,
+  1,500 steps: one click per object, with the id maps standing in for SAM;
+* a tabletop built here from `scenes` parts (a plain red box, a textured ball on a post and a
+  textured cone on a textured slab), 24 views at 96 px, 1,000 steps: a box per object with GrabCut,
+  the offline segmenter, on the objects it can tell apart (by colour, by depth).
+
+The training images carry the objects' coverage as alpha (as synthetic captures usually do), so the
+model learns where the scene is empty. On the turntable's plain white RGB images the model fills
+the white background with white Gaussians (the full model's held-out alpha footprint has IoU 0.45
+against the union of the objects, 0.97 with alpha), and those floaters, not the lifting, held the
+selections below IoU 0.9.
+
+Every figure is on the held-out views, twice: the selection's *visible footprint* (its blending
+weight with the rest of the model in place, alpha >= 0.5) against the visible object mask, and the
+selection *rendered alone* against the object's whole silhouette, ray-cast from the scene's meshes
+with the other objects removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,13 +35,14 @@ from PIL import Image
 from recon.cli import run as cli
 from recon.models.splats import SplatRenderer
 from recon.priors import lift
-from recon.run import RunCamera, write_cameras
+from recon.run import RunCamera
 from recon.scene.conventions import opengl_to_opencv
 from recon.selection import read_selection
 
 RES = 128
 VIEWS = 32
-KNOT, BLOB, CUBE = 3, 2, 4
+BLOB, KNOT, CUBE, CONE, RING = 2, 3, 4, 5, 6
+RED_BOX, BALL, TT_CONE = 2, 3, 4
 
 
 def _frames(scene: Path):
@@ -57,9 +75,60 @@ def _box(ids: np.ndarray, target: int, pad: int = 3) -> tuple[int, int, int, int
     return xs.min() - pad, ys.min() - pad, xs.max() + 1 + pad, ys.max() + 1 + pad
 
 
-def heldout_iou(run: Path, scene: Path, name: str, target: int) -> tuple[float, float]:
-    """(pooled IoU over the held-out views of the selection's visible footprint against the true
-    object masks, the same for the selection rendered alone)."""
+def _with_alpha(scene: Path) -> Path:
+    """The scene's images with the objects' coverage (id > 0) as alpha."""
+    for p in sorted((scene / "images").glob("*.png")):
+        rgb = np.asarray(Image.open(p).convert("RGB"))
+        Image.fromarray(np.dstack([rgb, ((_ids(scene, p.stem) > 0) * 255).astype(np.uint8)])).save(p)
+    return scene
+
+
+def tabletop(seed: int = 0):
+    """Three objects on a textured slab: a plain red box (its colour tells it apart), a textured
+    ball on a thin post (its depth does) and a textured cone standing on the slab (neither)."""
+    from scenes import meshes as M
+    from scenes.recipes import Light, Part, Recipe, _orbit_path, _sphere_rig
+    from scenes.textures import procedural_texture
+
+    rng = np.random.default_rng(seed)
+
+    def tex():
+        return procedural_texture(np.random.default_rng(rng.integers(2**63)), 256)
+
+    plain = np.clip(np.array([200.0, 40.0, 30.0]) + np.random.default_rng(1).normal(0, 6, (64, 64, 3)), 0, 255)
+    red = M.box((0.4, 0.4, 0.4), seg=4).transformed(M.rotation((0, 0, 1), 0.4)).transformed(M.translation((0.4, -0.35, 0.2)))
+    parts = [
+        Part("slab", 1, M.box((1.6, 1.6, 0.1), center=(0, 0, -0.05), seg=8), tex()),
+        Part("red_box", RED_BOX, red, plain.astype(np.uint8)),
+        Part("ball", BALL, M.uv_sphere(0.22, 64, 32, center=(-0.35, 0.3, 0.55)), tex()),
+        Part("post", BALL, M.frustum(0.03, 0.03, 0.33, n=16, center=(-0.35, 0.3, 0.0)), tex()),
+        Part("cone", TT_CONE, M.frustum(0.2, 0.02, 0.5, n=48, center=(0.35, 0.4, 0.0)), tex()),
+    ]
+    return Recipe(name="tabletop", seed=seed, parts=parts, objects={1: "slab", RED_BOX: "red_box", BALL: "ball", TT_CONE: "cone"},
+                  light=Light("directional", (-0.4, -0.5, 0.77)), background=(1.0, 1.0, 1.0), fov_x=np.radians(40.0),
+                  rig=lambda n: (_sphere_rig(n, np.random.default_rng([seed, 1]), radius=2.8, el_range=(15.0, 70.0)), None),
+                  path=lambda n: (_orbit_path(n), None), kind="object")
+
+
+class Silhouettes:
+    """Each object's whole silhouette (the other objects removed), ray-cast from the scene's meshes."""
+
+    def __init__(self, recipe):
+        self.recipe = recipe
+        self._r = {}
+
+    def __call__(self, target: int, cam: RunCamera) -> np.ndarray:
+        from scenes.render import Renderer
+
+        if target not in self._r:
+            parts = [p for p in self.recipe.parts if p.object_id == target]
+            self._r[target] = Renderer(dataclasses.replace(self.recipe, parts=parts), ss=1)
+        return self._r[target].render(np.asarray(cam.K), np.asarray(cam.c2w), cam.width, cam.height).ids > 0
+
+
+def heldout_iou(run: Path, scene: Path, name: str, target: int, silhouettes: Silhouettes) -> tuple[float, float]:
+    """Pooled over the held-out views: (IoU of the selection's visible footprint against the visible
+    object mask, IoU of the selection rendered alone against the object's whole silhouette)."""
     from recon.run import RunFolder
 
     rf = RunFolder.open(run)
@@ -71,11 +140,12 @@ def heldout_iou(run: Path, scene: Path, name: str, target: int) -> tuple[float, 
             continue
         gt = _ids(scene, c.name) == target
         fp = lift.footprint(r, c.camera, keep) >= 0.5
-        alone = r.subset(keep).render(c.camera).alpha[..., 0].numpy() >= 0.5
         inter += (fp & gt).sum()
         union += (fp | gt).sum()
-        inter_a += (alone & gt).sum()
-        union_a += (alone | gt).sum()
+        whole = silhouettes(target, c)
+        alone = r.subset(keep).render(c.camera).alpha[..., 0].numpy() >= 0.5
+        inter_a += (alone & whole).sum()
+        union_a += (alone | whole).sum()
     return inter / union, inter_a / union_a
 
 
@@ -83,7 +153,7 @@ def heldout_iou(run: Path, scene: Path, name: str, target: int) -> tuple[float, 
 def scene(tmp_path_factory):
     import scenes
 
-    return scenes.synth("turntable", tmp_path_factory.mktemp("select") / "scene", views=VIEWS, res=RES)
+    return _with_alpha(scenes.synth("turntable", tmp_path_factory.mktemp("select") / "scene", views=VIEWS, res=RES))
 
 
 @pytest.fixture(scope="module")
@@ -93,33 +163,112 @@ def trained_run(scene, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def silhouettes():
+    import scenes
+
+    return Silhouettes(scenes.build("turntable"))
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """(scene, trained run, silhouettes) of the tabletop."""
+    import scenes
+    from scenes.recipes import RECIPES
+
+    root = tmp_path_factory.mktemp("tabletop")
+    RECIPES["select-test-tabletop"] = tabletop
+    try:
+        sc = _with_alpha(scenes.synth("select-test-tabletop", root / "scene", views=24, res=96))
+    finally:
+        del RECIPES["select-test-tabletop"]
+    run = root / "trained"
+    assert cli(["train", str(sc), "--preset", "fast", "--steps", "1000", "--out", str(run)]) == 0
+    return sc, run, Silhouettes(tabletop())
+
+
 def _first_train_view(scene: Path) -> str:
     return next(c.name for c in _frames(scene) if c.split == "train")
 
 
-@pytest.mark.parametrize("target", [KNOT, BLOB])
-def test_click_with_id_masks_standing_in_for_sam(trained_run, scene, target):
-    """One click on one training view (id maps stand in for SAM), grown over the training views:
-    the selection's visible footprint matches the true object in the held-out views."""
+def test_the_model_knows_where_the_scene_is_empty(trained_run, scene):
+    """The full model's held-out alpha footprint against the union of the objects: the ceiling of
+    every selection's footprint. Measured 0.972 (0.453 when trained on the white RGB images)."""
+    from recon.run import RunFolder
+
+    rf = RunFolder.open(trained_run)
+    r = SplatRenderer(rf.gaussians(), antialiased=rf.antialiased)
+    inter = union = 0
+    for c in _frames(scene):
+        if c.split == "test":
+            a = r.render(c.camera).alpha[..., 0].numpy() >= 0.5
+            gt = _ids(scene, c.name) > 0
+            inter += (a & gt).sum()
+            union += (a | gt).sum()
+    assert inter / union >= 0.95
+
+
+# Held-out IoU measured with the model trained here (visible footprint, alone vs whole silhouette):
+# blob 0.949 / 0.961, knot 0.953 / 0.954, cube 0.934 / 0.862, cone 0.903 / 0.790, ring 0.853 / 0.886.
+# The bars leave room for float-level training changes. The issue's bar (0.9, visible footprint)
+# holds for the blob, the knot and the cube, and for the cone by 0.003; the ring (a tube about 5 px
+# wide at 128 px, a quarter of its selected weight in Gaussians that straddle its outline) is at
+# 0.85, which is also what lifting the held-out views' own masks gives (0.88): the model, not the
+# lifting, sets that figure.
+CLICK_BARS = {BLOB: (0.93, 0.94), KNOT: (0.93, 0.93), CUBE: (0.91, 0.84), CONE: (0.88, 0.76), RING: (0.83, 0.86)}
+
+
+@pytest.mark.parametrize("target", [BLOB, KNOT, CUBE, CONE, RING])
+def test_click_with_id_masks_standing_in_for_sam(trained_run, scene, silhouettes, target):
+    """One click on one training view (id maps stand in for SAM), grown over the training views."""
     view = _first_train_view(scene)
     x, y = _inner_point(_ids(scene, view), target)
     name = f"click{target}"
     assert cli(["select", str(trained_run), "--prompt", f"{view}:{x},{y}", "--segmenter", f"ids:{scene / 'masks'}",
                 "--name", name]) == 0
-    iou, alone = heldout_iou(trained_run, scene, name, target)
+    iou, alone = heldout_iou(trained_run, scene, name, target, silhouettes)
     print(f"object {target}: held-out IoU {iou:.3f} (selection rendered alone {alone:.3f})")
-    # measured 0.903 (knot) and 0.896 (blob); the bar leaves room for float-level training changes.
-    # The ceiling is the trained model's own held-out silhouettes (20 dB held out), not the lifting:
-    # lifting the true masks of all 28 training views gives the same figures.
-    assert iou >= {KNOT: 0.88, BLOB: 0.87}[target]
+    bar_visible, bar_alone = CLICK_BARS[target]
+    assert iou >= bar_visible and alone >= bar_alone
+    if target in (BLOB, KNOT, CUBE):
+        assert iou >= 0.9  # the issue's bar
     meta = json.loads((trained_run / "selections" / f"{name}.json").read_text())
     assert meta["how"]["views_used"] >= (VIEWS - 4) // 2 and meta["model"]["sha1"]
     assert (trained_run / "selections" / f"{name}.png").is_file()
 
 
+def test_masks_folder_lifts_as_given(trained_run, scene, silhouettes, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for c in _frames(scene):
+        if c.split == "train":
+            Image.fromarray(((_ids(scene, c.name) == BLOB) * 255).astype(np.uint8)).save(masks / f"{c.name}.png")
+    assert cli(["select", str(trained_run), "--masks", str(masks), "--name", "fromMasks"]) == 0
+    assert heldout_iou(trained_run, scene, "fromMasks", BLOB, silhouettes)[0] >= 0.93  # measured 0.949
+
+
+@pytest.mark.parametrize("target", [RED_BOX, BALL])
+def test_box_with_grabcut(table, target):
+    """A box around the object on one training view, segmented by GrabCut (colour chroma and the
+    model's rendered depth) and grown over the training views; the same from each of four views.
+    Measured: red box 0.968 / 0.816, ball 0.915 / 0.916 (visible footprint / alone vs whole
+    silhouette; the red box alone misses its base, which no view sees, on the slab)."""
+    sc, run, sil = table
+    views = [c.name for c in _frames(sc) if c.split == "train"][:4]
+    for k, view in enumerate(views):
+        x0, y0, x1, y1 = _box(_ids(sc, view), target)
+        name = f"box{target}-{k}"
+        assert cli(["select", str(run), "--box", f"{view}:{x0},{y0},{x1},{y1}", "--name", name]) == 0
+        iou, alone = heldout_iou(run, sc, name, target, sil)
+        print(f"object {target} from {view}: held-out IoU {iou:.3f} (alone {alone:.3f})")
+        assert iou >= 0.9 and alone >= {RED_BOX: 0.78, BALL: 0.88}[target]
+        assert json.loads((run / "selections" / f"{name}.json").read_text())["how"]["segmenter"] == "grabcut"
+
+
 def test_grabcut_separates_by_colour_and_depth():
     """The offline segmenter on a box: an object whose colour differs from its surroundings, and one
-    whose colour matches them but whose depth does not."""
+    whose colour matches them but whose depth does not; on the photo alone, on segment.py's depth
+    features, and on the colour-and-depth image that lifting gives it."""
     from recon.priors.segment import GrabCutSegmenter, Prompt
 
     rng = np.random.default_rng(0)
@@ -130,27 +279,31 @@ def test_grabcut_separates_by_colour_and_depth():
     coloured = img.copy()
     coloured[disc] = (rng.random((disc.sum(), 3)) * 40 + [200, 40, 30]).astype(np.uint8)
     box = (24.0, 20.0, 72.0, 68.0)
-    m = GrabCutSegmenter().segment(coloured, Prompt(box=box), "a")
-    assert (m & disc).sum() / (m | disc).sum() >= 0.9
     depth = np.where(disc, 2.0, 5.0).astype(np.float32) + rng.normal(0, 0.02, (H, W)).astype(np.float32)
-    m = GrabCutSegmenter().segment(img, Prompt(box=box, depth=depth), "b")  # same texture inside and out
-    assert (m & disc).sum() / (m | disc).sum() >= 0.9
+    flat = np.full((H, W), 5.0, np.float32)
+
+    def iou(m):
+        return (m & disc).sum() / (m | disc).sum()
+
+    assert iou(GrabCutSegmenter().segment(coloured, Prompt(box=box), "a")) >= 0.9
+    assert iou(GrabCutSegmenter().segment(img, Prompt(box=box, depth=depth), "b")) >= 0.9  # same texture inside and out
+    assert iou(GrabCutSegmenter().segment(lift.colour_depth_image(coloured, flat), Prompt(box=box), "c")) >= 0.9
+    assert iou(GrabCutSegmenter().segment(lift.colour_depth_image(img, depth), Prompt(box=box), "d")) >= 0.9
 
 
-def test_masks_folder_lifts_as_given(trained_run, scene, tmp_path):
-    masks = tmp_path / "masks"
-    masks.mkdir()
-    for c in _frames(scene):
-        if c.split == "train":
-            Image.fromarray(((_ids(scene, c.name) == BLOB) * 255).astype(np.uint8)).save(masks / f"{c.name}.png")
-    assert cli(["select", str(trained_run), "--masks", str(masks), "--name", "fromMasks"]) == 0
-    assert heldout_iou(trained_run, scene, "fromMasks", BLOB)[0] >= 0.87  # measured 0.896
-
-
-def test_export_object_alone_and_scene_without_it(trained_run, scene, tmp_path):
+def test_export_object_alone_in_every_format(trained_run, scene, silhouettes, tmp_path):
+    """The cube alone in every static format: each holds the selection's Gaussians (or a mesh of
+    them), passes its validator, and renders where the cube is in the held-out views."""
+    from exporters.gltf_splat import (is_extension_semantic_issue, read_glb, validate_gltf, validation_errors,
+                                      validator_available)
     from exporters.ply import read_ply
+    from exporters.splat import decode_splat
+    from exporters.splats import as_numpy, transform_splats
+    from exporters.spz import read_spz
+    from exporters.usd_splat import read_usd, validate_usd
     from recon.run import RunFolder
 
+    pxr = pytest.importorskip("pxr")
     view = _first_train_view(scene)
     x, y = _inner_point(_ids(scene, view), CUBE)
     assert cli(["select", str(trained_run), "--prompt", f"{view}:{x},{y}", "--segmenter", f"ids:{scene / 'masks'}",
@@ -158,36 +311,77 @@ def test_export_object_alone_and_scene_without_it(trained_run, scene, tmp_path):
     rf = RunFolder.open(trained_run)
     n = int(rf.gaussians()["means"].shape[0])
     keep, _ = read_selection(trained_run, "cube", rf.path("model"), n)
-    fmts = "ply,spz,splat,splat-glb,splat-usd"
-    assert cli(["export", str(trained_run), "--selection", "cube", "--format", fmts, "--out", str(tmp_path / "obj")]) == 0
+    out = tmp_path / "obj"
+    assert cli(["export", str(trained_run), "--selection", "cube", "--format", "all", "--out", str(out),
+                "--mesh-faces", "4000", "--mesh-texture-size", "128"]) == 0
     assert cli(["export", str(trained_run), "--selection", "cube", "--invert-selection", "--format", "ply",
                 "--out", str(tmp_path / "rest")]) == 0
-    obj = {k: np.asarray(v) for k, v in read_ply(tmp_path / "obj" / "splats.ply").items()}
-    rest = {k: np.asarray(v) for k, v in read_ply(tmp_path / "rest" / "splats.ply").items()}
-    assert len(obj["means"]) == keep.sum() and len(rest["means"]) == n - keep.sum()
-    # the object's Gaussians lie in the cube's box (scene frame: ply keeps the training frame).
-    # Measured: 99th percentile 0.249, farthest 0.37 from its centre; without the two-view rule
-    # floaters that one camera saw in front of the cube reached 1.5 (99th percentile).
+    rest = read_ply(tmp_path / "rest" / "splats.ply")
+    assert len(rest["means"]) == n - keep.sum()
+    T = {k: np.array(v) for k, v in json.loads((out / "cameras.json").read_text())["export_transforms"].items()}
+
+    def back(fmt, s):
+        """A decoded file's Gaussians in the training frame."""
+        s = {k: (v.numpy() if torch.is_tensor(v) else np.asarray(v)) for k, v in s.items()}
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).float()
+                for k, v in transform_splats(as_numpy(s), np.linalg.inv(T[fmt])).items()}
+
+    decoded = {
+        "ply": back("ply", read_ply(out / "splats.ply")),
+        "spz": back("spz", read_spz(out / "splats.spz")),
+        "splat": back("splat", decode_splat((out / "splats.splat").read_bytes())),
+        "splat-glb": back("splat-glb", read_glb(out / "splats.glb")),
+        "splat-usd": back("splat-usd", read_usd(out / "splats.usdc")),
+    }
+    tests = [c for c in _frames(scene) if c.split == "test"]
+    for fmt, s in decoded.items():
+        assert len(s["means"]) == keep.sum(), fmt
+        inter = union = 0
+        for c in tests:
+            alone = SplatRenderer(s).render(c.camera).alpha[..., 0].numpy() >= 0.5
+            whole = silhouettes(CUBE, c)
+            inter += (alone & whole).sum()
+            union += (alone | whole).sum()
+        print(f"{fmt}: object alone vs the cube's silhouette, held-out IoU {inter / union:.3f}")
+        assert inter / union >= 0.84, fmt  # measured 0.862 (ply); the decoders' quantisation costs little
+    # the object's Gaussians lie in the cube's box. Measured: 99th percentile 0.249, farthest 0.37
+    # from its centre; without the two-view rule floaters that one camera saw in front of the cube
+    # reached 1.5 (99th percentile).
     c = np.array([0.36, -0.36, 0.19])
-    d = np.abs(obj["means"] - c).max(1)
+    d = np.abs(decoded["ply"]["means"].numpy() - c).max(1)
     assert np.percentile(d, 99) < 0.19 * np.sqrt(2) + 0.02 and d.max() < 0.6
-    # the other formats hold the same count and say what they hold
-    from exporters.spz import read_spz
+    # validators
+    assert validate_usd(out / "splats.usdc") == [] and validate_usd(out / "mesh.usdc") == []
+    assert validate_usd(out / "mesh.usdz") == [] and validate_usd(out / "cameras.usda") == []
+    if validator_available() is None:
+        rep = validate_gltf(out / "splats.glb")
+        assert all(is_extension_semantic_issue(m) for m in rep["issues"]["messages"] if m["severity"] == 0)
+        assert rep["issues"]["numWarnings"] == 0 and validation_errors(rep) == []
+        rep = validate_gltf(out / "mesh.glb")
+        assert rep["issues"]["numErrors"] == 0 and rep["issues"]["numWarnings"] == 0, rep["issues"]["messages"][:5]
+    # the meshes: the cube's surface, nowhere else (vertices back in the training frame)
+    from pxr import UsdGeom
 
-    assert int(read_spz(tmp_path / "obj" / "splats.spz")["means"].shape[0]) == keep.sum()
-    import pxr
+    from exporters.gltf_splat import parse_glb
 
-    stage = pxr.Usd.Stage.Open(str(tmp_path / "obj" / "splats.usdc"))
+    doc, binary = parse_glb((out / "mesh.glb").read_bytes())
+    acc = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    view_ = doc["bufferViews"][acc["bufferView"]]
+    glb_v = np.frombuffer(binary, "<f4", acc["count"] * 3, view_["byteOffset"] + acc.get("byteOffset", 0)).reshape(-1, 3)
+    obj_v = np.array([[float(t) for t in ln.split()[1:4]] for ln in (out / "mesh.obj").read_text().splitlines()
+                      if ln.startswith("v ")])
+    usd_stage = pxr.Usd.Stage.Open(str(out / "mesh.usdz"))
+    usd_v = next(np.asarray(UsdGeom.Mesh(p).GetPointsAttr().Get()) for p in usd_stage.Traverse() if p.IsA(UsdGeom.Mesh))
+    for fmt, v in (("mesh-glb", glb_v), ("mesh-obj", obj_v), ("mesh-usdz", usd_v)):
+        Ti = np.linalg.inv(T[fmt])
+        w = v.astype(np.float64) @ Ti[:3, :3].T + Ti[:3, 3]
+        d = np.abs(w - c).max(1)
+        print(f"{fmt}: {len(v)} vertices, 99th percentile {np.percentile(d, 99):.3f} from the cube's centre")
+        assert len(v) > 100 and np.percentile(d, 99) < 0.19 * np.sqrt(2) + 0.05, fmt
+    # provenance says what the files hold
+    stage = pxr.Usd.Stage.Open(str(out / "splats.usdc"))
     assert "cube" in json.dumps(dict(stage.GetRootLayer().customLayerData.get("recon", {})))
-    comments = (tmp_path / "obj" / "splats.ply").read_bytes()[:4000].decode("latin-1")
-    assert "selection: cube" in comments
-    # the object alone renders where the cube is in a held-out view
-    from recon.models.splats import SplatRenderer as R
-
-    test = next(c for c in _frames(scene) if c.split == "test")
-    alpha = R(obj).render(test.camera).alpha[..., 0].numpy() >= 0.5
-    gt = _ids(scene, test.name) == CUBE
-    assert (alpha & gt).sum() / max(1, gt.sum()) >= 0.9
+    assert "selection: cube" in (out / "splats.ply").read_bytes()[:4000].decode("latin-1")
 
 
 def _sam2_tiny(folder: Path) -> Path:

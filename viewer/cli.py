@@ -24,6 +24,7 @@ def main(
     key: Optional[Path] = None,
     splat_format: Literal["auto", "spz", "ply"] = "auto",
     allow_host: tuple[str, ...] = (),
+    segment_model: Optional[str] = None,
 ) -> int:
     """Serve RUN (a folder written by `recon train`, or a splat .ply) until Ctrl-C.
 
@@ -42,24 +43,29 @@ def main(
         key: PEM private key for --cert.
         splat_format: file the WebXR page loads: SPZ (compact; converted once and cached), the run's PLY, or auto (SPZ, else PLY).
         allow_host: more names this machine is reached by (e.g. a DNS name); other Host names and other origins get 403.
+        segment_model: segmentation model for selecting objects by click or box in the operator UI: a SAM 2 folder (or sam2:PATH|ID, local weights only) or ids:DIR (instance-id maps per training image). Without it a dragged box is segmented by GrabCut.
     """
     from recon.errors import ReconError
     from viewer.run import open_run
+    from viewer.select import load_viewer_segmenter
     from viewer.server import ViewerOptions, ViewerServer
 
     for name, value in (("--port", port), ("--xr-port", xr_port)):
         if value is not None and not 0 <= value <= 65535:
             raise ReconError(f"{name} {value}: a port is 0-65535 (0: any free port)")
 
+    segmenter = load_viewer_segmenter(segment_model)  # bad weights: one line, before serving
     stop = threading.Event()
     serving = threading.Event()
     restore = _stop_on_signals(stop, serving)
     try:
-        r = open_run(run)
+        r = open_run(run, distill_nerf=True)  # a NeRF run: the splats distilled from it (cached)
         server = ViewerServer(r, ViewerOptions(host=host, port=port, xr_port=xr_port, token=token, cert=cert,
                                                key=key, splat_format=splat_format,
                                                allow_hosts=tuple(allow_host)))
         server.start()
+        if segmenter is not None and getattr(server, "ui", None) is not None:
+            server.ui.set_segmenter(segmenter)
         serving.set()
     except BaseException as e:
         restore()

@@ -6,6 +6,10 @@ Scene graph: ``/world`` is a frame carrying the run's world-to-scene transform (
 thumbnails when the images are found), ``/world/path/...`` (camera-path keyframes and spline).
 viser's own camera (``client.camera``) is in the scene frame; :class:`viewer.run.SceneFrame`
 converts.
+
+Selection (the "Select" folder): with "Select mode" on, a box dragged on the view (or a click, with
+``recon view --segment-model``) is lifted to the Gaussians by :mod:`viewer.select` (the code of
+``recon select``), saved as ``RUN/selections/NAME.*`` and shown alone (or hidden).
 """
 
 from __future__ import annotations
@@ -28,9 +32,16 @@ MAX_THUMBS = 300
 
 
 class OperatorUI:
-    def __init__(self, server, run: Run, background: tuple[int, int, int] = (24, 24, 28)):
+    def __init__(self, server, run: Run, background: tuple[int, int, int] = (24, 24, 28), segmenter=None):
         self.server = server
         self.run = run
+        self.selection: np.ndarray | None = None
+        self.selector = None
+        if run.splats_path is not None and any(c.split == "train" for c in run.cameras):
+            from viewer.select import ViewerSelector
+
+            self.selector = ViewerSelector(run.folder, segmenter)
+        self._select_lock = threading.Lock()
         self.frame = run.frame
         self.keyframes: list[Keyframe] = []
         self._mask: np.ndarray | None = None
@@ -66,7 +77,9 @@ class OperatorUI:
             self._means_scene = self.frame.to_scene(splats["means"].detach().cpu().numpy().astype(np.float64))
             if self.renderer is not None:
                 self.renderer = server_render.SplatRenderer(splats, getattr(self.run, "antialiased", False))
-            self._mask = self.crop_mask()
+            if self.selection is not None and len(self.selection) != self.run.num_gaussians:
+                self.selection = None  # made on another model
+            self._mask = self.display_mask()
         self._send_splats()
         self.splats.visible = self.mode.value == "RGB"
         self._rerender_all()
@@ -186,6 +199,7 @@ class OperatorUI:
             save = gui.add_button("Save", icon="device-floppy",
                                   hint="Writes RUN/camera_paths/FILE (nerfstudio format) and downloads it")
             load = gui.add_button("Load", hint="Reads RUN/camera_paths/FILE")
+        self._build_select_gui()
 
         self.mode.on_update(lambda _: self._mode_changed())
         self.res.on_update(lambda _: self._rerender_all())
@@ -247,14 +261,115 @@ class OperatorUI:
             time.sleep(0.25)
             if seq != self._crop_seq or self._closed.is_set():
                 return
-            self._mask = self.crop_mask()
-            kept = self.run.num_gaussians if self._mask is None else int(self._mask.sum())
+            self._mask = self.display_mask()
+            crop = self.crop_mask()
+            kept = self.run.num_gaussians if crop is None else int(crop.sum())
             self.crop_info.content = f"{kept:,} of {self.run.num_gaussians:,} Gaussians"
             self._send_splats()
             self.splats.visible = self.mode.value == "RGB"
             self._rerender_all()
 
         threading.Thread(target=apply, daemon=True).start()
+
+    # ------------------------------------------------------------------ selection
+    def _build_select_gui(self) -> None:
+        gui = self.server.gui
+        sel = self.selector
+        with gui.add_folder("Select", expand_by_default=False):
+            self.select_help = gui.add_markdown("")
+            self.select_on = gui.add_checkbox("Select mode", False, disabled=sel is None,
+                                              hint="While on, dragging draws a box instead of turning the view")
+            self.select_name = gui.add_text("Name", "object", disabled=sel is None,
+                                            hint="Saved as RUN/selections/NAME; recon export RUN --selection NAME")
+            self.select_show = gui.add_dropdown("Show", ["All", "Selection only", "Without selection"],
+                                                initial_value="All", disabled=sel is None)
+            self.select_info = gui.add_markdown("")
+        self.select_on.on_update(lambda _: self._select_mode_changed())
+        self.select_show.on_update(lambda _: self._refresh_display())
+        self._select_help()
+
+    def _select_help(self) -> None:
+        sel = self.selector
+        if sel is None:
+            self.select_help.content = "Selecting needs a run folder with training cameras."
+            return
+        how = ("drag a box or click the object" if sel.segmenter is not None
+               else "drag a box around the object (GrabCut; clicks need `--segment-model`)")
+        self.select_help.content = (f"Select mode on, then {how}. On a training camera (click its frustum) "
+                                    "the photo is segmented; elsewhere the render.")
+
+    def set_segmenter(self, segmenter) -> None:
+        """The segmentation model for clicks and boxes (``recon view --segment-model``)."""
+        if self.selector is not None:
+            self.selector.segmenter = segmenter
+            self._select_help()
+            self._select_mode_changed()
+
+    def _select_mode_changed(self) -> None:
+        sc = self.server.scene
+        sc.remove_rect_select_callback("all")
+        sc.remove_click_callback("all")
+        if self.select_on.value and self.selector is not None:
+            sc.on_rect_select()(self.on_rect_select)
+            if self.selector.segmenter is not None:
+                sc.on_click()(self.on_scene_click)
+
+    def on_rect_select(self, event) -> None:
+        """viser's rect-select: a box in screen coordinates (0..1) of the client's view."""
+        self.select_in_view(event.client, box=(tuple(event.screen_min), tuple(event.screen_max)))
+
+    def on_scene_click(self, event) -> None:
+        self.select_in_view(event.client, points=[tuple(event.screen_pos)])
+
+    def view_pose(self, client):
+        from viewer.select import ViewPose
+
+        aspect = float(client.camera.aspect) if client.camera.aspect else 16 / 9
+        return ViewPose(self.client_c2w(client), float(client.camera.fov), aspect)
+
+    def select_in_view(self, client, box=None, points=()) -> Path | None:
+        """Lift a prompt drawn in ``client``'s view, save it under the name in the GUI, show it.
+        Returns the selection's .json path (None when it failed: the client is told why)."""
+        from recon.errors import ReconError
+
+        if self.selector is None:
+            return None
+        if not self._select_lock.acquire(blocking=False):
+            client.add_notification("Select", "A selection is already being made", auto_close_seconds=3.0)
+            return None
+        try:
+            self.select_info.content = "selecting..."
+            labels, meta, msg = self.selector.select(self.view_pose(client), self.frame.radius,
+                                                     self.select_name.value.strip(), box=box, points=points)
+        except ReconError as e:
+            self.select_info.content = ""
+            client.add_notification("Select", str(e), color="red", auto_close_seconds=8.0)
+            return None
+        finally:
+            self._select_lock.release()
+        self.selection = labels if len(labels) == self.run.num_gaussians else None
+        self.select_info.content = msg
+        if self.select_show.value == "All":
+            self.select_show.value = "Selection only"  # its on_update refreshes the display
+        else:
+            self._refresh_display()
+        client.add_notification("Selection saved", msg, auto_close_seconds=8.0)
+        return meta
+
+    def display_mask(self) -> np.ndarray | None:
+        """The Gaussians shown: the crop box and the selection's "Show" choice together."""
+        m = self.crop_mask()
+        show = self.select_show.value if hasattr(self, "select_show") else "All"
+        if self.selection is not None and show != "All":
+            s = self.selection if show == "Selection only" else ~self.selection
+            m = s if m is None else (m & s)
+        return m
+
+    def _refresh_display(self) -> None:
+        self._mask = self.display_mask()
+        self._send_splats()
+        self.splats.visible = self.mode.value == "RGB"
+        self._rerender_all()
 
     # ------------------------------------------------------------------ server-side render modes
     def _on_connect(self, client) -> None:
@@ -298,7 +413,7 @@ class OperatorUI:
                 fy = 0.5 * h / math.tan(0.5 * float(cam.fov))
                 K = np.array([[fy, 0, w / 2], [0, fy, h / 2], [0, 0, 1.0]])
                 bg = tuple(np.asarray(self.bg.value, np.float32) / 255.0)
-                img = self.renderer.render(self.client_c2w(client), K, w, h, self.mode.value, bg, self.crop_mask())
+                img = self.renderer.render(self.client_c2w(client), K, w, h, self.mode.value, bg, self.display_mask())
                 client.scene.set_background_image(img, format="jpeg", jpeg_quality=90)
         except Exception as e:  # noqa: BLE001 - a disconnected client or a render error: tell, don't die
             try:

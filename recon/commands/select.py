@@ -74,6 +74,47 @@ def _preview(path: Path, renderer, views, labels, count: int = 4) -> None:
         Image.fromarray(grid).save(tmp, format="PNG")
 
 
+def select_on_view(rf, renderer, cams, views, missing: int, first: int, seg, pts, labs, bx, max_views=None,
+                   log=_log):
+    """Segment training view ``first`` from points ``pts`` (labels ``labs``) and/or box ``bx``, in
+    pixels of that view's image file, and grow the selection over the other training views whose
+    images were found. Returns the lift result and the provenance recorded in the selection. The
+    operator viewer calls this too, so a box drawn there on a training view gives the same
+    selection as ``recon select --box`` with that box."""
+    from recon.priors import lift
+    from recon.priors.segment import Prompt
+
+    view_key = views[first].key
+    if views[first].image is None:
+        raise ReconError(f"the image of view {view_key} was not found (scene moved? the run looks in {rf.image_dirs()})")
+    iw, ih = _image_size(rf, cams[first])
+    sx, sy = cams[first].width / iw, cams[first].height / ih
+    p = Prompt(points=[(x * sx, y * sy) for x, y in pts], labels=list(labs),
+               box=None if bx is None else (bx[0] * sx, bx[1] * sy, bx[2] * sx, bx[3] * sy))
+    p.check(cams[first].width, cams[first].height, f"view {view_key} ({iw}x{ih})")
+    usable = [i for i, v in enumerate(views) if v.image is not None]
+    if missing:
+        log(f"select: {missing} training images not found; growing over the other {len(usable)}")
+    keep = [first] + [i for i in usable if i != first]
+    res = lift.select_from_prompt(renderer, [views[i] for i in keep], seg, 0, p, max_views=max_views, log=log)
+    how = {"segmenter": seg.name,
+           "prompt": {"view": view_key, "points": [tuple(q) for q in pts], "labels": list(labs),
+                      "box": None if bx is None else tuple(bx)},
+           "views_used": res.views_used, "views_skipped": res.views_skipped}
+    return res, how
+
+
+def save_selection(rf, model_file: Path, renderer, views, name: str, labels, how: dict) -> Path:
+    """Write selection ``name`` of the run and its preview; returns the .json path."""
+    from recon.selection import write_selection
+
+    if not np.asarray(labels).any():
+        raise ReconError("the selection is empty: no primitive falls mostly inside the masks; prompt inside the object")
+    meta = write_selection(rf.root, model_file, name, labels, how)
+    _preview(meta.with_suffix(".png"), renderer, views, labels)
+    return meta
+
+
 def main(
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
     prompt: tuple[str, ...] = (),
@@ -103,9 +144,9 @@ def main(
     """
     from recon.models.splats import SplatRenderer
     from recon.priors import lift
-    from recon.priors.segment import Prompt, load_segmenter, parse_view_prompt, views_of
+    from recon.priors.segment import load_segmenter, parse_view_prompt, views_of
     from recon.run import RunFolder
-    from recon.selection import check_name, write_selection
+    from recon.selection import check_name
 
     check_name(name)
     given = sum([bool(prompt), box is not None, masks is not None])
@@ -169,26 +210,9 @@ def main(
             raise ReconError(f"view {view_key!r} is not a training image of {rf.root} (give a name such as "
                              f"{views[0].key} or an index 0..{len(views) - 1})")
         first = lookup[view_key]
-        if views[first].image is None:
-            raise ReconError(f"the image of view {view_key} was not found (scene moved? the run looks in {rf.image_dirs()})")
-        iw, ih = _image_size(rf, cams[first])
-        sx, sy = cams[first].width / iw, cams[first].height / ih
-        p = Prompt(points=[(x * sx, y * sy) for x, y in pts], labels=labs,
-                   box=None if bx is None else (bx[0] * sx, bx[1] * sy, bx[2] * sx, bx[3] * sy))
-        p.check(cams[first].width, cams[first].height, f"view {view_key} ({iw}x{ih})")
-        usable = [i for i, v in enumerate(views) if v.image is not None]
-        if missing:
-            _log(f"select: {missing} training images not found; growing over the other {len(usable)}")
-        keep = [first] + [i for i in usable if i != first]
-        sub_views = [views[i] for i in keep]
-        res = lift.select_from_prompt(renderer, sub_views, seg, 0, p, max_views=max_views, log=_log)
-        how = {"segmenter": seg.name, "prompt": {"view": views[first].key, "points": pts, "labels": labs, "box": bx},
-               "views_used": res.views_used, "views_skipped": res.views_skipped}
+        res, how = select_on_view(rf, renderer, cams, views, missing, first, seg, pts, labs, bx, max_views)
     labels = res.labels
-    if not labels.any():
-        raise ReconError("the selection is empty: no primitive falls mostly inside the masks; prompt inside the object")
-    meta = write_selection(rf.root, model_file, name, labels, how)
-    _preview(meta.with_suffix(".png"), renderer, views, labels)
+    meta = save_selection(rf, model_file, renderer, views, name, labels, how)
     print(f"selected {int(labels.sum())} of {labels.size} primitives ({100 * labels.mean():.1f} %) from "
           f"{res.views_used} views in {time.perf_counter() - t0:.1f} s")
     print(f"wrote {meta} (+ .npy, preview .png); export it with `recon export {rf.root} --selection {name}`")

@@ -25,6 +25,16 @@ import torch
 from recon.priors.segment import Prompt, Segmenter, footprint_box, prompt_points
 
 
+MIN_WEIGHT = 0.05
+"""A primitive is selected only with at least this much blending weight (in pixels) inside the
+masks. Primitives hidden behind the object in the views lifted so far get a tiny weight inside the
+mask and none outside; without this floor they count as the object until a view sees them, and
+while the selection grows from one view, their footprint in the next view (the segmenter's prompt)
+takes in the surface behind the object. On a red box over a textured slab, a box prompt from one
+of four views drifted to held-out IoU 0.54; with the floor all four give 0.97, and the selections
+from complete votes are unchanged."""
+
+
 @dataclass
 class LiftView:
     """A training view: camera (``recon.scene.cameras.Camera``), uint8 image ``[H, W, 3]`` at the
@@ -57,6 +67,7 @@ class Votes:
         seen = total > seen_eps
         lab = np.zeros(len(total), bool)
         lab[seen] = self.inside[seen] > threshold * total[seen]
+        lab &= self.inside >= MIN_WEIGHT
         if self.views_inside is not None and len(self.masks) >= 2:
             lab &= self.views_inside >= 2
         return lab
@@ -104,6 +115,63 @@ def model_depth(renderer, camera) -> np.ndarray:
     a = out.alpha[..., 0].numpy()
     d = out.depth[..., 0].numpy() / np.maximum(a, 1e-6)
     return np.where(a > 0.5, d, 0.0).astype(np.float32)
+
+
+def colour_depth_image(image: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """The 3-channel 8-bit image a colour model (GrabCut) segments when the model's depth is known:
+    inverse depth (1st-99th percentile stretched) and the two chroma channels of CIE Lab. Chroma
+    keeps an object whose colour differs from its surroundings apart, depth one that stands in
+    front of surfaces that look alike; brightness, which shading changes across one surface, is
+    left out. (Inverse depth twice and grey once lost colour-distinct objects: on a red box over a
+    textured slab GrabCut's IoU fell from 0.95 to 0 in half of the views.)"""
+    import cv2
+
+    d = np.asarray(depth, np.float32).reshape(image.shape[:2])
+    valid = d > 1e-6
+    inv = np.zeros_like(d)
+    inv[valid] = 1.0 / d[valid]
+    q = np.zeros(d.shape, np.uint8)
+    if valid.any():
+        lo, hi = np.percentile(inv[valid], 1), np.percentile(inv[valid], 99)
+        q = (np.clip((inv - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+    lab = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2LAB)
+    return np.ascontiguousarray(np.dstack([q, lab[..., 1], lab[..., 2]]))
+
+
+def _segment(segmenter, image: np.ndarray, prompt: Prompt, key: str, renderer, camera) -> np.ndarray:
+    """Run ``segmenter``; one that models depth (GrabCut) gets :func:`colour_depth_image` of the
+    view and the model's rendered depth instead of the photo."""
+    if getattr(segmenter, "uses_depth", False):
+        import cv2
+
+        depth = prompt.depth if prompt.depth is not None else model_depth(renderer, camera)
+        prompt = Prompt(points=list(prompt.points), labels=list(prompt.labels), box=prompt.box, hint=prompt.hint)
+        image = colour_depth_image(image, depth)
+        # GrabCut seeds its colour models with k-means on OpenCV's global random generator: reseed
+        # it so the same prompt gives the same selection however many were made before in this
+        # process (the viewer's selections match `recon select`'s).
+        cv2.setRNGSeed(0)
+        return main_components(segmenter.segment(image, prompt, key))
+    return segmenter.segment(image, prompt, key)
+
+
+def main_components(mask: np.ndarray, min_fraction: float = 0.25) -> np.ndarray:
+    """The mask's largest connected region and those at least ``min_fraction`` of its size.
+
+    GrabCut labels stray islands elsewhere in its box whose colour and depth resemble the object's.
+    Lifted, they select Gaussians off the object, which then show in the next view's footprint, the
+    next prompt, and so stay. (A ball on a post from one of four views: held-out IoU 0.79 with the
+    islands, 0.92 without.) Parts of one object that an occluder splits apart are of a size and
+    are kept."""
+    import cv2
+
+    m = np.asarray(mask, bool)
+    if not m.any():
+        return m
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    area = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(area >= min_fraction * area.max()) + 1
+    return np.isin(lab, keep)
 
 
 def add_view(votes: Votes, renderer, camera, mask: np.ndarray) -> None:
@@ -179,10 +247,7 @@ def select_from_prompt(
     t0 = time.perf_counter()
     votes = Votes.empty(renderer.num_primitives)
     v0 = views[first]
-    wants_depth = bool(getattr(segmenter, "uses_depth", False))
-    if wants_depth and prompt.depth is None:
-        prompt.depth = model_depth(renderer, v0.camera)
-    mask0 = segmenter.segment(v0.image, prompt, v0.key)
+    mask0 = _segment(segmenter, v0.image, prompt, v0.key, renderer, v0.camera)
     if not mask0.any():
         from recon.errors import ReconError
 
@@ -202,10 +267,9 @@ def select_from_prompt(
             skipped += 1
             per_view.append({"view": v.key, "skipped": "selection not visible"})
             continue
-        p = Prompt(points=prompt_points(fp), box=footprint_box(fp), hint=fp,
-                   depth=model_depth(renderer, v.camera) if wants_depth else None)
+        p = Prompt(points=prompt_points(fp), box=footprint_box(fp), hint=fp)
         p.labels = [1] * len(p.points)
-        mask = segmenter.segment(v.image, p, v.key)
+        mask = _segment(segmenter, v.image, p, v.key, renderer, v.camera)
         add_view(votes, renderer, v.camera, mask)
         labels = votes.labels()
         used += 1
