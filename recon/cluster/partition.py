@@ -5,12 +5,23 @@
 2. Blocks: an ``nx x ny`` grid on that plane, split at quantiles of the points so blocks hold about
    as many points each; a block's **core** is its cell (the outer cells reach to infinity), its
    **expanded** region the core grown by ``margin`` of its size on every side.
-3. Cameras: a training view goes to a block when its centre lies in the expanded region or when at
-   least ``min_visible`` of the block's points project into its image in front of it.
-4. Each block is an ordinary ``recon train`` run on a block scene (a ``transforms.json`` listing
-   its views, referring to the original images, with the points of its expanded region as the
-   initialisation), trained as a Ray task; blocks run in parallel.
-5. Merge: each block's Gaussians are cropped to its core and concatenated into one splat run
+3. Coarse global model (CityGaussian): one ordinary splat training on every training view for the
+   first ``coarse_fraction`` of the steps, with the schedules of the whole run (it is the first
+   part of the single run it replaces), as a Ray task using every core.
+4. Cameras: the coarse model's depth is rendered in every training view (at low resolution) and
+   each pixel's surface point placed on the ground plane; a view goes to a block when at least
+   ``min_cover`` of its pixels show the block's expanded region (occlusion-aware footprints, so a
+   view looking elsewhere or at a wall in front of the block does not count).
+5. Blocks: each block continues the coarse model: the Gaussians whose centres lie in its expanded
+   region (with their optimiser and densification state) are trained on the block's views for
+   ``(steps - coarse) / blocks`` steps, while every other Gaussian of the coarse model stays frozen
+   and is rendered with them as context, so a block's renders show the whole scene and it never
+   needs floaters to explain other blocks' content. A block's step ``b`` plays the role of step
+   ``coarse + b * blocks`` of the whole run in the schedules (learning-rate decay, densification,
+   SH degree), so the steps add up to the single run's. Blocks are ordinary run folders (their
+   ``splats.ply`` holds the block's own Gaussians), trained as Ray tasks with one CPU each, in
+   parallel; a re-run skips finished blocks and resumes the others from their checkpoints.
+6. Merge: each block's Gaussians are cropped to its core and concatenated into one splat run
    (``run.json``, ``splats.ply``, ``cameras.json``, ``metrics.json`` on the whole scene's held-out
    views), which eval, view, export and render read like any run.
 
@@ -20,6 +31,7 @@ depth maps, else random points in the box the splat method would initialise in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -28,10 +40,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from recon.errors import ReconError
+from recon.methods.base import Method, RenderOutput
+from recon.methods.splat import SplatMethod
 
 PLAN_FILE = "partition.json"
+MIN_COVER = 0.25
+"""Share of a view's pixels a block's expanded region must fill for the view to train the block."""
 
 
 def parse_grid(spec: str) -> tuple[int, int]:
@@ -116,9 +133,9 @@ def scene_points(scene, max_points: int = 200_000, seed: int = 0) -> np.ndarray:
     return c + rng.uniform(-half, half, size=(20_000, 3))
 
 
-def make_plan(scene, points: np.ndarray, nx: int, ny: int, margin: float = 0.2,
-              min_visible: float = 0.15) -> Plan:
-    """Blocks and their training views (see the module docstring)."""
+def make_plan(scene, points: np.ndarray, nx: int, ny: int, margin: float = 0.2) -> Plan:
+    """The ground plane and its blocks (see the module docstring); views are assigned later by
+    :func:`assign_views`."""
     train = scene.indices("train")
     c2ws = np.stack([scene.frames[i].camera.c2w for i in train])
     up = -c2ws[:, :3, 1].mean(0)
@@ -147,30 +164,38 @@ def make_plan(scene, points: np.ndarray, nx: int, ny: int, margin: float = 0.2,
             mu, mv = margin * max(fu1 - fu0, 1e-9), margin * max(fv1 - fv0, 1e-9)
             plan.blocks.append(Block(i, j, [float(u0), float(u1), float(v0), float(v1)],
                                      [float(u0 - mu), float(u1 + mu), float(v0 - mv), float(v1 + mv)]))
-    cam_uv = plan.ground(c2ws[:, :3, 3])
-    for b in plan.blocks:
-        bp = points[inside(uv, b.core)]
-        if len(bp) > 4000:
-            bp = bp[np.linspace(0, len(bp) - 1, 4000).astype(int)]
-        in_exp = inside(cam_uv, b.expanded)
-        for k, fi in enumerate(train):
-            if in_exp[k] or (len(bp) and _visible_fraction(scene.frames[fi].camera, bp) >= min_visible):
-                b.frames.append(fi)
-        if not b.frames:
-            raise ReconError(f"--partition: block {b.i},{b.j} is seen by no training view; use fewer blocks")
     return plan
 
 
-def _visible_fraction(cam, pts: np.ndarray) -> float:
-    w2c = np.linalg.inv(cam.c2w)
-    pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    front = pc[:, 2] > 1e-6
-    if not front.any():
-        return 0.0
-    pix = pc[front] @ cam.K.T
-    x, y = pix[:, 0] / pix[:, 2], pix[:, 1] / pix[:, 2]
-    ok = (x >= 0) & (x < cam.width) & (y >= 0) & (y < cam.height)
-    return float(ok.sum()) / len(pts)
+def block_cover(plan: Plan, cam, depth: np.ndarray, alpha: Optional[np.ndarray] = None) -> np.ndarray:
+    """``[blocks]``: the fraction of ``cam``'s pixels whose visible surface lies in each block's
+    expanded region. ``depth``: ``[H, W]`` z-depth of the surface at each pixel (0: none), at the
+    camera's resolution; ``alpha``: ``[H, W]`` coverage (pixels under 0.5 count as empty)."""
+    h, w = depth.shape
+    ys, xs = np.nonzero((depth > 0) & (np.ones_like(depth, bool) if alpha is None else alpha > 0.5))
+    if len(ys) == 0:
+        return np.zeros(len(plan.blocks))
+    z = depth[ys, xs]
+    rays = np.stack([xs + 0.5, ys + 0.5, np.ones(len(xs))], 1) @ np.linalg.inv(cam.K).T
+    world = (rays * z[:, None]) @ cam.c2w[:3, :3].T + cam.c2w[:3, 3]
+    uv = plan.ground(world)
+    return np.array([inside(uv, b.expanded).sum() for b in plan.blocks], np.float64) / float(h * w)
+
+
+def assign_views(plan: Plan, frames: list[int], covers: np.ndarray, min_cover: float = MIN_COVER) -> None:
+    """Fill each block's ``frames``: the views ``frames`` (scene indices) whose pixels show the
+    block's expanded region for at least ``min_cover`` of the image (``covers``: ``[views, blocks]``
+    from :func:`block_cover`), so that occluded content and views looking elsewhere do not count. A
+    block no view reaches that share for gets the views that see most of it."""
+    for k, b in enumerate(plan.blocks):
+        c = covers[:, k]
+        sel = np.nonzero(c >= min_cover)[0]
+        if len(sel) == 0:
+            seen = np.nonzero(c > 0)[0]
+            if len(seen) == 0:
+                raise ReconError(f"--partition: block {b.i},{b.j} is seen by no training view; use fewer blocks")
+            sel = seen[np.argsort(-c[seen])[:max(1, len(frames) // (2 * len(plan.blocks)))]]
+        b.frames = sorted(int(frames[i]) for i in sel)
 
 
 def write_block_scene(scene, plan: Plan, block: Block, points: np.ndarray, folder: Path) -> Path:
@@ -200,14 +225,243 @@ def merge(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in keys}
 
 
-def _train_block(spec: dict) -> dict:
-    """Ray task: train one block as an ordinary run (resumed when it has a checkpoint)."""
+COARSE_FRACTION = 0.3
+"""Share of the steps the coarse global model trains before the blocks (CityGaussian's prior)."""
+COVER_SIDE = 128
+"""Longest image side (pixels) at which the coarse model's depth is rendered to assign views."""
+
+
+def split_steps(steps: int, views: list[int], coarse_fraction: float = COARSE_FRACTION) -> tuple[int, list[int]]:
+    """``(coarse, per_block)``: the coarse model's steps and each block's, adding up to ``steps``.
+    Blocks get the rest in proportion to their training views (``views``), so every block goes
+    over its views about as often (at least one step each)."""
+    nb = len(views)
+    rest = min(max(int(round(steps * (1.0 - coarse_fraction))), nb), max(steps - 1, nb))
+    w = np.asarray(views, np.float64) / max(float(sum(views)), 1.0)
+    extra = rest - nb
+    per = np.floor(w * extra).astype(int)
+    order = np.argsort(-(w * extra - per), kind="stable")
+    per[order[: extra - int(per.sum())]] += 1
+    return max(steps - rest, 1), [int(p) + 1 for p in per]
+
+
+def _own_info(info: dict, n: int) -> dict:
+    """gsplat's ``info`` of a render of ``[own Gaussians; context]`` reduced to the first ``n``
+    (the block's own), for the densification strategy: per-Gaussian tensors ``[C, N_all, ...]`` are
+    sliced, and the screen-space gradient of the 2D means comes along."""
+    from types import SimpleNamespace
+
+    full = info["means2d"]
+    total = int(full.shape[1])
+    out = {}
+    for k, v in info.items():
+        if torch.is_tensor(v) and v.dim() >= 2 and int(v.shape[1]) == total:
+            v = v[:, :n].detach()
+        out[k] = v
+    grad = None if full.grad is None else full.grad[:, :n]
+    absgrad = getattr(full, "absgrad", None)
+    out["means2d"] = SimpleNamespace(grad=grad, absgrad=None if absgrad is None else absgrad[:, :n])
+    return out
+
+
+
+
+def in_some_view(means: torch.Tensor, log_scales: torch.Tensor, cameras, margin: float = 3.0) -> torch.Tensor:
+    """``[N]`` bool: Gaussians (``means [N, 3]``, ``log_scales [N, 3]``) whose footprint (centre
+    plus ``margin`` times the largest scale) can reach the image of at least one of ``cameras``."""
+    seen = torch.zeros(means.shape[0], dtype=torch.bool)
+    m = means.detach().double()
+    r = margin * torch.exp(log_scales.detach().double().max(dim=1).values)
+    for cam in cameras:
+        w2c = torch.from_numpy(np.linalg.inv(cam.c2w))
+        pc = m @ w2c[:3, :3].T + w2c[:3, 3]
+        z = pc[:, 2]
+        front = z + r > 1e-3
+        zc = z.clamp_min(1e-3)
+        x = cam.K[0, 0] * pc[:, 0] / zc + cam.K[0, 2]
+        y = cam.K[1, 1] * pc[:, 1] / zc + cam.K[1, 2]
+        rp = r * max(cam.K[0, 0], cam.K[1, 1]) / zc
+        near = z <= r  # the camera is inside or right at the Gaussian
+        seen |= front & (near | ((x + rp >= 0) & (x - rp <= cam.width) & (y + rp >= 0) & (y - rp <= cam.height)))
+    return seen
+
+
+class BlockSplatMethod(SplatMethod):
+    """Splat training of one block on top of a frozen coarse model (see the module docstring).
+
+    ``spec`` (set on a subclass per block): ``coarse_checkpoint`` (the coarse run's checkpoint),
+    ``plan`` and ``expanded`` (which coarse Gaussians the block trains), ``scene_scale`` (the whole
+    scene's, for the learning rates and densification thresholds), and ``offset``, ``span``,
+    ``total``: the block's ``steps`` play steps ``offset`` to ``offset + span`` of a ``total``-step
+    run (:meth:`global_step`).
+    """
+
+    spec: dict = {}
+
+    def __init__(self, cfg, scene, views, device: torch.device):
+        from recon.train.appearance import AppearanceModule
+        from recon.train.camera_opt import CameraOptModule
+        from recon.train.data import ViewSampler
+
+        Method.__init__(self, cfg, scene, views, device)
+        sp = self.spec
+        self.scene_scale = float(sp["scene_scale"])
+        self.offset, self.span, self.total = int(sp["offset"]), int(sp["span"]), int(sp["total"])
+        self.sampler = ViewSampler(views, cfg.background, scene.background)
+        try:
+            coarse = torch.load(sp["coarse_checkpoint"], map_location="cpu", weights_only=False)["method"]
+        except Exception as e:  # noqa: BLE001
+            raise ReconError(f"cannot read the coarse model {sp['coarse_checkpoint']}: {e}; delete its folder "
+                             "and re-run the same command") from e
+        params = coarse["params"]
+        n_all = int(params["means"].shape[0])
+        plan = Plan.from_dict(sp["plan"])
+        sel = torch.from_numpy(inside(plan.ground(params["means"].numpy()), sp["expanded"]))
+        n_own = int(sel.sum())
+        # The block's share of the Gaussian cap, so the merged model stays within --max-gaussians.
+        self.sc = dataclasses.replace(cfg.model, max_gaussians=max(1, int(round(cfg.model.max_gaussians *
+                                                                                 n_own / max(n_all, 1)))))
+        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v[sel].to(device)) for k, v in params.items()})
+        ctx = {k: v[~sel].detach() for k, v in params.items()}
+        seen = in_some_view(ctx["means"], ctx["scales"], views.cameras)
+        self.context = {k: v[seen].to(device) for k, v in ctx.items()}
+        self.init_source = (f"{n_own:,} of the coarse model's {n_all:,} Gaussians (cap {self.sc.max_gaussians:,}); "
+                            f"{int(seen.sum()):,} of the other {n_all - n_own:,} frozen as context (the rest are "
+                            "outside the block's views)")
+        self.optimizers = self._make_optimizers()
+        for k, o in self.optimizers.items():
+            sd = coarse["optimizers"][k]
+            st = {pid: {name: (v[sel] if torch.is_tensor(v) and v.dim() > 0 and int(v.shape[0]) == n_all else v)
+                        for name, v in s.items()} for pid, s in sd["state"].items()}
+            o.load_state_dict({"state": st, "param_groups": o.state_dict()["param_groups"]})
+        self.strategy = self._make_strategy()
+        # Densification stops where the whole run's would (the strategy read this block's step count).
+        self.strategy.refine_stop_iter = int(self.total * self.sc.refine_stop_fraction)
+        self.strategy_state = {
+            k: (v[sel].to(device) if k in ("grad2d", "count", "radii") and torch.is_tensor(v) else v)
+            for k, v in coarse["strategy_state"].items()
+        }
+        n = len(views)
+        self.appearance = AppearanceModule(n, device) if self.sc.appearance else None
+        self.camera_opt = (CameraOptModule(n, self.scene_scale, self.sc.lr_pose, self.sc.pose_reg, device)
+                           if self.sc.pose_opt else None)
+
+    def global_step(self, step: int) -> int:
+        """The whole run's step that block step ``step`` plays. Blocks stride through the schedule,
+        so when a densification (or opacity reset) step of the whole run falls between two of a
+        block's steps, the later block step plays it."""
+        n = max(int(self.cfg.steps), 1)
+        g = self.offset + (step * self.span) // n
+        prev = self.offset + ((step - 1) * self.span) // n if step > 0 else g - 1
+        for every in (getattr(self.sc, "reset_every", 0), self.sc.refine_every):
+            m = (g // every) * every if every > 0 else -1
+            if m > prev:
+                return m
+        return g
+
+    def sh_degree_at(self, step: Optional[int]) -> int:
+        return super().sh_degree_at(None if step is None else self.global_step(step))
+
+    def _with_context(self) -> dict:
+        return {k: torch.cat([self.params[k], self.context[k]]) for k in self.params.keys()}
+
+    def forward(self, batch, step: int, need: frozenset = frozenset()) -> RenderOutput:
+        """Render training view ``batch.index`` with the block's Gaussians and the frozen context."""
+        from recon.models import splats as splat_model
+
+        view, k = batch.view, batch.index
+        params = self._with_context()
+        if self.camera_opt is not None:
+            params = self._posed_params(view, k, params)
+        depth = "depth" in need
+        out, alpha, info = splat_model.render_splats(
+            params, view.viewmat, view.K, view.width, view.height, self.sh_degree_at(step),
+            batch.background, "RGB+ED" if depth else "RGB", absgrad=self.sc.absgrad,
+            antialiased=self.sc.antialiased,
+        )
+        rgb = out[..., :3] if depth else out
+        if self.appearance is not None:
+            rgb = self.appearance.apply(rgb, k)
+        return RenderOutput(rgb=rgb, alpha=alpha, depth=out[..., 3:4] if depth else None, aux={"info": info})
+
+    def before_backward(self, step: int, out: RenderOutput) -> None:
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.global_step(step),
+                                        out.aux["info"])
+
+    def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
+        frac = (self.offset + progress * (self.total - self.offset)) / max(self.total, 1)
+        own = RenderOutput(rgb=out.rgb, aux={"info": _own_info(out.aux["info"], self.num_primitives)})
+        super().after_backward(self.global_step(step), own, min(frac, 1.0))
+
+
+class _StopAt:
+    """Training callback: stop after step ``step`` (the coarse model is the first part of a run)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_start(self, trainer) -> None:
+        pass
+
+    def on_step(self, trainer, step: int, stats: dict) -> None:
+        if step >= self.step:
+            trainer.stop_requested = True
+
+    def on_end(self, trainer, metrics: dict) -> None:
+        pass
+
+
+def _finish_run(rf, trainer, steps: int) -> None:
+    artifacts = trainer.method.save(rf.root, {"method": "splat", "config_hash": trainer.cfg.hash()})
+    rf.update(status="done", artifacts=artifacts, render={"downscale": trainer.cfg.downscale,
+                                                          **trainer.method.render_settings()}, steps=steps)
+
+
+def _train_coarse(spec: dict) -> dict:
+    """Ray task: the coarse global model, the first ``spec["stop"]`` steps of a ``--steps`` run
+    (resumed from its checkpoint, skipped when done)."""
     import contextlib
 
     from recon.cluster.task import run_state
-    from recon.commands.train import TrainArgs, TrainRequest, run_request
-    from recon.run import RunFolder
+    from recon.run import EVAL_BACKGROUND, RunFolder
+    from recon.scene.readers import load_scene
     from recon.train.config import TrainConfig
+    from recon.train.trainer import Trainer
+
+    run, stop = Path(spec["run"]), int(spec["stop"])
+    t0 = time.perf_counter()
+    if run_state(run) == "done" and (run / "checkpoints" / f"step_{stop:07d}.pt").is_file():
+        return {"name": "coarse", "status": "done", "seconds": 0.0, "skipped": True}
+    cfg = TrainConfig.from_dict(spec["config"])
+    sc = load_scene(Path(spec["scene"]), background=EVAL_BACKGROUND, undistort=True)
+    with open(str(run) + ".log", "a", buffering=1) as fh, contextlib.redirect_stdout(fh), \
+            contextlib.redirect_stderr(fh):
+        rf = RunFolder.open(run) if (run / "run.json").is_file() else RunFolder.create(run, cfg, Path(spec["scene"]),
+                                                                                       sc.format)
+        trainer = Trainer(cfg, sc, run, callbacks=[_StopAt(stop)], log=lambda m: print(m, flush=True))
+        ck = trainer.latest_checkpoint()
+        if ck is not None:
+            trainer.load_checkpoint(ck)
+        if trainer.step < stop:
+            trainer.train()
+        if trainer.step != stop or not (run / "checkpoints" / f"step_{stop:07d}.pt").is_file():
+            return {"name": "coarse", "status": "failed", "seconds": time.perf_counter() - t0}
+        _finish_run(rf, trainer, stop)
+    return {"name": "coarse", "status": "done", "seconds": time.perf_counter() - t0,
+            "gaussians": trainer.method.num_primitives}
+
+
+def _train_block(spec: dict) -> dict:
+    """Ray task: train one block on top of the frozen coarse model (resumed when it has a checkpoint)."""
+    import contextlib
+    import shutil
+
+    from recon.cluster.task import run_state
+    from recon.methods import register_method, unregister_method
+    from recon.run import EVAL_BACKGROUND, RunFolder
+    from recon.scene.readers import load_scene
+    from recon.train.config import TrainConfig
+    from recon.train.trainer import Trainer
 
     run = Path(spec["run"])
     t0 = time.perf_counter()
@@ -215,22 +469,49 @@ def _train_block(spec: dict) -> dict:
     if state == "done":
         return {"name": spec["name"], "status": "done", "seconds": 0.0, "skipped": True}
     if state == "stale":
-        import shutil
-
         shutil.rmtree(run)
     cfg = TrainConfig.from_dict(spec["config"])
-    resume = state == "resumable"
-    args = TrainArgs(scene=Path(spec["scene"]), out=run, resume=resume, method=cfg.method)
-    req = TrainRequest(args=args, cfg=cfg, run=RunFolder.open(run) if resume else None)
+    sc = load_scene(Path(spec["scene"]), background=EVAL_BACKGROUND, undistort=True)
     with open(str(run) + ".log", "a", buffering=1) as fh, contextlib.redirect_stdout(fh), \
             contextlib.redirect_stderr(fh):
-        code = run_request(req, log=lambda m: print(m, flush=True))
-    return {"name": spec["name"], "status": "done" if code == 0 else "failed", "code": code,
-            "seconds": time.perf_counter() - t0}
+        rf = RunFolder.open(run) if state == "resumable" else RunFolder.create(run, cfg, Path(spec["scene"]),
+                                                                               sc.format)
+        # The block's method is the splat method on top of the frozen coarse model: registered under
+        # "splat" for the trainer's construction only (this worker process trains one block at a time).
+        register_method(type("BlockSplat", (BlockSplatMethod,), {"spec": spec["block"]}))
+        try:
+            trainer = Trainer(cfg, sc, run, log=lambda m: print(m, flush=True))
+        finally:
+            unregister_method("splat")
+        print(f"[train] init: {trainer.method.describe_init()}", flush=True)
+        ck = trainer.latest_checkpoint()
+        if ck is not None:
+            trainer.load_checkpoint(ck)
+        result = trainer.train()
+        if result.interrupted:
+            return {"name": spec["name"], "status": "failed", "seconds": time.perf_counter() - t0}
+        _finish_run(rf, trainer, trainer.step)
+    return {"name": spec["name"], "status": "done", "seconds": time.perf_counter() - t0,
+            "gaussians": trainer.method.num_primitives}
+
+
+def _wait(ray, refs: dict, what: str, log, t0: float) -> list[dict]:
+    results, n = [], len(refs)
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=5.0)
+        for r in ready:
+            name = refs.pop(r)
+            res = ray.get(r)
+            results.append(res)
+            log(f"[partition] {name}: {res['status']} in {res['seconds']:.0f} s ({n - len(refs)}/{n} {what}, "
+                f"elapsed {time.perf_counter() - t0:.0f} s)")
+    return results
 
 
 def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) -> int:
-    """``recon train SCENE --partition NxM``: plan, train the blocks on Ray, crop, merge, evaluate."""
+    """``recon train SCENE --partition NxM``: plan, coarse model, blocks on Ray, crop, merge, evaluate."""
+    import os
+
     from recon.cluster import ray_env
     from recon.commands.train import _resolve_scene
     from recon.eval.evaluate import evaluate, held_out, save_grid, write_metrics
@@ -248,6 +529,8 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
         raise ReconError("--partition needs the scene and --out RUN")
     if args.view:
         raise ReconError("--partition cannot serve the model while it trains (--view); view the merged run")
+    if getattr(args, "resume", False):
+        raise ReconError("--partition resumes by re-running the same command (without --resume)")
     out = Path(args.out)
     t0 = time.perf_counter()
     if (out / "run.json").is_file() and RunFolder.open(out).status == "done":
@@ -264,57 +547,86 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
     plan = make_plan(sc, points, nx, ny)
     if plan_path.is_file():
         old = json.loads(plan_path.read_text())
-        if old.get("grid") != [nx, ny] or old.get("config_hash") != cfg.hash():
+        if old.get("grid") != [nx, ny] or old.get("config_hash") != cfg.hash() or old.get("steps") != cfg.steps:
             raise ReconError(f"{out} holds a partitioned run with another grid or other options; use another --out")
         plan = Plan.from_dict(old["plan"])
+
+    def save_plan() -> None:
+        atomic_write_text(plan_path, json.dumps({"grid": [nx, ny], "config_hash": cfg.hash(), "steps": cfg.steps,
+                                                 "plan": plan.to_dict()}, indent=1))
+
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(plan_path, json.dumps({"grid": [nx, ny], "config_hash": cfg.hash(), "plan": plan.to_dict()},
-                                            indent=1))
+    save_plan()
     nb = len(plan.blocks)
-    steps = max(1, cfg.steps // nb)
-    bcfg = cfg.to_dict()
-    bcfg.update(steps=steps, threads=1, downscale=cfg.downscale)
-    # A block trains 1/nb of the steps: its step-counted schedules shrink with it, so each block
-    # densifies, raises its SH degree and resets opacities as a whole run would.
-    frac = steps / max(cfg.steps, 1)
-    for k in ("refine_start", "refine_every", "reset_every", "sh_degree_interval"):
-        if k in bcfg["model"]:
-            bcfg["model"][k] = max(1, int(round(bcfg["model"][k] * frac)))
-    specs = []
-    for b in plan.blocks:
-        bscene = write_block_scene(sc, plan, b, points, out / "blocks" / f"{b.name}.scene")
-        specs.append({"name": b.name, "scene": str(bscene.resolve()), "run": str((out / "blocks" / b.name).resolve()),
-                      "config": bcfg})
-    log(f"[partition] {nx}x{ny} blocks on the ground plane; training views per block: "
-        f"{', '.join(str(len(b.frames)) for b in plan.blocks)} of {len(sc.indices('train'))}; {steps} steps each "
-        f"({cfg.steps} in all)")
+    coarse_steps = split_steps(cfg.steps, [1] * nb)[0]
+    ncpu = os.cpu_count() or 1
+    blocks_dir = out / "blocks"
+    inf = float("inf")
+    train = sc.indices("train")
+    everything = Block(-1, -1, [-inf, inf, -inf, inf], [-inf, inf, -inf, inf], train)
+    coarse_scene = write_block_scene(sc, plan, everything, points, blocks_dir / "coarse.scene")
+    ccfg = cfg.to_dict()
+    ccfg.update(threads=cfg.threads or ncpu, downscale=cfg.downscale)
+    coarse_run = (blocks_dir / "coarse").resolve()
+    coarse_spec = {"run": str(coarse_run), "scene": str(coarse_scene.resolve()), "config": ccfg, "stop": coarse_steps}
+    log(f"[partition] {nx}x{ny} blocks on the ground plane; coarse model {coarse_steps} steps on all "
+        f"{len(train)} training views ({ccfg['threads']} threads), then the other {cfg.steps - coarse_steps} shared by "
+        f"the blocks in proportion to their views")
     cluster = ray_env.start(address, log=log)
     import ray
 
     try:
-        task = ray.remote(_train_block).options(num_cpus=1, memory=int(2e9), max_retries=1)
-        refs = {task.remote(s): s["name"] for s in specs}
-        results = []
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=5.0)
-            for r in ready:
-                name = refs.pop(r)
-                res = ray.get(r)
-                results.append(res)
-                log(f"[partition] {name}: {res['status']} in {res['seconds']:.0f} s ({nb - len(refs)}/{nb} blocks, "
-                    f"elapsed {time.perf_counter() - t0:.0f} s)")
+        task = ray.remote(_train_coarse).options(num_cpus=min(ncpu, int(ray.cluster_resources().get("CPU", 1))),
+                                                 memory=int(2e9), max_retries=1)
+        results = _wait(ray, {task.remote(coarse_spec): "coarse model"}, "coarse", log, t0)
+        if results[0]["status"] == "done":
+            if any(not b.frames for b in plan.blocks):
+                coarse = splat_model.SplatRenderer(read_ply(coarse_run / "splats.ply"),
+                                                   antialiased=bool(cfg.model.antialiased))
+                covers = []
+                for i in train:
+                    full = sc.camera(i, cfg.downscale)
+                    cam = sc.camera(i, max(cfg.downscale, max(full.width, full.height) / COVER_SIDE))
+                    r = coarse.render(cam, outputs=("rgb", "depth"))
+                    covers.append(block_cover(plan, cam, r.depth[..., 0].numpy().astype(np.float64),
+                                              r.alpha[..., 0].numpy()))
+                assign_views(plan, train, np.stack(covers))
+                save_plan()
+            block_steps = split_steps(cfg.steps, [len(b.frames) for b in plan.blocks])[1]
+            log(f"[partition] training views per block (the coarse model's footprints): "
+                f"{', '.join(str(len(b.frames)) for b in plan.blocks)} of {len(train)}; steps per block "
+                f"{', '.join(map(str, block_steps))}")
+            specs = []
+            for b, steps in zip(plan.blocks, block_steps):
+                bcfg = cfg.to_dict()
+                bcfg.update(steps=steps, threads=1, downscale=cfg.downscale)
+                bscene = write_block_scene(sc, plan, b, points, blocks_dir / f"{b.name}.scene")
+                specs.append({"name": b.name, "scene": str(bscene.resolve()),
+                              "run": str((blocks_dir / b.name).resolve()), "config": bcfg,
+                              "block": {"coarse_checkpoint": str(coarse_run / "checkpoints" /
+                                                                 f"step_{coarse_steps:07d}.pt"),
+                                        "plan": plan.to_dict(), "expanded": b.expanded,
+                                        "scene_scale": float(sc.extent()), "offset": coarse_steps, "span": cfg.steps - coarse_steps,
+                                        "total": cfg.steps}})
+            # The largest blocks (most coarse Gaussians to train) first, so the last to finish is a small one.
+            uv = plan.ground(read_ply(coarse_run / "splats.ply")["means"].numpy())
+            size = {b.name: int(inside(uv, b.expanded).sum()) for b in plan.blocks}
+            specs.sort(key=lambda s: -size[s["name"]])
+            task = ray.remote(_train_block).options(num_cpus=1, memory=int(2e9), max_retries=1)
+            results += _wait(ray, {task.remote(s): s["name"] for s in specs}, "blocks", log, t0)
     finally:
         cluster.shutdown()
     failed = [r for r in results if r["status"] != "done"]
     if failed:
-        raise ReconError(f"--partition: block(s) {', '.join(r['name'] for r in failed)} failed; see "
-                         f"{out / 'blocks'}/NAME.log and re-run the same command to resume")
+        raise ReconError(f"--partition: {', '.join(r['name'] for r in failed)} failed; see "
+                         f"{blocks_dir}/NAME.log and re-run the same command to resume")
     parts, per_block = [], []
     for b in plan.blocks:
-        g = read_ply(out / "blocks" / b.name / "splats.ply")
+        g = read_ply(blocks_dir / b.name / "splats.ply")
         kept = crop_to_core(g, plan, b)
+        done = json.loads((blocks_dir / b.name / "run.json").read_text()).get("steps", 0)
         per_block.append({"block": b.name, "gaussians": splat_model.count(g), "kept": splat_model.count(kept),
-                          "views": len(b.frames)})
+                          "views": len(b.frames), "steps": int(done)})
         parts.append(kept)
     merged = merge(parts)
     run = RunFolder.create(out, cfg, scene_path, sc.format)
@@ -328,12 +640,14 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
     res = evaluate(renderer, sc, cfg.downscale, cfg.eval_views, args.lpips_weights, log=log)
     save_grid(res["_samples"], out / "renders" / "grid.png")
     wall = time.perf_counter() - t0
-    m = write_metrics(res, {"method": "splat", "num_gaussians": splat_model.count(merged), "steps": steps * nb,
+    total = coarse_steps + sum(b["steps"] for b in per_block)
+    m = write_metrics(res, {"method": "splat", "num_gaussians": splat_model.count(merged), "steps": total,
                             "train_seconds": round(wall, 2), "model_size_bytes": (out / "splats.ply").stat().st_size,
                             "downscale": cfg.downscale, "preset": cfg.preset,
-                            "partition": {"grid": [nx, ny], "blocks": per_block}}, out / "metrics.json")
+                            "partition": {"grid": [nx, ny], "coarse_steps": coarse_steps,
+                                          "blocks": per_block}}, out / "metrics.json")
     run.update(status="done", artifacts={"model": "splats.ply", "cameras": "cameras.json", "metrics": "metrics.json"},
-               render=render, steps=steps * nb, partition={"grid": [nx, ny], "plan": PLAN_FILE})
+               render=render, steps=total, partition={"grid": [nx, ny], "plan": PLAN_FILE})
     what = "held-out views" if held_out(m["split"]) else "TRAINING views"
     log(f"[done] merged {nb} blocks: {m['eval_views']} {what}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} | "
         f"{m['num_gaussians']:,} gaussians | wall {wall:.0f} s")
