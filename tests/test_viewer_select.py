@@ -126,6 +126,15 @@ def test_box_in_viewer_matches_recon_select(run_dir, ui):
     cam = next(c for c in _frames(sc) if c.split == "train")
     x0, y0, x1, y1 = (v + 0.3 for v in _box(_ids(sc, cam.name), RED_BOX))
     assert cli(["select", str(run), "--box", f"{cam.name}:{x0},{y0},{x1},{y1}", "--name", "cli-box"]) == 0
+    # Select mode registers viser's rect-select callback (clicks too once there is a model)
+    def pointer():
+        return [e.event_type for e in ui.server.scene._scene_pointer_cb]
+
+    assert pointer() == []
+    ui.select_on.value = True
+    assert pointer() == ["rect-select"]
+    ui.select_on.value = False
+    assert pointer() == []
     aspect = 1.6  # a browser window wider than the photo: the box still maps to the photo's pixels
     client = _client_at(ui, cam, aspect)
     ui.select_name.value = "viewer-box"
@@ -160,6 +169,8 @@ def test_click_with_a_segmentation_model_matches_recon_select(run_dir, ui):
     ui.on_scene_click(ClickEvent(client, (0.5, 0.5)))  # no model yet: says so, saves nothing
     assert "segmentation model" in client.notes[-1][1] and not (run / "selections" / "viewer-click.json").exists()
     ui.set_segmenter(load_viewer_segmenter(f"ids:{sc / 'masks'}"))  # id maps stand in for SAM
+    ui.select_on.value = True
+    assert sorted(e.event_type for e in ui.server.scene._scene_pointer_cb) == ["click", "rect-select"]
     x, y = _inner_point(_ids(sc, cam.name), BALL)
     assert cli(["select", str(run), "--prompt", f"{cam.name}:{x},{y}", "--segmenter", f"ids:{sc / 'masks'}",
                 "--name", "cli-click"]) == 0
