@@ -83,15 +83,10 @@ class ViewerSelector:
             self._loaded = (rf, model_file, renderer, cams, views, missing)
         return self._loaded
 
-    @property
-    def num_primitives(self) -> int:
-        return int(self._load()[2].num_primitives)
-
     def training_view(self, pose: ViewPose, radius: float) -> Optional[int]:
         """Index of the training camera the browser's camera sits at (same pose and vertical field
         of view), else None."""
         _, _, _, cams, _, _ = self._load()
-        best = None
         for i, c in enumerate(cams):
             c2w = np.asarray(c.c2w, np.float64)
             if np.linalg.norm(c2w[:3, 3] - pose.c2w[:3, 3]) > POSE_POS_TOL * max(radius, 1e-9):
@@ -100,11 +95,9 @@ class ViewerSelector:
             if math.degrees(math.acos(min(1.0, max(-1.0, cosang)))) > POSE_ANGLE_TOL_DEG:
                 continue
             fov_y = 2.0 * math.atan2(0.5 * c.height, float(np.asarray(c.K)[1, 1]))
-            if abs(fov_y - pose.fov_y) > 1e-3 * max(fov_y, 1e-9):
-                continue
-            best = i
-            break
-        return best
+            if abs(fov_y - pose.fov_y) <= 1e-3 * max(fov_y, 1e-9):
+                return i
+        return None
 
     @staticmethod
     def screen_to_pixels(pose: ViewPose, uv: tuple[float, float], K: np.ndarray) -> tuple[float, float]:
