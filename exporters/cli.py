@@ -37,6 +37,8 @@ def main(
     mesh_render_size: int = 800,
     time_samples: int = 0,
     fps: float = 24.0,
+    distill_steps: int = 5000,
+    threads: int = 0,
 ) -> int:
     """Export a trained run (RUN/splats.ply, optional RUN/config.json and RUN/cameras.json).
 
@@ -47,7 +49,9 @@ def main(
     mesh.png) and mesh-usdz (mesh.usdz, AR Quick Look), or all. Dynamic (splat4d) runs also:
     splat-sequence (sequence/frame_NNNNN.ply + sequence.json), splat4d (canonical model +
     deformation.safetensors + splat4d.json) and splat4d-usd (splats4d.usdc, time-sampled; "all"
-    includes them for such runs; docs/splat4d.md). Meshes are fused from depth
+    includes them for such runs; docs/splat4d.md). NeRF runs: meshes of the density, points
+    (points.ply on the surface; "all" includes it), and the splat formats from splats distilled
+    from the NeRF (trained on its renders, cached in RUN/distill; docs/nerf.md). Meshes are fused from depth
     rendered at the training cameras (RUN/cameras.json; without it, from views around the scene);
     the default 100k faces take about 1.5 minutes on a 2-core CPU (fewer --mesh-faces: faster).
     See docs/export.md for each format's axes, units and metadata.
@@ -75,10 +79,13 @@ def main(
         mesh_render_size: Longest side in pixels of the depth and colour renders used to build the mesh.
         time_samples: Dynamic (splat4d) runs: frames of splat-sequence and splat4d-usd, evenly spaced over time [0, 1] (0: the capture's times).
         fps: Dynamic runs: frames per second of the time-sampled USD (splat4d-usd).
+        distill_steps: NeRF runs: splat training steps of the distillation behind the splat formats.
+        threads: NeRF runs: CPU threads of the distillation's training (0: all cores).
     """
     from exporters.cameras import read_camera_path
     from exporters.export import ExportOptions, export_run, parse_formats, summary_table
     from exporters.mesh import MeshOptions
+    from exporters.nerf_distill import DistillOptions
     from exporters.run import load_run
 
     keys = parse_formats(format)
@@ -101,6 +108,7 @@ def main(
         spz_sh_bits=spz_sh_bits,
         time_samples=time_samples,
         fps=fps,
+        distill=DistillOptions(steps=distill_steps, threads=threads),
         mesh=MeshOptions(
             voxel=mesh_voxel,
             faces=mesh_faces,
@@ -122,8 +130,14 @@ def main(
         rf = RunFolder.open(loaded.root)
         if rf.method == "splat4d" and "deformation" in rf.artifacts:  # a dynamic run: its formats too
             keys += [k for k in DYNAMIC_FILES if k not in keys]
+    if loaded.method == "nerf" and any(k.strip().lower() == "all" for item in format for k in str(item).split(",")):
+        from exporters.export import NERF_FILES
+
+        keys += [k for k in NERF_FILES if k not in keys]  # a NeRF run: its surface points too
     if invert_selection and selection is None:
         raise ReconError("--invert-selection needs --selection NAME")
+    if selection is not None and loaded.method == "nerf":
+        raise ReconError(f"--selection picks Gaussians of a splat run; {loaded.root} is a NeRF run (use --crop)")
     if selection is not None:
         from recon.run import RunFolder
         from recon.selection import read_selection

@@ -39,6 +39,7 @@ import numpy as np
 from exporters import axes as ax
 from exporters.cameras import CameraPath, NamedCamera, write_cameras_json, write_cameras_usd
 from exporters.mesh import MeshOptions
+from exporters.nerf_distill import DistillOptions
 from exporters.run import Run
 from exporters.splats import cap_sh_degree, filter_mask, sh_degree, subset, transform_splats
 from recon.errors import ReconError
@@ -63,9 +64,11 @@ DYNAMIC_FILES: dict[str, tuple[str, ...]] = {
     "splat4d": ("splat4d/splat4d.json", "splat4d/canonical.ply", "splat4d/deformation.safetensors"),
     "splat4d-usd": ("splats4d.usdc",),
 }
-ALL_FILES = {**FORMAT_FILES, **DYNAMIC_FILES}
-DYNAMIC_BASE = {"splat-sequence": "ply", "splat4d": "ply", "splat4d-usd": "splat-usd"}
-"""The static format whose frame (under ``--axes auto``) and rules each dynamic format follows."""
+# NeRF runs only (exporters.nerf_export); "all" adds them for such runs (exporters.cli).
+NERF_FILES: dict[str, tuple[str, ...]] = {"points": ("points.ply",)}
+ALL_FILES = {**FORMAT_FILES, **DYNAMIC_FILES, **NERF_FILES}
+DYNAMIC_BASE = {"splat-sequence": "ply", "splat4d": "ply", "splat4d-usd": "splat-usd", "points": "ply"}
+"""The static format whose frame (under ``--axes auto``) and rules each dynamic (or NeRF-only) format follows."""
 
 
 @dataclass
@@ -99,6 +102,8 @@ class ExportOptions:
     scale: float = 1.0
     spz_sh_bits: tuple[int, int] = (5, 4)
     mesh: MeshOptions = field(default_factory=MeshOptions)
+    distill: "DistillOptions | None" = None
+    """NeRF runs: how splats are distilled for the splat formats (``None``: the defaults)."""
     keep: np.ndarray | None = None
     time_samples: int = 0
     """Dynamic runs: frames of the splat sequence / USD time samples (0: the capture's times)."""
@@ -248,6 +253,18 @@ def export_run(
     for fmt in formats:  # fail early on frames USD cannot hold
         if fmt in ("splat-usd", "cameras", "mesh-usd", "mesh-usdz", "splat4d-usd"):
             _usd_up_axis(targets[fmt], up)
+    nerf = None
+    if getattr(run, "method", "splat") == "nerf":  # meshes, points and distilled splats of the NeRF
+        from exporters.nerf_export import NerfSources
+
+        bad = [f for f in formats if f in DYNAMIC_FILES]
+        if bad:
+            raise ReconError(f"{', '.join(bad)}: a NeRF run is static; choose from {', '.join(list(FORMAT_FILES) + list(NERF_FILES))}")
+        (options.distill or DistillOptions()).validate()
+        nerf = NerfSources(run, log)
+    elif any(f in NERF_FILES for f in formats):
+        raise ReconError(f"--format points is for NeRF runs (points on the density's surface); {run.root} is a "
+                         f"{getattr(run, 'method', 'splat')} run: export ply for its Gaussians")
     dynamic = None
     if any(f in DYNAMIC_FILES for f in formats):  # the motion model, before anything is written
         from exporters import sequence as seq
@@ -267,6 +284,8 @@ def export_run(
     if options.max_scale is not None and options.max_scale <= 0:
         raise ReconError(f"--max-scale must be positive, got {options.max_scale}")
 
+    if nerf is not None and any(f in nerf_splat_formats() for f in formats):
+        run = nerf.distilled_run(options.distill or DistillOptions())  # cached in RUN/distill
     splats = run.splats
     n_in = int(splats["means"].shape[0])
     kept_idx = np.arange(n_in)  # canonical Gaussians kept (the dynamic formats' filter)
@@ -277,13 +296,18 @@ def export_run(
         kept_idx = kept_idx[options.keep]
     if options.sh_degree is not None:
         splats = cap_sh_degree(splats, options.sh_degree)
-    keep = filter_mask(splats, options.min_opacity, options.max_scale, options.crop_min, options.crop_max)
+    keep = (filter_mask(splats, options.min_opacity, options.max_scale, options.crop_min, options.crop_max) if n_in
+            else np.zeros(0, bool))
     if not keep.all():
         splats = subset(splats, keep)
         kept_idx = kept_idx[keep]
     n = int(splats["means"].shape[0])
-    log(f"{n_in} Gaussians, {n} kept, SH degree {sh_degree(splats)}; scene up {up} ({up_how})")
-    if n == 0 and any(f != "cameras" for f in formats):
+    if nerf is not None and n_in == 0:
+        log(f"NeRF run ({nerf.field.num_voxels:,} voxels); scene up {up} ({up_how})")
+    else:
+        log(f"{n_in} Gaussians, {n} kept, SH degree {sh_degree(splats)}{' (distilled from the NeRF)' if nerf else ''}; "
+            f"scene up {up} ({up_how})")
+    if n == 0 and any(f != "cameras" and not (nerf is not None and f not in nerf_splat_formats()) for f in formats):
         raise ReconError("no Gaussians left after filtering (loosen --min-opacity, --max-scale, the crop box or the selection)")
 
     base_prov = run.provenance.with_extra(up=up, scale=options.scale)
@@ -293,8 +317,11 @@ def export_run(
     if meshing:  # one mesh for every mesh format, before anything is written
         from exporters.mesh import extract_mesh
 
-        mesh = extract_mesh(splats, [c.camera for c in run.cameras], options.mesh, up=ax.axis_vector(up), log=log,
-                            antialiased=run.antialiased)
+        if nerf is not None:
+            mesh = nerf.mesh(options.mesh, options.crop_min, options.crop_max)
+        else:
+            mesh = extract_mesh(splats, [c.camera for c in run.cameras], options.mesh, up=ax.axis_vector(up), log=log,
+                                antialiased=run.antialiased)
     mesh_cache: dict[str, object] = {}
     png_written: set[Path] = set()
 
@@ -389,7 +416,10 @@ def export_run(
             from exporters import mesh_io
 
             m = mesh_in(target)
-            mprov = prov.with_extra(mesh_faces=len(m.faces), mesh_voxel=f"{mesh.stats['voxel']:.6g}").as_dict()
+            mprov = prov.with_extra(mesh_faces=len(m.faces), mesh_voxel=f"{mesh.stats['voxel']:.6g}")
+            if "level" in mesh.stats:
+                mprov = mprov.with_extra(mesh_from="nerf density iso-surface", mesh_density_level=f"{mesh.stats['level']:.6g}")
+            mprov = mprov.as_dict()
             if fmt == "mesh-glb":
                 mesh_io.write_mesh_glb(m, paths[0], provenance=mprov)
             elif fmt == "mesh-obj":
@@ -401,6 +431,17 @@ def export_run(
             else:
                 mesh_io.write_mesh_usdz(m, paths[0], up_axis=_usd_up_axis(target, up), provenance=mprov)
             count = len(m.faces)
+        elif fmt == "points":
+            from exporters.nerf_mesh import write_point_ply
+
+            p, nrm, col = nerf.points(options.crop_min, options.crop_max)
+            T = transforms[fmt]
+            p = p.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+            nrm = nrm.astype(np.float64) @ T[:3, :3].T
+            nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+            write_point_ply(paths[0], p.astype(np.float32), nrm.astype(np.float32), col,
+                            comments=prov.with_extra(points_from="nerf surface (transmittance 0.5)").comment_lines())
+            count = len(p)
         elif fmt in DYNAMIC_FILES:
             from exporters import sequence as seq
 
@@ -420,6 +461,13 @@ def export_run(
         results.append(res)
         log(f"[{i}/{len(formats)}] {fmt:<9} {_names(paths)}  {human_size(res.bytes)}  {res.seconds:.2f} s")
     return results
+
+
+def nerf_splat_formats() -> tuple[str, ...]:
+    """Formats that need Gaussians (a NeRF run distils them)."""
+    from exporters.nerf_export import SPLAT_FORMATS
+
+    return SPLAT_FORMATS
 
 
 def _names(paths: Sequence[Path]) -> str:

@@ -42,6 +42,9 @@ class Run:
 
     antialiased: bool = False
     """Whether the model was trained with antialiased rasterization (from the run's manifest)."""
+    method: str = "splat"
+    """The run's method; a ``nerf`` run has no Gaussians here (``splats`` is empty): the export
+    distils them when a splat format is asked for (:mod:`exporters.nerf_export`)."""
 
 
 def load_run(path: str | Path) -> Run:
@@ -54,7 +57,13 @@ def load_run(path: str | Path) -> Run:
     rf = RunFolder.open(root)
     cams_path = rf.path("cameras") or rf.root / "cameras.json"
     cameras = read_cameras_json(cams_path) if cams_path.is_file() else []
-    splats = as_numpy(rf.gaussians())
+    if rf.method == "nerf":
+        from exporters.nerf_export import empty_splats
+
+        rf.require_model()
+        splats = empty_splats()
+    else:
+        splats = as_numpy(rf.gaussians())
     config = rf.config_dict
     if rf.is_recon_run:
         prov = from_run(rf.root, config)
@@ -71,7 +80,7 @@ def load_run(path: str | Path) -> Run:
     else:
         prov = _provenance(rf.root, config)
     return Run(root=rf.root, splats=splats, config=config, cameras=cameras, provenance=prov,
-               antialiased=rf.antialiased)
+               antialiased=rf.antialiased, method=rf.method)
 
 
 _RECORDED = ("source", "method", "config_hash", "recon_version", "date")

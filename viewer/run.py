@@ -94,6 +94,17 @@ class Run:
     """``[P, 3]`` uint8."""
     antialiased: bool = False
     """Whether the model was trained with antialiased rasterization (every renderer honours it)."""
+    distilled: dict | None = None
+    """NeRF runs: the record of the distillation whose splats are shown (:mod:`exporters.nerf_distill`)."""
+
+    @property
+    def note(self) -> str:
+        """What the viewer shows when it is not the run's own model (empty otherwise)."""
+        if not self.distilled:
+            return ""
+        d = self.distilled
+        return (f"NeRF run: showing splats distilled from it ({d['steps']} steps, {d['psnr']:.2f} dB PSNR against "
+                f"its renders; {self.splats_path})")
 
     @property
     def num_gaussians(self) -> int:
@@ -105,14 +116,26 @@ class Run:
         return int(round(np.sqrt(k + 1))) - 1
 
 
-def open_run(path: Path) -> Run:
+def open_run(path: Path, distill_nerf: bool = False, log=print) -> Run:
     """Open a run folder (or a splat ``.ply`` file) through :class:`recon.run.RunFolder`; raises
-    :class:`ReconError` naming what is missing."""
+    :class:`ReconError` naming what is missing.
+
+    ``distill_nerf``: a NeRF run is opened as the splats distilled from it (trained on its renders
+    and cached in ``RUN/distill``, :mod:`exporters.nerf_distill`; the viewers and the WebXR page
+    draw splats); without it a NeRF run is refused with one line."""
     from recon.run import RunFolder
 
     rf = RunFolder.open(path)
-    splats = {k: v.float() for k, v in rf.gaussians().items()}
-    splats_path = rf.path("model")
+    distilled = None
+    if rf.method == "nerf" and distill_nerf:
+        from exporters.nerf_distill import DISTILL_DIR, distilled_splats
+
+        g, distilled = distilled_splats(rf.root, log=log)
+        splats = {k: v.float() for k, v in g.items()}
+        splats_path = rf.root / DISTILL_DIR / "run" / "splats.ply"
+    else:
+        splats = {k: v.float() for k, v in rf.gaussians().items()}
+        splats_path = rf.path("model")
     if int(splats["means"].shape[0]) == 0:
         raise ReconError(f"{splats_path} holds no Gaussians")
     import torch
@@ -123,7 +146,8 @@ def open_run(path: Path) -> Run:
     cameras = [RunCamera(c.name, c.c2w, c.K, c.width, c.height, image=rf.image_path(c), split=c.split)
                for c in rf.cameras()] if cams_path.is_file() else []
     run = Run(folder=rf.root, splats_path=splats_path, splats=splats, cameras=cameras,
-              cameras_path=cams_path if cams_path.is_file() else None, antialiased=rf.antialiased)
+              cameras_path=cams_path if cams_path.is_file() else None, antialiased=rf.antialiased,
+              distilled=distilled)
     run.frame = scene_frame(splats["means"].detach().cpu().numpy().astype(np.float64), cameras)
     points = rf.path("points") or rf.root / "points.ply"
     if points.is_file():

@@ -304,6 +304,8 @@ class ViewerServer:
             lines.append(f"token: {self.token} (generated; pass --token to choose one)")
         lines.append(f"run: {self.run.folder} ({self.run.num_gaussians:,} Gaussians, "
                      f"{len(self.run.cameras)} cameras); Ctrl-C to stop")
+        if getattr(self.run, "note", ""):
+            lines.append(self.run.note)
         return lines
 
     # ------------------------------------------------------------------ lifecycle
