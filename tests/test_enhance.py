@@ -156,6 +156,74 @@ def B_dilated(mask, d):
     return cv2.dilate(mask.astype(np.uint8), np.ones((2 * d + 1, 2 * d + 1), np.uint8)) > 0
 
 
+def _rgba_frame() -> tuple[np.ndarray, np.ndarray]:
+    """48x48 straight RGBA: transparent (stored black) above, an opaque gradient block below row 30
+    with a half-transparent top edge, and the mask of a bar standing in front of both."""
+    yy, xx = np.mgrid[0:48, 0:48] / 47.0
+    rgba = np.zeros((48, 48, 4), np.float32)
+    rgba[30:, :, :3] = np.dstack([0.3 + 0.5 * xx, 0.6 - 0.3 * yy, 0.2 * np.ones_like(xx)])[30:]
+    rgba[30:, :, 3] = 1.0
+    rgba[29, :, :3], rgba[29, :, 3] = (0.2, 0.4, 0.8), 0.5
+    mask = np.zeros((48, 48), bool)
+    mask[6:44, 21:27] = True
+    return np.rint(rgba * 255) / 255, mask
+
+
+def test_inpaint_fills_alpha_of_rgba_frames(tmp_path):
+    rgba, mask = _rgba_frame()
+    out = B.Inpaint().process([rgba], [mask])[0]
+    assert out.shape == (48, 48, 4)
+    region = B_dilated(mask, 2)
+    # Where the bar stood against the empty background, the frame is transparent again, with the
+    # frame's own background colour; where the block surrounds it, opaque with the block's colour
+    # (filled from the opaque pixels only: not darkened by the black stored in transparent ones).
+    assert np.all(out[8:26, 21:27, 3] == 0) and np.abs(out[8:26, 21:27, :3]).max() == 0
+    assert np.all(out[34:44, 21:27, 3] == 1)
+    assert np.abs(out[34:44, 21:27, :3] - rgba[34:44, 21:27, :3]).max() < 0.06
+    assert np.abs(out - rgba)[~region].max() <= 0.5 / 255
+    # alpha=keep leaves alpha alone; a lower `solid` keeps more of the surface (never less).
+    kept = B.Inpaint(alpha="keep").process([rgba], [mask])[0]
+    assert np.array_equal(kept[..., 3], rgba[..., 3])
+    low = B.Inpaint(solid="0.3").process([rgba], [mask])[0]
+    assert low[..., 3].sum() > out[..., 3].sum() and np.all(low[..., 3] >= out[..., 3])
+    # Opaque RGB frames stay RGB; bad values are one line.
+    assert B.Inpaint().process([rgba[..., :3]], [mask])[0].shape == (48, 48, 3)
+    for bad, msg in (({"solid": "0"}, "solid=0"), ({"alpha": "drop"}, "alpha='drop'")):
+        with pytest.raises(ReconError, match=msg):
+            B.Inpaint(**bad)
+
+
+def test_rgba_scene_with_a_background_round_trips_through_the_stage(tmp_path):
+    """A Blender scene (RGBA, read composited on white): enhanced frames are stored with straight
+    colour, so reading them back composites once: pixels the plugin left alone read as before, the
+    half-transparent edge included; the removed bar leaves transparency (and white) behind."""
+    from PIL import Image
+
+    scene = tmp_path / "blender"
+    (scene / "train").mkdir(parents=True)
+    (scene / "masks").mkdir()
+    rgba, mask = _rgba_frame()
+    frames = []
+    for k in range(2):
+        Image.fromarray(np.rint(rgba * 255).astype(np.uint8), "RGBA").save(scene / "train" / f"r_{k}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(scene / "masks" / f"r_{k}.png")
+        c2w = np.eye(4)
+        c2w[:3, 3] = (0.1 * k, 0.0, 4.0)
+        frames.append({"file_path": f"./train/r_{k}", "transform_matrix": c2w.tolist()})
+    (scene / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    out = tmp_path / "out"
+    assert run(["process", str(scene), "--out", str(out), "--enhance", "inpaint", "--enhance-masks", str(scene / "masks")]) == 0
+    src, proc = load_scene(scene), load_scene(out, background=(1.0, 1.0, 1.0))
+    assert src.background == (1.0, 1.0, 1.0)
+    region = B_dilated(mask, 2)
+    for i in range(2):
+        assert Path(proc.frames[i].image_path).parent == out / "enhanced" / "images"
+        a, b = src.image(i), proc.image(i)
+        assert np.abs(a - b)[~region].max() <= 1.01 / 255
+        assert np.abs(src.alpha(i) - proc.alpha(i))[~region].max() <= 0.5 / 255
+        assert np.all(proc.alpha(i)[8:26, 21:27] == 0) and np.all(b[8:26, 21:27] == 1.0)
+
+
 def test_spandrel_models_match_their_modules(tmp_path):
     from recon.enhance.models import SpandrelModel
 

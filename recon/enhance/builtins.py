@@ -207,16 +207,36 @@ class WhiteBalance(_OpenCV):
 
 
 class Inpaint(_OpenCV):
-    """Classical inpainting of masked regions (OpenCV Telea or Navier-Stokes): a generator."""
+    """Classical inpainting of masked regions (OpenCV Telea or Navier-Stokes): a generator.
+
+    The region (the mask grown by ``dilate`` pixels, so an object's anti-aliased rim and contact
+    shadow go too) is filled from its surroundings: colour for opaque captures. For frames with
+    transparency (RGBA, e.g. an object scan on a transparent background), the alpha channel is
+    filled the same way (``alpha=fill``): a pixel of the region stays opaque only where the alpha
+    filled in from its surroundings is at least ``solid`` (the region is nearly enclosed by
+    surfaces there, e.g. an object in front of a wall); elsewhere the frame becomes transparent
+    again, so an object that stood in front of the empty background leaves empty background
+    instead of a smear of the surrounding colours that training would explain with opaque splats.
+    Transparent pixels get the frame's own background colour (the median of its transparent
+    pixels, as stored). A lower ``solid`` keeps more of the surfaces the object hid, and more of
+    a ghost where it stood against the background (measured in docs/enhance.md). ``alpha=keep``
+    keeps the original alpha.
+    """
 
     name = "inpaint"
     kind = "generate"
+    version = "2"
     needs_masks = True
-    defaults = {"method": "telea", "radius": 5.0, "dilate": 2}
+    uses_alpha = True
+    defaults = {"method": "telea", "radius": 5.0, "dilate": 2, "alpha": "fill", "solid": 0.9}
 
     def check(self) -> None:
         if self.params["method"] not in ("telea", "ns"):
             raise ReconError(f"inpaint: method={self.params['method']!r}; use telea or ns")
+        if self.params["alpha"] not in ("fill", "keep"):
+            raise ReconError(f"inpaint: alpha={self.params['alpha']!r}; use fill or keep")
+        if not 0.0 < self.params["solid"] <= 1.0:
+            raise ReconError(f"inpaint: solid={self.params['solid']:g}; use a value in (0, 1]")
         if self.params["radius"] <= 0 or self.params["dilate"] < 0:
             raise ReconError("inpaint: radius must be > 0 and dilate >= 0")
 
@@ -225,14 +245,35 @@ class Inpaint(_OpenCV):
 
         if mask is None:
             raise ReconError("inpaint: needs masks (pass --enhance-masks DIR)")
+        im = np.asarray(im, dtype=np.float32)
+        rgb, alpha = (im[..., :3], im[..., 3]) if im.shape[2] == 4 else (im, None)
         m = np.asarray(mask, dtype=np.uint8) * 255
         if not m.any():
-            return np.asarray(im, dtype=np.float32)
+            return im
         d = int(self.params["dilate"])
         if d:
-            m = cv2.dilate(m, np.ones((2 * d + 1, 2 * d + 1), np.uint8))
+            m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1)))
         flag = cv2.INPAINT_TELEA if self.params["method"] == "telea" else cv2.INPAINT_NS
-        return _to_f32(cv2.inpaint(_to_u8(im), m, float(self.params["radius"]), flag))
+        r = float(self.params["radius"])
+        out = _to_f32(cv2.inpaint(_to_u8(rgb), m, r, flag))
+        if alpha is None:
+            return out
+        region = m > 0
+        clear = (alpha <= 0.5) & ~region
+        if self.params["alpha"] == "keep" or not clear.any():
+            return np.dstack([out, alpha]).astype(np.float32)
+        # Fill alpha from the region's surroundings. Where it stays opaque, the colour comes from the
+        # opaque surroundings only (premultiplied colour filled in, divided by the filled alpha);
+        # where it comes out transparent, the frame shows its background there (the colour of its
+        # other transparent pixels, as stored).
+        a_in = _to_f32(cv2.inpaint(_to_u8(alpha), m, r, flag))
+        solid = region & (a_in >= float(self.params["solid"]) - 0.5 / 255.0)
+        pre = _to_f32(cv2.inpaint(_to_u8(rgb * alpha[..., None]), m, r, flag))
+        out[solid] = np.clip(pre[solid] / np.maximum(a_in[solid], 1e-3)[:, None], 0.0, 1.0)
+        out[region & ~solid] = np.median(rgb[clear], axis=0).astype(np.float32)
+        a = alpha.copy()
+        a[region] = solid[region].astype(np.float32)
+        return np.dstack([out, a]).astype(np.float32)
 
 
 BUILTINS = {c.name: c for c in (Denoise, LowLight, Unsharp, WhiteBalance, Inpaint)}

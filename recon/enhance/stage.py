@@ -131,6 +131,23 @@ def _stems(frames) -> list[str]:
     return out
 
 
+def _straight(rgb: np.ndarray, alpha: Optional[np.ndarray], bg: Optional[np.ndarray]) -> np.ndarray:
+    """Colour composited on ``bg`` (what :meth:`Scene.image` returns for a scene with a
+    background) back to straight (unassociated) colour, as RGBA files store it."""
+    if alpha is None or bg is None:
+        return rgb
+    a = alpha[..., None]
+    return np.where(a > 0, np.clip((rgb - bg * (1.0 - a)) / np.maximum(a, 1e-6), 0.0, 1.0), rgb).astype(np.float32)
+
+
+def _over(rgb: np.ndarray, alpha: Optional[np.ndarray], bg: Optional[np.ndarray]) -> np.ndarray:
+    """Straight colour composited on ``bg`` (the inverse of :func:`_straight`)."""
+    if alpha is None or bg is None:
+        return rgb
+    a = alpha[..., None]
+    return (rgb * a + bg * (1.0 - a)).astype(np.float32)
+
+
 def _png_bytes(rgb: np.ndarray, alpha: Optional[np.ndarray]) -> bytes:
     from PIL import Image
 
@@ -319,6 +336,9 @@ def enhance_scene(
     if log and res.reused:
         log(f"enhance: {res.reused}/{len(stems)} frames up to date (same frames, masks and steps)")
     prog = _Progress(log, len(todo))
+    # RGBA frames of a scene with a background (Blender: white) are read composited on it; they
+    # are written back with straight colour, as they were stored, so reading composites once.
+    bg = None if scene.background is None else np.asarray(scene.background, np.float32).reshape(1, 1, 3)
     done = 0
     for b in range(0, len(todo), opts.batch_size):
         idx = todo[b : b + opts.batch_size]
@@ -331,24 +351,42 @@ def enhance_scene(
                 m = read_mask(mask_dir, stems[i], im.shape[:2], tuple(opts.mask_ids))
                 masks.append(np.zeros(im.shape[:2], bool) if m is None else m)
         cur = [np.asarray(im, dtype=np.float32) for im in ims]
+        cur_a = list(alphas)  # alpha per frame (None: opaque), updated by plugins that use alpha
         for st in steps:
-            if masks is not None and cur[0].shape[:2] != masks[0].shape:  # after super-resolution
-                import cv2
+            import cv2
 
+            if masks is not None and cur[0].shape[:2] != masks[0].shape:  # after super-resolution
                 masks = [cv2.resize(m.astype(np.uint8), (c.shape[1], c.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
                          for m, c in zip(masks, cur)]
-            outs = st.plugin.process(cur, masks if st.needs_masks else None)
+            cur_a = [a if a is None or a.shape == c.shape[:2] else cv2.resize(a, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
+                     for a, c in zip(cur_a, cur)]
+            rgba = bool(getattr(st.plugin, "uses_alpha", False))
+            # Plugins that use alpha get straight RGBA (opaque frames: alpha 1); the others get the
+            # frames as the scene shows them (composited on its background, if it has one).
+            ins = [np.dstack([_straight(c, a, bg), np.ones(c.shape[:2], np.float32) if a is None else a])
+                   for c, a in zip(cur, cur_a)] if rgba else cur
+            outs = st.plugin.process(ins, masks if st.needs_masks else None)
             if len(outs) != len(cur):
                 raise ReconError(f"plugin {st.entry.name}: returned {len(outs)} images for {len(cur)}")
+            ok = (3, 4) if rgba else (3,)
             for o in outs:
                 o = np.asarray(o)
-                if o.ndim != 3 or o.shape[2] != 3:
-                    raise ReconError(f"plugin {st.entry.name}: returned an image of shape {o.shape}; expected [H, W, 3]")
-            cur = [np.clip(np.asarray(o, dtype=np.float32), 0, 1) for o in outs]
-        for i, im0, a, y in zip(idx, ims, alphas, cur):
+                if o.ndim != 3 or o.shape[2] not in ok:
+                    raise ReconError(f"plugin {st.entry.name}: returned an image of shape {o.shape}; expected [H, W, {' or '.join(map(str, ok))}]")
+            outs = [np.clip(np.asarray(o, dtype=np.float32), 0, 1) for o in outs]
+            for k, o in enumerate(outs if rgba else ()):
+                if o.shape[2] == 4:  # the plugin set alpha; an opaque result of an opaque frame stays opaque
+                    cur_a[k] = None if cur_a[k] is None and o[..., 3].min() >= 1.0 - CHANGED_TOL else np.ascontiguousarray(o[..., 3])
+                outs[k] = _over(np.ascontiguousarray(o[..., :3]), cur_a[k], bg)  # straight -> as the scene shows it
+            cur = [np.ascontiguousarray(o[..., :3]) for o in outs]
+        for i, im0, a0, y, a in zip(idx, ims, alphas, cur, cur_a):
             s = stems[i]
             same_size = y.shape[:2] == im0.shape[:2]
             diff = float(np.abs(y - im0).max()) if same_size else float("inf")
+            if same_size and (a0 is None) != (a is None):
+                diff = max(diff, 1.0)
+            elif same_size and a is not None and a.shape == a0.shape:
+                diff = max(diff, float(np.abs(a - a0).max()))
             changed = diff >= CHANGED_TOL
             entry: dict[str, Any] = {"key": keys[i], "changed": changed, "size": [int(y.shape[1]), int(y.shape[0])]}
             if same_size:
@@ -361,7 +399,7 @@ def enhance_scene(
                     import cv2
 
                     a = cv2.resize(a, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_LINEAR)
-                atomic_write_bytes(idir / f"{s}.png", _png_bytes(y, a))
+                atomic_write_bytes(idir / f"{s}.png", _png_bytes(_straight(y, a, bg), a))
             elif (idir / f"{s}.png").is_file():
                 (idir / f"{s}.png").unlink()
             cache[s] = entry

@@ -66,6 +66,10 @@ class TrainConfig:
     random without); triangulate (always triangulate when the scene has none); random (ignore points)."""
     background: Literal["random", "white", "black", "scene"] = "random"
     """Background for RGBA captures during training (evaluation uses the scene's)."""
+    alpha_weight: float = field(default=0.0, metadata={"hash_unless": 0.0})
+    """Weight of an L1 loss between rendered and captured alpha on RGBA views (0: off; views without
+    alpha: no effect). Makes splats where the frames are transparent fade fast, e.g. after an object
+    was removed by inpainting its masks (docs/enhance.md)."""
     checkpoint_every: int = field(default=1000, metadata=_NOHASH)
     """Write a checkpoint every N steps (0: only at the end)."""
     eval_views: int = field(default=0, metadata=_NOHASH)
@@ -229,7 +233,7 @@ def validate(cfg: TrainConfig) -> None:
         bad("checkpoint_every", cfg.checkpoint_every, "must be >= 0 (0: only at the end)")
     if cfg.eval_views < 0:
         bad("eval_views", cfg.eval_views, "must be >= 0 (0: all held-out views)")
-    for name in ("depth_weight", "depth_weight_final"):
+    for name in ("depth_weight", "depth_weight_final", "alpha_weight"):
         v = getattr(cfg, name)
         if v is not None and not (math.isfinite(v) and v >= 0):
             bad(name, v, "must be a finite number >= 0")

@@ -193,3 +193,31 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, alpha: Optio
         b = tm - a * pm
         scale = (t - tm).abs().mean().clamp_min(1e-12)
     return (a * p + b - t).abs().mean() / scale
+
+
+class AlphaLoss(LossTerm):
+    """Rendered alpha against the captured alpha of RGBA views: ``weight * mean |alpha - target|``
+    (honouring the batch's mask); nothing for views without alpha.
+
+    Random backgrounds (``--background random``) already make transparent pixels cost something,
+    but only through the colour difference between a splat and that step's background; this term
+    asks for the coverage itself, so splats in front of regions the frames show as empty (an
+    object removed by inpainting its masks, :mod:`recon.enhance`) fade quickly. Off unless a caller
+    adds it (``Trainer(..., terms=[AlphaLoss(0.5)])``)."""
+
+    name = "alpha"
+    needs = frozenset({"alpha"})
+
+    def __init__(self, weight: float = 0.5):
+        if not weight >= 0:
+            raise ValueError(f"alpha loss weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def __call__(self, out, batch, step: int) -> torch.Tensor:
+        if batch.alpha is None or out.alpha is None or self.weight == 0:
+            return out.rgb.sum() * 0.0
+        err = (out.alpha.reshape(batch.alpha.shape) - batch.alpha.to(out.alpha)).abs()
+        if batch.mask is not None:
+            m = batch.mask.reshape(err.shape).to(err)
+            return self.weight * (err * m).sum() / m.sum().clamp_min(1)
+        return self.weight * err.mean()

@@ -39,16 +39,19 @@ def make_method(cfg: TrainConfig, scene: Scene, views: Views, device: torch.devi
 
 
 def default_terms(cfg: TrainConfig, scene: Scene, train_idx: list[int]) -> list[LossTerm]:
-    """The loss terms the options ask for beyond the photometric one (the depth loss)."""
+    """The loss terms the options ask for beyond the photometric one (depth and alpha losses)."""
+    from recon.train.losses import AlphaLoss
+
+    alpha = [AlphaLoss(cfg.alpha_weight)] if cfg.alpha_weight > 0 else []
     if cfg.depth_loss == "none":
-        return []
+        return alpha
     have = sum(1 for i in train_idx if scene.frames[i].depth_path is not None)
     if have == 0:
         raise ReconError(f"--depth-loss {cfg.depth_loss}: {scene.root} has no depth maps for its training views "
                          "(depth_file_path in transforms.json, or depths/STEM.npy|png beside images/)")
     from recon.train.losses import DepthLoss
 
-    return [DepthLoss(cfg.depth_loss, cfg.depth_weight, cfg.depth_weight_final)]
+    return [DepthLoss(cfg.depth_loss, cfg.depth_weight, cfg.depth_weight_final)] + alpha
 
 
 def check_scene(method: str, scene: Scene):
