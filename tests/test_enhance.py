@@ -193,6 +193,33 @@ def test_inpaint_fills_alpha_of_rgba_frames(tmp_path):
             B.Inpaint(**bad)
 
 
+def test_alpha_loss_is_off_by_default_and_measures_coverage(synth):
+    """--alpha-weight (the retraining half of remove-and-retrain): weight * mean |alpha - target|
+    over used pixels, nothing for views without alpha, and no term at all by default."""
+    from recon.methods.base import Batch, RenderOutput
+    from recon.train.config import TrainConfig
+    from recon.train.losses import AlphaLoss
+    from recon.train.trainer import default_terms
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(6, 5, 1, generator=g), (torch.rand(6, 5, 1, generator=g) > 0.5).float()
+    out = RenderOutput(rgb=torch.rand(6, 5, 3, generator=g), alpha=pred)
+    b = Batch(kind="view", index=0, target=out.rgb, background=torch.ones(3), alpha=target)
+    assert float(AlphaLoss(0.5)(out, b, 0)) == pytest.approx(0.5 * float((pred - target).abs().mean()), rel=1e-6)
+    mask = torch.zeros(6, 5, 1)
+    mask[:3] = 1
+    b.mask = mask
+    assert float(AlphaLoss(1.0)(out, b, 0)) == pytest.approx(float((pred - target)[:3].abs().mean()), rel=1e-6)
+    b.alpha = None
+    assert float(AlphaLoss(1.0)(out, b, 0)) == 0.0
+    sc = load_scene(synth)
+    idx = sc.indices("train")
+    assert default_terms(TrainConfig(), sc, idx) == []
+    terms = default_terms(TrainConfig(alpha_weight=0.25), sc, idx)
+    assert len(terms) == 1 and isinstance(terms[0], AlphaLoss) and terms[0].weight == 0.25
+    assert TrainConfig().hash() == TrainConfig(alpha_weight=0.0).hash() != TrainConfig(alpha_weight=0.25).hash()
+
+
 def test_rgba_scene_with_a_background_round_trips_through_the_stage(tmp_path):
     """A Blender scene (RGBA, read composited on white): enhanced frames are stored with straight
     colour, so reading them back composites once: pixels the plugin left alone read as before, the
