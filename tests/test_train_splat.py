@@ -106,7 +106,10 @@ def test_wall_time_budget_drives_the_schedules(tiny_scene, tmp_path):
     assert not r.interrupted and 5 < tr.step < 100_000
     assert tr.progress(cfg.max_minutes * 60) == 1.0
     lr1 = tr.method.optimizers["means"].param_groups[0]["lr"]
-    assert lr1 == pytest.approx(0.01 * lr0, rel=0.05)
+    # The last step ran at a progress just below 1 (how far below depends on the step time, i.e.
+    # on the machine's load): the rate is 0.01 ** progress of its start, so at least 90 % of the way
+    # down in log terms. A schedule that followed --steps would still be near lr0.
+    assert 0.01 * lr0 * (1 - 1e-6) <= lr1 <= 0.01**0.9 * lr0
     stop = tr.method.strategy.refine_stop_iter
     assert 0 < stop < tr.step  # set when 70 % of the budget was used (nominally step 70,000)
 
