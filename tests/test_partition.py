@@ -176,3 +176,20 @@ def test_partitioned_run_merges_cropped_blocks(room, tmp_path):
                       log=lambda *_: None)["psnr"]
     assert m["psnr"] > coarse + 0.6, (m["psnr"], coarse)
     assert m["psnr"] > 21.0, m["psnr"]
+
+
+def test_auto_grid_follows_the_views_and_the_extent():
+    from recon.cluster.partition import auto_grid, parse_grid
+
+    assert parse_grid("auto") is None and parse_grid(" AUTO ") is None
+    rng = np.random.default_rng(0)
+
+    def grid(extent, views):
+        return auto_grid(rng.uniform(0, 1, (4000, 2)) * extent, views)
+
+    assert grid((24, 8), 84) == (2, 1)  # few views: the fewest blocks, along the long axis
+    assert grid((24, 8), 600) == (4, 1)
+    assert grid((10, 10), 600) == (2, 2)
+    assert grid((100, 10), 900) == (6, 1)
+    assert grid((10, 10), 20000) == (8, 8)  # at most 64 blocks
+    assert grid((5, 5), 35) == (2, 1)

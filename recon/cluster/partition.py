@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from recon.errors import ReconError
-from recon.methods.base import Method, RenderOutput
+from recon.methods.base import RenderOutput
 from recon.methods.splat import SplatMethod
 
 PLAN_FILE = "partition.json"
@@ -51,10 +51,13 @@ MIN_COVER = 0.25
 """Share of a view's pixels a block's expanded region must fill for the view to train the block."""
 
 
-def parse_grid(spec: str) -> tuple[int, int]:
+def parse_grid(spec: str) -> Optional[tuple[int, int]]:
+    """``(nx, ny)`` of ``--partition NxM``; ``None`` for ``--partition auto`` (:func:`auto_grid`)."""
+    if str(spec).strip().lower() == "auto":
+        return None
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(spec))
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1 or int(m.group(1)) * int(m.group(2)) < 2:
-        raise ReconError(f"--partition {spec}: give the grid as NxM with at least 2 blocks, e.g. 2x2")
+        raise ReconError(f"--partition {spec}: give the grid as NxM with at least 2 blocks, e.g. 2x2, or auto")
     nx, ny = int(m.group(1)), int(m.group(2))
     if nx * ny > 64:
         raise ReconError(f"--partition {spec}: at most 64 blocks")
@@ -133,9 +136,8 @@ def scene_points(scene, max_points: int = 200_000, seed: int = 0) -> np.ndarray:
     return c + rng.uniform(-half, half, size=(20_000, 3))
 
 
-def make_plan(scene, points: np.ndarray, nx: int, ny: int, margin: float = 0.2) -> Plan:
-    """The ground plane and its blocks (see the module docstring); views are assigned later by
-    :func:`assign_views`."""
+def ground_frame(scene, points: np.ndarray) -> Plan:
+    """The ground plane (see the module docstring), as a plan without blocks."""
     train = scene.indices("train")
     c2ws = np.stack([scene.frames[i].camera.c2w for i in train])
     up = -c2ws[:, :3, 1].mean(0)
@@ -146,7 +148,35 @@ def make_plan(scene, points: np.ndarray, nx: int, ny: int, margin: float = 0.2) 
     u = vt[0] - (vt[0] @ up) * up
     u /= np.linalg.norm(u)
     v = np.cross(up, u)
-    plan = Plan(origin.tolist(), u.tolist(), v.tolist(), up.tolist(), [])
+    return Plan(origin.tolist(), u.tolist(), v.tolist(), up.tolist(), [])
+
+
+VIEWS_PER_BLOCK = 150
+"""``--partition auto``: about one block per this many training views."""
+
+
+def auto_grid(uv: np.ndarray, views: int, views_per_block: int = VIEWS_PER_BLOCK) -> tuple[int, int]:
+    """``(nx, ny)`` for ``--partition auto``: about ``views / views_per_block`` blocks (at least 2,
+    at most 64), the grid whose cells are closest to square on the scene's extent on the ground
+    plane (``uv [P, 2]``: the points' plane coordinates, 1-99 % range)."""
+    n = int(np.clip(round(views / views_per_block), 2, 64))
+    lo, hi = np.quantile(uv, [0.01, 0.99], axis=0)
+    eu, ev = (float(x) for x in np.maximum(hi - lo, 1e-9))
+    best, score = (2, 1), float("inf")
+    for nx in range(n, 0, -1):  # on a tie, more blocks along u (the scene's long axis)
+        for ny in range(1, n // nx + 1):
+            if nx * ny < 2:
+                continue
+            s = abs(np.log((eu / nx) / (ev / ny))) + 2.0 * abs(np.log(nx * ny / n))
+            if s < score - 1e-9:
+                best, score = (nx, ny), s
+    return best
+
+
+def make_plan(scene, points: np.ndarray, nx: int, ny: int, margin: float = 0.2) -> Plan:
+    """The ground plane and its blocks (see the module docstring); views are assigned later by
+    :func:`assign_views`."""
+    plan = ground_frame(scene, points)
     uv = plan.ground(points)
     inf = float("inf")
     ucuts = np.quantile(uv[:, 0], np.linspace(0, 1, nx + 1))
@@ -264,8 +294,6 @@ def _own_info(info: dict, n: int) -> dict:
     return out
 
 
-
-
 def in_some_view(means: torch.Tensor, log_scales: torch.Tensor, cameras, margin: float = 3.0) -> torch.Tensor:
     """``[N]`` bool: Gaussians (``means [N, 3]``, ``log_scales [N, 3]``) whose footprint (centre
     plus ``margin`` times the largest scale) can reach the image of at least one of ``cameras``."""
@@ -299,15 +327,13 @@ class BlockSplatMethod(SplatMethod):
     spec: dict = {}
 
     def __init__(self, cfg, scene, views, device: torch.device):
-        from recon.train.appearance import AppearanceModule
         from recon.train.camera_opt import CameraOptModule
-        from recon.train.data import ViewSampler
 
-        Method.__init__(self, cfg, scene, views, device)
+        # The splat method's own set-up on the block's views; its Gaussians are replaced below.
+        super().__init__(cfg, scene, views, device)
         sp = self.spec
         self.scene_scale = float(sp["scene_scale"])
         self.offset, self.span, self.total = int(sp["offset"]), int(sp["span"]), int(sp["total"])
-        self.sampler = ViewSampler(views, cfg.background, scene.background)
         try:
             coarse = torch.load(sp["coarse_checkpoint"], map_location="cpu", weights_only=False)["method"]
         except Exception as e:  # noqa: BLE001
@@ -341,10 +367,8 @@ class BlockSplatMethod(SplatMethod):
             k: (v[sel].to(device) if k in ("grad2d", "count", "radii") and torch.is_tensor(v) else v)
             for k, v in coarse["strategy_state"].items()
         }
-        n = len(views)
-        self.appearance = AppearanceModule(n, device) if self.sc.appearance else None
-        self.camera_opt = (CameraOptModule(n, self.scene_scale, self.sc.lr_pose, self.sc.pose_reg, device)
-                           if self.sc.pose_opt else None)
+        if self.camera_opt is not None:
+            self.camera_opt = CameraOptModule(len(views), self.scene_scale, self.sc.lr_pose, self.sc.pose_reg, device)
 
     def global_step(self, step: int) -> int:
         """The whole run's step that block step ``step`` plays. Blocks stride through the schedule,
@@ -451,6 +475,26 @@ def _train_coarse(spec: dict) -> dict:
             "gaussians": trainer.method.num_primitives}
 
 
+def _warm_up() -> int:
+    """Ray task: load the training code and the rasterizer's compiled kernels (forward and backward)
+    into this worker while the coarse model trains, so the blocks it runs start at once."""
+    import recon.cluster.task  # noqa: F401  (what a block task imports)
+    import recon.run  # noqa: F401
+    import recon.scene.readers  # noqa: F401
+    from recon.models import splats as splat_model
+    from recon.train.trainer import set_threads
+
+    set_threads(1)
+    pts = np.random.default_rng(0).uniform([-1, -1, 2], [1, 1, 4], size=(64, 3))
+    g = splat_model.init_splats(pts, None, 1)
+    K = torch.tensor([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]])
+    out, _, _ = splat_model.render_splats(g, torch.eye(4), K, 16, 16, 1, torch.ones(3))
+    out.sum().backward()
+    import os
+
+    return os.getpid()
+
+
 def _train_block(spec: dict) -> dict:
     """Ray task: train one block on top of the frozen coarse model (resumed when it has a checkpoint)."""
     import contextlib
@@ -508,6 +552,17 @@ def _wait(ray, refs: dict, what: str, log, t0: float) -> list[dict]:
     return results
 
 
+def _stage_config(cfg, **change) -> dict:
+    """The coarse model's or a block's training options: the run's, with ``change``. Blocks render
+    the frozen coarse model behind their own Gaussians, so neither stage grows a background shell of
+    its own (a splat option for sparse captures; partitioned scenes are large)."""
+    d = cfg.to_dict()
+    d.update(downscale=cfg.downscale, **change)
+    if "background_shell" in d.get("model", {}):
+        d["model"]["background_shell"] = "off"
+    return d
+
+
 def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) -> int:
     """``recon train SCENE --partition NxM``: plan, coarse model, blocks on Ray, crop, merge, evaluate."""
     import os
@@ -521,7 +576,7 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
     from recon.run import EVAL_BACKGROUND, RunCamera, RunFolder, write_cameras
     from recon.scene.readers import load_scene
 
-    nx, ny = parse_grid(grid)
+    parsed = parse_grid(grid)
     args, cfg = req.args, req.cfg
     if cfg.method != "splat":
         raise ReconError(f"--partition trains Gaussian splats (--method splat), not {cfg.method}")
@@ -544,6 +599,11 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
         cfg.downscale = auto if auto is not None else 1.0
     plan_path = out / PLAN_FILE
     points = scene_points(sc, seed=cfg.seed)
+    if parsed is None:
+        nx, ny = auto_grid(ground_frame(sc, points).ground(points), len(sc.indices("train")))
+        log(f"[partition] auto: {nx}x{ny} blocks for {len(sc.indices('train'))} training views")
+    else:
+        nx, ny = parsed
     plan = make_plan(sc, points, nx, ny)
     if plan_path.is_file():
         old = json.loads(plan_path.read_text())
@@ -565,21 +625,34 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
     train = sc.indices("train")
     everything = Block(-1, -1, [-inf, inf, -inf, inf], [-inf, inf, -inf, inf], train)
     coarse_scene = write_block_scene(sc, plan, everything, points, blocks_dir / "coarse.scene")
-    ccfg = cfg.to_dict()
-    ccfg.update(threads=cfg.threads or ncpu, downscale=cfg.downscale)
+    ccfg = _stage_config(cfg, threads=cfg.threads or ncpu)
     coarse_run = (blocks_dir / "coarse").resolve()
     coarse_spec = {"run": str(coarse_run), "scene": str(coarse_scene.resolve()), "config": ccfg, "stop": coarse_steps}
     log(f"[partition] {nx}x{ny} blocks on the ground plane; coarse model {coarse_steps} steps on all "
         f"{len(train)} training views ({ccfg['threads']} threads), then the other {cfg.steps - coarse_steps} shared by "
         f"the blocks in proportion to their views")
-    cluster = ray_env.start(address, log=log)
-    import ray
+    # The coarse model trains in a child process on every core while the Ray cluster starts and its
+    # workers load the training code (the cluster's start-up is then off the critical path).
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        coarse_job = pool.submit(_train_coarse, coarse_spec)
+        cluster = ray_env.start(address, log=log)
+        import ray
+
+        try:
+            warm = ray.remote(_warm_up).options(num_cpus=1)
+            warm_refs = [warm.remote() for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1))))]
+            res = coarse_job.result()
+        except BaseException:
+            cluster.shutdown()
+            raise
+    results = [res]
+    log(f"[partition] coarse model: {res['status']} in {res['seconds']:.0f} s (elapsed {time.perf_counter() - t0:.0f} s)")
     try:
-        task = ray.remote(_train_coarse).options(num_cpus=min(ncpu, int(ray.cluster_resources().get("CPU", 1))),
-                                                 memory=int(2e9), max_retries=1)
-        results = _wait(ray, {task.remote(coarse_spec): "coarse model"}, "coarse", log, t0)
-        if results[0]["status"] == "done":
+        ray.get(warm_refs)
+        if res["status"] == "done":
             if any(not b.frames for b in plan.blocks):
                 coarse = splat_model.SplatRenderer(read_ply(coarse_run / "splats.ply"),
                                                    antialiased=bool(cfg.model.antialiased))
@@ -598,16 +671,15 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
                 f"{', '.join(map(str, block_steps))}")
             specs = []
             for b, steps in zip(plan.blocks, block_steps):
-                bcfg = cfg.to_dict()
-                bcfg.update(steps=steps, threads=1, downscale=cfg.downscale)
+                bcfg = _stage_config(cfg, steps=steps, threads=1)
                 bscene = write_block_scene(sc, plan, b, points, blocks_dir / f"{b.name}.scene")
                 specs.append({"name": b.name, "scene": str(bscene.resolve()),
                               "run": str((blocks_dir / b.name).resolve()), "config": bcfg,
                               "block": {"coarse_checkpoint": str(coarse_run / "checkpoints" /
                                                                  f"step_{coarse_steps:07d}.pt"),
                                         "plan": plan.to_dict(), "expanded": b.expanded,
-                                        "scene_scale": float(sc.extent()), "offset": coarse_steps, "span": cfg.steps - coarse_steps,
-                                        "total": cfg.steps}})
+                                        "scene_scale": float(sc.extent()), "offset": coarse_steps,
+                                        "span": cfg.steps - coarse_steps, "total": cfg.steps}})
             # The largest blocks (most coarse Gaussians to train) first, so the last to finish is a small one.
             uv = plan.ground(read_ply(coarse_run / "splats.ply")["means"].numpy())
             size = {b.name: int(inside(uv, b.expanded).sum()) for b in plan.blocks}

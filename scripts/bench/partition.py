@@ -1,8 +1,8 @@
 """Partitioned training vs one model with the same total steps.
 
-    .venv/bin/python scripts/bench/partition.py street                # covered street, 96 views at 64 px, 2000 steps, 2x2
-    .venv/bin/python scripts/bench/partition.py room                  # the synthetic room, 40 views at 64 px, 1200 steps
-    .venv/bin/python scripts/bench/partition.py street --repeat 2     # A/B/A/B: single, partitioned, single, partitioned
+    .venv/bin/python scripts/bench/partition.py street             # covered street, 96 views, 64 px, 2000 steps
+    .venv/bin/python scripts/bench/partition.py room               # the synthetic room, 40 views, 64 px, 1200 steps
+    .venv/bin/python scripts/bench/partition.py street --repeat 2  # A/B/A/B: single, partitioned, single, ...
 
 ``street`` is a long covered street (24 x 8 x 4 m: walls, floor and roof with distinct textures,
 objects along it) walked by cameras that each look at a few metres of one side, so the views are
@@ -98,8 +98,9 @@ def street(seed: int = 0):
         return np.stack([look_at_c2w(np.array([0.0, 1.0 + (L - 2) * t, 1.5]),
                                      np.array([np.sin(6 * t) * W / 2, 3.0 + (L - 2) * t, 1.3])) for t in s]), None
 
-    return Recipe(name="street", seed=seed, parts=parts, objects=objects, light=Light("directional", (0.4, -0.3, 0.8), ambient=0.75, diffuse=0.35, shadows=False),
-                  background=None, fov_x=np.radians(60.0), rig=rig, path=path, kind="forward")
+    light = Light("directional", (0.4, -0.3, 0.8), ambient=0.75, diffuse=0.35, shadows=False)
+    return Recipe(name="street", seed=seed, parts=parts, objects=objects, light=light, background=None,
+                  fov_x=np.radians(60.0), rig=rig, path=path, kind="forward")
 
 
 def make_scene(name: str, out: Path, views: int, res: int) -> Path:
@@ -193,7 +194,8 @@ def main() -> None:
         part = b[6]
         print(f"\npair {rep + 1}: PSNR difference (partition - single): {b[1] - a[1]:+.2f} dB; wall ratio "
               f"{b[4] / a[4]:.2f}; merged Gaussians each in exactly one block core: {ok} ({n:,}); "
-              f"{part['coarse_steps']} coarse steps; blocks: views {', '.join(str(x['views']) for x in part['blocks'])}, "
+              f"{part['coarse_steps']} coarse steps; blocks: views "
+              f"{', '.join(str(x['views']) for x in part['blocks'])}, "
               f"steps {', '.join(str(x['steps']) for x in part['blocks'])}")
     print("\ncommands:")
     for r in rows[:2]:
