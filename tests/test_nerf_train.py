@@ -13,7 +13,7 @@ import torch
 import scenes
 from recon.cli import run as recon
 from recon.eval.evaluate import evaluate
-from recon.methods.nerf import NerfConfig, decode_field, encode_field
+from recon.methods.nerf import NerfConfig, decode_field, encode_field, scene_box
 from recon.scene.readers import load_scene
 from recon.train.config import TrainConfig, preset_config
 from recon.train.trainer import Trainer
@@ -62,11 +62,12 @@ def test_smoke_training_reaches_psnr(tiny_scene, tmp_path):
     res = evaluate(r, tiny_scene, 1.0, log=QUIET)
     print(f"held-out PSNR {res0['psnr']:.2f} -> {res['psnr']:.2f} dB, grid {tr.method.field.res}, "
           f"occupied {tr.method.field.occupied_fraction():.3f}")
-    # Measured: 11.3 dB at init -> 21.1 dB after 400 steps (64x64, 21 training views; the splat
-    # method's smoke test reaches 19.5-20.0 dB after 600 steps on the same scene).
+    # Measured: 12.5 dB at init -> 20.6 dB after 400 steps (64x64, 21 training views; the splat
+    # method's smoke test reaches 19.5-20.0 dB after 600 steps on the same scene). The box comes
+    # from the scene's depth maps and hugs the object, so about two thirds of its cells stay occupied.
     assert res["psnr"] > 20.0
-    assert res["psnr"] > res0["psnr"] + 8.0
-    assert tr.method.upsamples == 2 and tr.method.field.occupied_fraction() < 0.5
+    assert res["psnr"] > res0["psnr"] + 7.0
+    assert tr.method.upsamples == 2 and tr.method.field.occupied_fraction() < 0.8
     # Depth of the opaque foreground against the scene's true depth.
     errs = []
     for i in tiny_scene.indices("test")[:3]:
@@ -143,5 +144,16 @@ def test_nerf_through_the_commands(scene_dir, tmp_path, monkeypatch):
 
 def test_presets_are_the_methods_own():
     fast = preset_config("nerf", "fast")
-    assert fast.steps == 3000 and fast.model.res_final == 144
+    assert fast.steps == 5000 and fast.model.res_final == 144 and fast.max_minutes == 14.0
     assert preset_config("splat", "fast").steps == 5000  # the splat presets are unchanged
+
+
+def test_box_from_depth_maps(tiny_scene, scene_dir):
+    """Without SfM points, a capture's depth maps bound the field: the box hugs the object (the
+    camera-derived box of the same scene is about 1.8x wider) and contains all of it."""
+    lo, hi = scene_box(tiny_scene, NerfConfig())
+    bb = json.loads((scene_dir / "scene.json").read_text())["bbox"]
+    bmin, bmax = np.asarray(bb["min"]), np.asarray(bb["max"])
+    ext = bmax - bmin
+    assert np.all(lo <= bmin + 0.03 * ext) and np.all(hi >= bmax - 0.03 * ext)
+    assert np.all(hi - lo <= 1.15 * ext)

@@ -72,8 +72,6 @@ class NerfConfig:
     tv_color_every: int = 8
     """The colour TV visits one in this many touched voxels per step (a rotating subset, with the
     weight scaled up to match), since it reads 6 neighbours' coefficients per voxel."""
-    mse_weight: float = 0.0
-    """Weight of a mean squared error term added to the trainer's L1 photometric loss."""
     box: Optional[tuple[float, float, float, float, float, float]] = None
     """Scene box xmin ymin zmin xmax ymax zmax (default: from the cameras, or the SfM points)."""
     box_scale: float = 1.0
@@ -107,7 +105,7 @@ class NerfConfig:
             bad("tv_color_every", "must be at least 1")
         if not 0 <= self.t_stop < 1:
             bad("t_stop", "must be in [0, 1)")
-        for name in ("lr_density", "lr_color", "near", "tv_density", "tv_color", "mse_weight"):
+        for name in ("lr_density", "lr_color", "near", "tv_density", "tv_color"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, "must be a finite number >= 0")
@@ -126,16 +124,41 @@ def grid_res(lo: np.ndarray, hi: np.ndarray, res: int) -> tuple[int, int, int]:
     return tuple(int(max(2, round(e / vs) + 1)) for e in ext)
 
 
+def depth_points(scene, step: int = 4) -> Optional[np.ndarray]:
+    """World points ``[P, 3]`` of the training views' depth maps (every ``step``-th pixel per axis), or
+    ``None`` when the capture has no depth maps (an RGB-D capture's depth bounds the content)."""
+    pts = []
+    for i in scene.indices("train"):
+        if scene.frames[i].depth_path is None or scene.frames[i].camera is None:
+            continue
+        z = scene.depth(i)
+        cam = scene.camera(i)
+        K, c2w = np.asarray(cam.K, np.float64), np.asarray(cam.c2w, np.float64)
+        v, u = np.mgrid[0:z.shape[0]:step, 0:z.shape[1]:step]
+        zz = z[v, u].astype(np.float64)
+        ok = (zz > 0) & np.isfinite(zz)
+        x = (u[ok] + 0.5 - K[0, 2]) / K[0, 0] * zz[ok]
+        y = (v[ok] + 0.5 - K[1, 2]) / K[1, 1] * zz[ok]
+        pc = np.stack([x, y, zz[ok]], -1)
+        pts.append(pc @ c2w[:3, :3].T + c2w[:3, 3])
+    return np.concatenate(pts) if pts and sum(map(len, pts)) >= 20 else None
+
+
 def scene_box(scene, cfg: NerfConfig) -> tuple[np.ndarray, np.ndarray]:
     """The box the field covers: ``--box``; else the 1-99 % range of the SfM points grown by 10 %;
-    else the region every camera looks at (:func:`recon.methods.splat.estimate_init_box`)."""
+    else the range of the training views' depth maps grown by 5 %; else the region every camera
+    looks at (:func:`recon.methods.splat.estimate_init_box`)."""
     if cfg.box is not None:
         b = np.asarray(cfg.box, np.float64)
         return b[:3], b[3:]
+    dp = None if scene.points is not None and len(scene.points) >= 20 else depth_points(scene)
     if scene.points is not None and len(scene.points) >= 20:
         p = np.asarray(scene.points, np.float64)
         lo, hi = np.percentile(p, 1, axis=0), np.percentile(p, 99, axis=0)
         c, h = (lo + hi) / 2, (hi - lo) / 2 * 1.1
+    elif dp is not None:
+        lo, hi = dp.min(0), dp.max(0)
+        c, h = (lo + hi) / 2, (hi - lo) / 2 * 1.05
     else:
         from recon.methods.splat import estimate_init_box
 
@@ -289,10 +312,12 @@ class NerfMethod(Method):
     Config = NerfConfig
     description = "NeRF: a voxel radiance field (density + SH colour), Numba kernels on CPU, PyTorch on CUDA"
     presets: ClassVar[dict] = {
-        # lego at 200x200 on 2 cores: ~12 minutes.
-        "fast": {"steps": 3000, "max_side": 640, "checkpoint_every": 1000,
+        # Both are time-boxed: the schedules (upsampling, learning-rate decay) follow the step count or
+        # the wall-time budget, whichever is further along, so a slow or busy machine still anneals.
+        # lego at 200x200 on 2 idle cores: 5,000 steps in about 11 minutes.
+        "fast": {"steps": 5000, "max_minutes": 14.0, "max_side": 640, "checkpoint_every": 1000,
                  "model": {"res_final": 144, "sh_degree": 2}},
-        "quality": {"steps": 12000, "max_side": 1600, "checkpoint_every": 2000,
+        "quality": {"steps": 12000, "max_minutes": 58.0, "max_side": 1600, "checkpoint_every": 2000,
                     "model": {"res_final": 224, "sh_degree": 2}},
     }
 
@@ -375,14 +400,6 @@ class NerfMethod(Method):
             C, D, T = render_rays(self.field, rays, Y, self.nc.t_stop, True)
         rgb, alpha, depth = compose(C, D, T, rays.zscale, batch.background)
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
-
-    def losses(self, out: RenderOutput, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        if not self.nc.mse_weight:
-            return {}
-        err = (out.rgb - batch.target) ** 2
-        if batch.mask is not None:
-            err = err * batch.mask
-        return {"mse": self.nc.mse_weight * err.mean()}
 
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         scale = self.nc.lr_final ** progress

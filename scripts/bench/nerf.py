@@ -16,6 +16,8 @@ Usage:
 
     python scripts/bench/nerf.py [--scene ../shared/data/nerf_synthetic/lego] [--downscale 2]
         [--warm 400] [--steps 40] [--threads 2]
+    python scripts/bench/nerf.py --depth RUN   # a NeRF run on a `recon scene synth` scene: held-out
+                                               # PSNR and median relative depth error
 """
 
 from __future__ import annotations
@@ -88,8 +90,43 @@ def bench_hash(n_samples: int, reps: int) -> float:
     return n_samples / float(np.median(times[1:]))
 
 
+def depth_report(run_path: str, cmd: str) -> None:
+    """Held-out PSNR (the run's metrics.json) and the rendered depth against the scene's true depth on
+    every held-out view: median relative error over foreground pixels (true depth known, rendered
+    alpha > 0.5), the pixels a scene with depth maps (``recon scene synth``) marks."""
+    import json
+
+    from recon.eval.evaluate import eval_split
+    from recon.run import RunFolder
+    from recon.scene.readers import load_scene
+
+    run = RunFolder.open(Path(run_path))
+    scene = load_scene(run.scene_path())
+    ds = float(run.manifest.get("render", {}).get("downscale") or 1.0)
+    r = run.renderer()
+    _, idx = eval_split(scene)
+    errs = []
+    for i in idx:
+        gt = scene.depth(i, ds)
+        if gt is None:
+            raise SystemExit(f"{run.scene_path()} has no depth maps for view {i}")
+        out = r.render(scene.camera(i, ds), outputs=("rgb", "alpha", "depth"))
+        d, a = out.depth[..., 0].numpy(), out.alpha[..., 0].numpy()
+        fg = (gt > 0) & np.isfinite(gt) & (a > 0.5)
+        errs.append(np.abs(d[fg] - gt[fg]) / gt[fg])
+    e = np.concatenate(errs)
+    metrics = json.loads((run.root / "metrics.json").read_text())
+    print(f"\n{cmd}")
+    print("| run | held-out PSNR | held-out views | median rel. depth error | 90th pct | foreground px |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {run_path} | {metrics['psnr']:.2f} dB | {len(idx)} | {100 * np.median(e):.2f} % | "
+          f"{100 * np.percentile(e, 90):.2f} % | {len(e):,} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--depth", metavar="RUN", help="instead of timing: held-out PSNR and depth error of a NeRF "
+                    "run on a scene with true depth maps (recon scene synth)")
     ap.add_argument("--scene", default=str(DATA / "nerf_synthetic" / "lego"))
     ap.add_argument("--downscale", type=float, default=2.0)
     ap.add_argument("--warm", type=int, default=400, help="training steps before timing (reaches the final grid)")
@@ -98,6 +135,9 @@ def main() -> None:
     ap.add_argument("--hash-samples", type=int, default=1 << 16)
     args = ap.parse_args()
     cmd = "python scripts/bench/nerf.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.depth:
+        depth_report(args.depth, cmd)
+        return
 
     from recon.eval.evaluate import eval_split
     from recon.methods.nerf import NerfConfig
@@ -124,16 +164,29 @@ def main() -> None:
     m.grads.feats[:] = 0
     t_compile = time.perf_counter() - t_compile
 
+    parts = {"sample": 0.0, "forward": 0.0, "loss + backward": 0.0, "TV + sparse Adam + occupancy": 0.0}
+
     def one_step(step: int) -> int:
+        t = [time.perf_counter()]
         batch = m.sample(step, tr.gen)
+        t.append(time.perf_counter())
         o = m.forward(batch, step)
+        t.append(time.perf_counter())
         loss = tr.terms[0](o, batch, step)
+        for v in m.losses(o, batch, step).values():
+            loss = loss + v
         loss.backward()
+        t.append(time.perf_counter())
         m.after_backward(step, o, step / total)
+        t.append(time.perf_counter())
+        for k, a, b in zip(parts, t[:-1], t[1:]):
+            parts[k] += b - a
         return len(batch.target)
 
     for s in range(args.warm):
         one_step(s)
+    for k in parts:
+        parts[k] = 0.0
     t0 = time.perf_counter()
     rays = sum(one_step(args.warm + s) for s in range(args.steps))
     dt = time.perf_counter() - t0
@@ -171,6 +224,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     print(f"| recon nerf (Numba voxel grid) | {train_rps:,.0f} | {train_rps * spr:,.0f} | {render_ms:,.0f} |")
     print(f"| hash grid + MLPs (PyTorch, 48 samples/ray) | {hash_rps:,.0f} | {hash_sps:,.0f} | not measured |")
+    print("one recon training step: " + ", ".join(f"{k} {1000 * v / args.steps:,.0f} ms" for k, v in parts.items()))
     print(f"ratio (training rays/s): {train_rps / hash_rps:.1f}x the hash grid; "
           f"{train_rps / 610:.0f}-{train_rps / 450:.0f}x nerfstudio's 450-610 rays/s (measured on these machines)")
 
