@@ -156,7 +156,6 @@ def distill(run_root: Path, options: Optional[DistillOptions] = None, log: Calla
         return rec
     model = rf.require_model()
     t_start = time.perf_counter()
-    from exporters.nerf_mesh import surface_point_cloud
     from recon.methods.nerf import NerfRenderer, decode_field
 
     field = decode_field(model)
@@ -180,12 +179,60 @@ def distill(run_root: Path, options: Optional[DistillOptions] = None, log: Calla
     views = [("train", c) for c in train] + [("train", c) for c in extra[:n_extra]] + [("test", c) for c in extra[n_extra:]]
 
     d = distill_dir(run_root)
-    if d.exists():
-        shutil.rmtree(d)  # a stale distillation (another NeRF or other options)
     scene_dir = d / "scene"
+    nerf_hash = _file_hash(model)
+    scene_key = {"nerf_hash": nerf_hash, **{k: v for k, v in options.key().items() if k != "steps"}}
+    try:
+        renders_ok = json.loads((scene_dir / "renders.json").read_text()) == scene_key
+    except (OSError, json.JSONDecodeError):
+        renders_ok = False
+    if d.exists():  # a stale distillation (another NeRF or other options); the renders when they still fit
+        for p in d.iterdir():
+            if not (renders_ok and p.name == "scene"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if renders_ok:
+        log(f"distill: reusing the NeRF renders in {scene_dir} (same NeRF and views)")
+    else:
+        _render_scene(renderer, field, views, len(train), scene_dir, options, log)
+        from recon.io_utils import atomic_write_text
+
+        atomic_write_text(scene_dir / "renders.json", json.dumps(scene_key))
+    log(f"distill: training {options.steps} steps of the fast splat preset on the renders")
+    out = d / "run"
+    _train(scene_dir, out, options, log)
+    metrics = json.loads((out / "metrics.json").read_text())
+    rec = {
+        "version": DISTILL_VERSION,
+        "nerf_hash": nerf_hash,
+        "options": options.key(),
+        "splats": str((out / "splats.ply").relative_to(run_root)),
+        "steps": int(metrics.get("steps", options.steps)),
+        "psnr": float(metrics["psnr"]),
+        "ssim": float(metrics["ssim"]),
+        "held_out_views": int(metrics.get("eval_views", options.held_out)),
+        "train_views": len(train) + n_extra,
+        "gaussians": int(metrics.get("num_gaussians", 0)),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    from recon.io_utils import atomic_write_text
+
+    atomic_write_text(d / "distill.json", json.dumps(rec, indent=2))
+    log(f"distill: {rec['gaussians']:,} Gaussians in {rec['seconds']:.0f} s; {rec['psnr']:.2f} dB PSNR against the "
+        f"NeRF's renders on {rec['held_out_views']} held-out views (cached in {d})")
+    return rec
+
+
+def _render_scene(renderer, field, views, n_train: int, scene_dir: Path, options: DistillOptions, log) -> None:
+    """The NeRF's renders of ``views`` (``(split, camera)``) as a nerfstudio scene in ``scene_dir``:
+    RGBA PNGs, ``transforms.json`` and its surface points (``sparse_pc.ply``)."""
+    from exporters.nerf_mesh import surface_point_cloud
+
+    if scene_dir.exists():
+        shutil.rmtree(scene_dir)
     (scene_dir / "images").mkdir(parents=True)
-    log(f"distill: rendering the NeRF from {len(train)} training views, {n_extra} extra views and "
-        f"{options.held_out} held-out views at {train[0].width}x{train[0].height}")
+    cam0 = views[0][1]
+    log(f"distill: rendering the NeRF from {n_train} training views, {len(views) - n_train - options.held_out} extra "
+        f"views and {options.held_out} held-out views at {cam0.width}x{cam0.height}")
     from recon.scene.scene import Frame, Scene
 
     frames = []
@@ -206,44 +253,47 @@ def distill(run_root: Path, options: Optional[DistillOptions] = None, log: Calla
             el = time.perf_counter() - t0
             log(f"distill: rendered {i + 1}/{len(views)} views ({el:.0f} s, about "
                 f"{el / (i + 1) * (len(views) - i - 1):.0f} s left)")
-    pts, _, cols = surface_point_cloud(field, [c for _, c in views[:len(train)]], options.points, seed=options.seed)
+    pts, _, cols = surface_point_cloud(field, [c for _, c in views[:n_train]], options.points, seed=options.seed)
     scene = Scene(frames=frames, root=scene_dir, format="nerfstudio", points=pts.astype(np.float64),
                   point_colors=cols)
     from recon.scene.writers import write_transforms_json
 
     write_transforms_json(scene, scene_dir / "transforms.json")
-    log(f"distill: {len(pts):,} NeRF surface points initialise the splats; training {options.steps} steps "
-        f"(the fast splat preset) on the renders")
+    log(f"distill: {len(pts):,} NeRF surface points initialise the splats")
 
-    from recon.commands.train import parse, run_request
 
-    out = d / "run"
+def _train(scene_dir: Path, out: Path, options: DistillOptions, log) -> None:
+    """``recon train SCENE --method splat --preset fast ...`` into ``out``, in a child process (its
+    own threads, seeds and thread pools; the caller's state is left alone), its lines relayed to
+    ``log`` with a ``distill:`` prefix."""
+    import os
+    import subprocess
+    import sys
+
     argv = [str(scene_dir), "--out", str(out), "--method", "splat", "--preset", "fast", "--steps",
             str(options.steps), "--downscale", "1", "--init-points", "scene", "--seed", str(options.seed),
             "--threads", str(options.threads), "--log-every-seconds", "10", "--checkpoint-every", "0"]
-    rc = run_request(parse(argv), log=lambda s: log("distill: " + s))
-    if rc != 0:
-        raise ReconError(f"distillation of {run_root} stopped (exit {rc}); run the export again to restart it")
-    metrics = json.loads((out / "metrics.json").read_text())
-    rec = {
-        "version": DISTILL_VERSION,
-        "nerf_hash": _file_hash(model),
-        "options": options.key(),
-        "splats": str((out / "splats.ply").relative_to(run_root)),
-        "steps": int(metrics.get("steps", options.steps)),
-        "psnr": float(metrics["psnr"]),
-        "ssim": float(metrics["ssim"]),
-        "held_out_views": int(metrics.get("eval_views", options.held_out)),
-        "train_views": len(train) + n_extra,
-        "gaussians": int(metrics.get("num_gaussians", 0)),
-        "seconds": round(time.perf_counter() - t_start, 1),
-    }
-    from recon.io_utils import atomic_write_text
-
-    atomic_write_text(d / "distill.json", json.dumps(rec, indent=2))
-    log(f"distill: {rec['gaussians']:,} Gaussians in {rec['seconds']:.0f} s; {rec['psnr']:.2f} dB PSNR against the "
-        f"NeRF's renders on {rec['held_out_views']} held-out views (cached in {d})")
-    return rec
+    code = "import sys; from recon.cli import main; sys.argv[0] = 'recon'; main()"
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen([sys.executable, "-c", code, "train", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    tail: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = (tail + [line])[-5:]
+            log("distill: " + line)
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if rc != 0 or not (out / "metrics.json").is_file():
+        raise ReconError(f"distillation training stopped (exit {rc}: {tail[-1] if tail else 'no output'}); "
+                         "run the export again to restart it (the NeRF renders are kept)")
 
 
 def provenance_fields(rec: dict) -> dict[str, str]:

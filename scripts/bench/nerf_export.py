@@ -34,6 +34,7 @@ def distill_main(argv) -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--eval-views", type=int, default=0)
+    ap.add_argument("--extra-views", type=float, default=1.0)
     args = ap.parse_args(argv)
     from exporters.nerf_distill import DistillOptions, distill
     from recon.eval.evaluate import evaluate
@@ -42,7 +43,7 @@ def distill_main(argv) -> None:
     from recon.scene.readers import load_scene
 
     t0 = time.perf_counter()
-    rec = distill(args.run, DistillOptions(steps=args.steps, threads=args.threads), log=lambda s: print(s, file=sys.stderr))
+    rec = distill(args.run, DistillOptions(steps=args.steps, threads=args.threads, extra_views=args.extra_views), log=lambda s: print(s, file=sys.stderr))
     secs = time.perf_counter() - t0
     rf = RunFolder.open(args.run)
     scene = load_scene(rf.scene_path(), background=EVAL_BACKGROUND, undistort=True)
@@ -52,7 +53,7 @@ def distill_main(argv) -> None:
     g = RunFolder.open(args.run / "distill" / "run").gaussians()
     splat = evaluate(SplatRenderer(g), scene, ds, args.eval_views, keep_renders=0, log=quiet)
     print(f"command: python scripts/bench/nerf_export.py distill {args.run} --steps {args.steps} "
-          f"--threads {args.threads} --eval-views {args.eval_views}\n")
+          f"--threads {args.threads} --eval-views {args.eval_views} --extra-views {args.extra_views:g}\n")
     print("| model | held-out PSNR (dB) | SSIM | views |\n| --- | ---: | ---: | ---: |")
     print(f"| NeRF | {nerf['psnr']:.2f} | {nerf['ssim']:.4f} | {nerf['eval_views']} |")
     print(f"| splats distilled from it ({rec['steps']} steps, {rec['gaussians']:,} Gaussians) | {splat['psnr']:.2f} | "
