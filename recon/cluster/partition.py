@@ -547,8 +547,8 @@ def _wait(ray, refs: dict, what: str, log, t0: float) -> list[dict]:
             name = refs.pop(r)
             res = ray.get(r)
             results.append(res)
-            log(f"[partition] {name}: {res['status']} in {res['seconds']:.0f} s ({n - len(refs)}/{n} {what}, "
-                f"elapsed {time.perf_counter() - t0:.0f} s)")
+            how = "done before (skipped)" if res.get("skipped") else f"{res['status']} in {res['seconds']:.0f} s"
+            log(f"[partition] {name}: {how} ({n - len(refs)}/{n} {what}, elapsed {time.perf_counter() - t0:.0f} s)")
     return results
 
 
@@ -649,7 +649,8 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
             cluster.shutdown()
             raise
     results = [res]
-    log(f"[partition] coarse model: {res['status']} in {res['seconds']:.0f} s (elapsed {time.perf_counter() - t0:.0f} s)")
+    how = "done before (skipped)" if res.get("skipped") else f"{res['status']} in {res['seconds']:.0f} s"
+    log(f"[partition] coarse model: {how} (elapsed {time.perf_counter() - t0:.0f} s)")
     try:
         ray.get(warm_refs)
         if res["status"] == "done":
