@@ -58,8 +58,9 @@ class NerfConfig:
     """Steps between occupancy updates."""
     t_stop: float = 1e-3
     """A ray stops once its transmittance falls below this (early termination)."""
-    lr_density: float = 0.1
-    """Adam learning rate of the raw densities."""
+    lr_density: float = 1.0
+    """Adam learning rate of the raw densities. An opaque surface needs raw densities of a few
+    hundred and Adam moves a value by about this much per step, so 0.1 left short runs hazy."""
     lr_color: float = 0.05
     """Adam learning rate of the SH colour coefficients."""
     lr_final: float = 0.1

@@ -65,11 +65,28 @@ class TrainConfig:
     unless its images show an object on a plain or transparent background); scene (the scene's points,
     random without); triangulate (always triangulate when the scene has none); random (ignore points)."""
     background: Literal["random", "white", "black", "scene"] = "random"
-    """Background for RGBA captures during training (evaluation uses the scene's)."""
+    """Background for RGBA (and keyed, --background-key) captures during training (evaluation uses the scene's)."""
+    background_key: Literal["auto", "none", "black", "white"] = field(default="auto", metadata={"hash_unless": "auto"})
+    """Give RGB images of an object on a solid backdrop an alpha channel (a colour key: backdrop-coloured
+    pixels connected to the border become transparent), so they train like RGBA captures (random
+    backgrounds, --alpha-weight) and empty space stays empty. auto: Blender/D-NeRF folders whose RGB
+    images are on pure black or white (renders saved without alpha); black/white: key that colour on
+    any capture; none: train the images as they are."""
     alpha_weight: float = field(default=0.0, metadata={"hash_unless": 0.0})
     """Weight of an L1 loss between rendered and captured alpha on RGBA views (0: off; views without
     alpha: no effect). Makes splats where the frames are transparent fade fast, e.g. after an object
     was removed by inpainting its masks (docs/enhance.md)."""
+    edit: str = field(default="", metadata={"hash_unless": ""})
+    """Edit the training targets during training (Instruct-NeRF2NeRF-style dataset updates, a generative
+    mode): PLUGIN[:ARG][:KEY=VALUE...], e.g. sd-edit:FOLDER:prompt=... (a local diffusers img2img or
+    InstructPix2Pix pipeline) or recolor:hue=120; each update renders training views with the current
+    model, edits them and trains on the result (docs/enhance.md). Off when empty."""
+    edit_every: int = field(default=10, metadata={"hash_unless": 10})
+    """With --edit: steps between dataset updates."""
+    edit_start: int = field(default=0, metadata={"hash_unless": 0})
+    """With --edit: the first update comes at this step (train the unedited scene first)."""
+    edit_views: int = field(default=1, metadata={"hash_unless": 1})
+    """With --edit: training views edited per update (they cycle through the training views in order)."""
     checkpoint_every: int = field(default=1000, metadata=_NOHASH)
     """Write a checkpoint every N steps (0: only at the end)."""
     eval_views: int = field(default=0, metadata=_NOHASH)

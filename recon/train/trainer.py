@@ -142,8 +142,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
+        from recon.scene.backdrop import apply_backdrop_key
+
+        self.backdrop = apply_backdrop_key(scene, cfg.background_key, train_idx, log=log)
         self.views = Views(scene, train_idx, cfg.downscale, with_depth=cfg.depth_loss != "none")
         self.method = make_method(cfg, scene, self.views, self.device)
+        self.handle = TrainHandle(self)
+        """What callbacks may do beyond watching: render training views, replace their targets."""
         self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + default_terms(cfg, scene, train_idx)
         self.terms += list(terms or [])
         self.need = frozenset().union(*(t.needs for t in self.terms))
