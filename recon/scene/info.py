@@ -103,6 +103,13 @@ def scene_info(path: Path | str) -> dict[str, Any]:
                 "points triangulated from the training images with these poses (cached after the first run)")
     else:
         init = None
+    backdrop = None
+    if scene.has_poses and scene.indices("train"):
+        from recon.scene.backdrop import AUTO_FORMATS, detect_backdrop
+
+        colour = detect_backdrop(scene, scene.indices("train"))
+        if colour is not None:
+            backdrop = {"colour": list(colour), "keyed_by_default": scene.format in AUTO_FORMATS}
     return {
         "path": str(scene.root),
         "format": scene.format,
@@ -119,6 +126,7 @@ def scene_info(path: Path | str) -> dict[str, Any]:
         "background": None if scene.background is None else list(scene.background),
         "distortion": distortion,
         "training_init": init,
+        "backdrop": backdrop,
         "depth_range": None if scene.depth_range is None else list(scene.depth_range),
         "videos": videos,
     }
@@ -163,6 +171,12 @@ def format_info(info: dict[str, Any]) -> str:
             row("distortion", "none (pinhole)" if not d else f"{_count(d['frames'], total)}: {d['training']}")
         if info.get("training_init"):
             row("training init", info["training_init"])
+        b = info.get("backdrop")
+        if b:
+            name = "black" if b["colour"] == [0.0, 0.0, 0.0] else "white"
+            row("backdrop", f"solid {name} (RGB images): " + (
+                "training keys it to alpha (--background-key auto; none keeps the images as they are)"
+                if b["keyed_by_default"] else f"--background-key {name} keys it to alpha for training"))
         if info.get("depth_range"):
             row("depth bounds", "{:.4g} to {:.4g}".format(*info["depth_range"]))
         if info.get("background") is not None:

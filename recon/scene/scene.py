@@ -110,6 +110,8 @@ class Scene:
     applied_transform: np.ndarray = field(default_factory=lambda: np.eye(4))
     depth_range: Optional[tuple[float, float]] = None
     """``(near, far)`` scene depths the content lies between, when the format gives them (LLFF bounds)."""
+    background_key: Optional[tuple[float, float, float]] = None
+    """Backdrop colour of RGB images keyed to alpha (:mod:`recon.scene.backdrop`; ``None``: no key)."""
     _cache: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -239,7 +241,8 @@ class Scene:
         f = self._frame(i)
         size = self._size(i, downscale)
         bg = None if self.background is None else tuple(float(v) for v in self.background)
-        key = ("rgba", str(f.image_path), size, bg)
+        bkey = None if self.background_key is None else tuple(float(v) for v in self.background_key)
+        key = ("rgba", str(f.image_path), size, bg, bkey)
         found, value = self.cache.peek(key)
         if found:
             return value  # type: ignore[return-value]
@@ -251,6 +254,10 @@ class Scene:
 
             arr = undistort_array(arr, f.source_camera, f.camera)
         rgb, alpha = split_rgba(arr, bg)
+        if alpha is None and bkey is not None:
+            from recon.scene.backdrop import key_alpha
+
+            alpha = key_alpha(rgb, bkey)
         rgb = resize(rgb, size)
         alpha = None if alpha is None else resize(alpha, size)
         value = (rgb, alpha)
