@@ -420,6 +420,9 @@ def write_outputs(run: RunFolder, trainer, scene, res: dict, result) -> dict:
     from recon.enhance.provenance import scene_provenance
 
     provenance.update(scene_provenance(scene))  # original, restoration-only or generative frames
+    for cb in getattr(trainer, "callbacks", []):  # e.g. dataset edits (recon.enhance.dataset_update)
+        if callable(getattr(cb, "provenance", None)):
+            provenance.update(cb.provenance(trainer))
     artifacts = dict(method.save(run.root, provenance))
     refined = method.refined_cameras()
     train_k = {i: k for k, i in enumerate(scene.indices("train"))}

@@ -77,6 +77,9 @@ class TrainArgs:
     partition: Optional[str] = None
     """Train a large scene as NxM ground-plane blocks in parallel on Ray (e.g. 2x2; splats only), then
     crop and merge them into one run (docs/cluster.md)."""
+    restoration_only: bool = False
+    """Refuse generative steps (--edit: exit 2), as recon process --restoration-only does; a scene's
+    recon.json {"restoration_only": true} does the same."""
 
 
 def _args_type(method_config: type) -> type:
@@ -198,6 +201,9 @@ def run_request(req: TrainRequest, log=print) -> int:
     t0 = time.perf_counter()
     args, cfg = req.args, req.cfg
     if getattr(args, "partition", None):
+        if cfg.edit:
+            raise ReconError("--edit does not combine with --partition (the blocks train in other processes); "
+                             "train the scene whole to edit it")
         from recon.cluster.partition import run_partitioned
 
         return run_partitioned(req, args.partition, log=log)
@@ -210,6 +216,7 @@ def run_request(req: TrainRequest, log=print) -> int:
             raise ReconError(f"{args.scene}: the run in {args.out} was trained on {run.scene_path()}; resume "
                              "with that scene or start a new run with another --out")
         scene_path = run.scene_path(None if stored_ok else args.scene)
+        edit = _edit_callback(cfg, args, Path(scene_path), log)
         sc = load_scene(scene_path, background=EVAL_BACKGROUND, undistort=True)
         run.update(status="training", config=cfg.to_dict(), config_hash=cfg.hash(),
                    scene={"absolute": str(Path(scene_path).resolve())})
@@ -222,6 +229,7 @@ def run_request(req: TrainRequest, log=print) -> int:
             raise ReconError(f"--out {out} is a file; give a folder for the run")
         if (out / "run.json").exists() or (out / "config.json").exists() or any((out / "checkpoints").glob("*.pt")):
             raise ReconError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        edit = _edit_callback(cfg, args, Path(args.scene), log)
         scene_path = _resolve_scene(Path(args.scene), log)
         sc = load_scene(scene_path, background=EVAL_BACKGROUND, undistort=True)
         if cfg.downscale == 0:
@@ -250,6 +258,8 @@ def run_request(req: TrainRequest, log=print) -> int:
         from viewer.live import LiveViewer
 
         callbacks.append(LiveViewer(log=log))
+    if edit is not None:
+        callbacks.append(edit)
     try:
         trainer = Trainer(cfg, sc, out, callbacks=callbacks, log=log)
     except BaseException:
@@ -279,6 +289,10 @@ def run_request(req: TrainRequest, log=print) -> int:
         return 130
     res = evaluate(trainer.method.renderer(), sc, cfg.downscale, cfg.eval_views, args.lpips_weights, log=log)
     metrics = write_outputs(run, trainer, sc, res, result)
+    if edit is not None:
+        run.update(**edit.run_record(trainer))
+        log(f"[train] dataset edits: {edit.provenance(trainer)['enhance_dataset_edit_replaced']} "
+            f"({edit.seconds:.1f} s rendering and editing)")
     gap = generalisation_warning(result.curves, res)
     if gap is not None:
         log(gap)
@@ -303,6 +317,20 @@ def run_request(req: TrainRequest, log=print) -> int:
     log(f"  export:  recon export {out} --format all")
     log(f"  view:    recon view {out}        video: recon render {out}")
     return 0
+
+
+def _edit_callback(cfg, args, scene_dir: Path, log):
+    """The dataset-update callback of ``--edit`` (plugin loaded and checked before any work), or None."""
+    if not cfg.edit:
+        if args.restoration_only:
+            log("[train] --restoration-only: no generative step to refuse (training uses the frames as they are)")
+        return None
+    from recon.enhance.dataset_update import DatasetUpdate, load_edit
+
+    step = load_edit(cfg.edit, args.restoration_only, scene_dir if scene_dir.is_dir() else None)
+    log(f"[train] dataset edits: {step.entry.name} on {cfg.edit_views} training view(s) every {cfg.edit_every} "
+        f"steps from step {cfg.edit_start} (generative: the run's provenance says so)")
+    return DatasetUpdate(step, cfg.edit_every, cfg.edit_start, cfg.edit_views, log=log)
 
 
 GAP_WARN_DB = 6.0

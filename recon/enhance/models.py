@@ -5,6 +5,8 @@
   the architecture from the weights). An inpainting model (LaMa) is a generator and needs masks.
 * ``sd-inpaint:FOLDER``: a diffusers inpainting pipeline saved with ``save_pretrained`` (a
   generator): masked regions are redrawn from ``prompt``.
+* ``sd-edit:FOLDER``: a diffusers img2img or InstructPix2Pix pipeline (a generator): frames, or
+  renders during training (dataset updates), redrawn from ``prompt`` / an instruction.
 
 spandrel imports torchvision; :mod:`recon.enhance.torchvision_compat` makes an installed CUDA-only
 torchvision import beside the CPU torch, and when torchvision is absent :func:`import_spandrel`
@@ -267,4 +269,155 @@ class DiffusersInpaint:
         return out
 
 
-MODEL_PLUGINS = {c.name: c for c in (SpandrelModel, RestoreModel, DiffusersInpaint)}
+class DiffusersEdit:
+    """Image-to-image edits with a diffusers pipeline from a local folder (save_pretrained layout): a
+    generator. ``StableDiffusionImg2ImgPipeline`` (or a text-to-image Stable Diffusion folder, run as
+    img2img) redraws the image from ``prompt`` at ``strength``; ``StableDiffusionInstructPix2PixPipeline``
+    follows an instruction (``prompt``, e.g. "make it autumn").
+
+    As a dataset edit (``recon train --edit sd-edit:FOLDER:prompt=...``) each render is noised to
+    ``strength`` and denoised again: an img2img pipeline from the render alone; an InstructPix2Pix
+    pipeline conditioned on the original frame and the instruction (Instruct-NeRF2NeRF's update)."""
+
+    name = "sd-edit"
+    kind = "generate"
+    version = "diffusers"
+    needs_masks = False
+    requires = "diffusers"
+    PIX2PIX = "StableDiffusionInstructPix2PixPipeline"
+
+    def __init__(self, arg: Optional[str] = None, prompt: str = "", negative: str = "", steps: str = "20",
+                 guidance: str = "7.5", image_guidance: str = "1.5", strength: str = "0.6", seed: str = "0",
+                 device: str = "auto") -> None:
+        if not arg:
+            raise ReconError("sd-edit: needs a pipeline folder: sd-edit:FOLDER (saved with save_pretrained; nothing is downloaded)")
+        p = Path(arg).expanduser()
+        if not (p / "model_index.json").is_file():
+            raise ReconError(f"sd-edit: {p} is not a diffusers pipeline folder (no model_index.json); "
+                             "pass a local folder saved with save_pretrained")
+        self.model_file = p
+        try:
+            self.steps, self.seed = int(steps), int(seed)
+            self.guidance, self.image_guidance, self.strength = float(guidance), float(image_guidance), float(strength)
+        except ValueError:
+            raise ReconError("sd-edit: steps and seed must be integers, guidance, image_guidance and strength numbers") from None
+        if self.steps < 1 or not 0.0 < self.strength <= 1.0 or self.guidance < 0 or self.image_guidance < 0:
+            raise ReconError("sd-edit: steps must be >= 1, strength in (0, 1], guidance and image_guidance >= 0")
+        self.prompt, self.negative = prompt, negative
+        self.device = _device(device)
+        import json
+
+        from recon.enhance import torchvision_compat
+
+        torchvision_compat.install()
+        if importlib.util.find_spec("diffusers") is None:
+            raise ReconError('diffusers is not installed: install recon\'s enhance extra (pip install -e ".[enhance]" "torch==2.13.0")')
+        import diffusers
+
+        try:
+            cls_name = json.loads((p / "model_index.json").read_text()).get("_class_name", "")
+        except (OSError, ValueError) as e:
+            raise ReconError(f"sd-edit: cannot read {p / 'model_index.json'} ({e})") from None
+        try:
+            if cls_name == self.PIX2PIX:
+                pipe = diffusers.StableDiffusionInstructPix2PixPipeline.from_pretrained(str(p), local_files_only=True)
+            else:
+                pipe = diffusers.AutoPipelineForImage2Image.from_pretrained(str(p), local_files_only=True)
+        except Exception as e:
+            raise ReconError(f"sd-edit: cannot load the pipeline in {p} as image-to-image ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        self.pipe = pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pix2pix = type(self.pipe).__name__ == self.PIX2PIX
+        self.version = f"diffusers {diffusers.__version__} ({type(self.pipe).__name__})"
+
+    def parameters(self) -> dict[str, Any]:
+        p = {"prompt": self.prompt, "negative": self.negative, "steps": self.steps, "guidance": self.guidance,
+             "strength": self.strength, "seed": self.seed, "device": self.device}
+        if self.pix2pix:
+            p["image_guidance"] = self.image_guidance
+        return p
+
+    @staticmethod
+    def _pad(im: np.ndarray) -> np.ndarray:
+        """Reflect-pad to multiples of 64 px (8 latent pixels, what the UNet's levels need)."""
+        h, w = im.shape[:2]
+        H, W = -(-h // 64) * 64, -(-w // 64) * 64
+        return np.pad(im, ((0, H - h), (0, W - w), (0, 0)), mode="reflect") if (H, W) != (h, w) else im
+
+    def _tensor(self, im: np.ndarray):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self._pad(np.asarray(im, np.float32)))).permute(2, 0, 1)[None].to(self.device)
+
+    def _img2img(self, im: np.ndarray, i: int) -> np.ndarray:
+        import torch
+
+        h, w = im.shape[:2]
+        x = self._tensor(im)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed + i)
+        with torch.inference_mode():
+            if self.pix2pix:
+                res = self.pipe(prompt=self.prompt, negative_prompt=self.negative or None, image=x,
+                                num_inference_steps=self.steps, guidance_scale=self.guidance,
+                                image_guidance_scale=self.image_guidance, generator=gen, output_type="np")
+            else:
+                res = self.pipe(prompt=self.prompt, negative_prompt=self.negative or None, image=x,
+                                num_inference_steps=self.steps, guidance_scale=self.guidance, strength=self.strength,
+                                generator=gen, output_type="np")
+        return np.clip(np.asarray(res.images[0], np.float32)[:h, :w], 0, 1)
+
+    def process(self, images: list[np.ndarray], masks: Optional[list[np.ndarray]] = None) -> list[np.ndarray]:
+        """Each frame edited (img2img at ``strength``, or the instruction); with masks, only inside them."""
+        out = []
+        for i, im in enumerate(images):
+            im = np.asarray(im, np.float32)
+            y = self._img2img(im, i)
+            if masks is not None:
+                y = np.where(np.asarray(masks[i], bool)[..., None], y, im)
+            out.append(y.astype(np.float32))
+        return out
+
+    def _embed(self, text: str):
+        tok = self.pipe.tokenizer
+        ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return self.pipe.text_encoder(ids.to(self.device))[0]
+
+    def _in2n(self, render: np.ndarray, original: np.ndarray, i: int) -> np.ndarray:
+        """Instruct-NeRF2NeRF's update: the render's latent noised to ``strength``, denoised by the
+        InstructPix2Pix UNet conditioned on the original frame's latent and the instruction."""
+        import torch
+
+        pipe, h, w = self.pipe, render.shape[0], render.shape[1]
+        sf = pipe.vae.config.scaling_factor
+        gen = torch.Generator(device="cpu").manual_seed(self.seed + i)
+        with torch.inference_mode():
+            z_render = pipe.vae.encode(self._tensor(render) * 2 - 1).latent_dist.mode() * sf
+            z_image = pipe.vae.encode(self._tensor(original) * 2 - 1).latent_dist.mode()
+            text = torch.cat([self._embed(self.prompt), self._embed(self.negative), self._embed(self.negative)])
+            cond = torch.cat([z_image, z_image, torch.zeros_like(z_image)])
+            sched = pipe.scheduler
+            sched.set_timesteps(self.steps, device=self.device)
+            start = min(max(int(round(self.steps * (1.0 - self.strength))), 0), self.steps - 1)
+            ts = sched.timesteps[start:]
+            noise = torch.randn(z_render.shape, generator=gen).to(self.device, z_render.dtype)
+            lat = sched.add_noise(z_render, noise, ts[:1])
+            for t in ts:
+                x = torch.cat([sched.scale_model_input(torch.cat([lat] * 3), t), cond], 1)
+                e_text, e_image, e_none = pipe.unet(x, t, encoder_hidden_states=text).sample.chunk(3)
+                eps = e_none + self.guidance * (e_text - e_image) + self.image_guidance * (e_image - e_none)
+                lat = sched.step(eps, t, lat).prev_sample
+            y = pipe.vae.decode(lat / sf).sample
+        return np.clip((y[0].permute(1, 2, 0).float().cpu().numpy() + 1) / 2, 0, 1)[:h, :w].astype(np.float32)
+
+    def edit(self, renders: list[np.ndarray], originals: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+        """Dataset-update targets from the renders (and, for InstructPix2Pix, the original frames).
+        ``seed`` is added to the plugin's seed, so each round draws new noise."""
+        out = []
+        for i, (r, o) in enumerate(zip(renders, originals)):
+            r, o = np.asarray(r, np.float32), np.asarray(o, np.float32)
+            out.append(self._in2n(r, o, seed + i) if self.pix2pix else self._img2img(r, seed + i))
+        return out
+
+
+MODEL_PLUGINS = {c.name: c for c in (SpandrelModel, RestoreModel, DiffusersInpaint, DiffusersEdit)}

@@ -169,6 +169,11 @@ class Method(abc.ABC):
         """Settings every renderer of the saved model must honour (stored in the run manifest)."""
         return {}
 
+    def target_replaced(self, k: int) -> None:
+        """Training view ``k``'s target was replaced (:meth:`recon.train.data.Views.replace`, e.g. by a
+        dataset-update callback). Methods that read ``views.get(k)`` each step need nothing; methods
+        that copied the targets out (ray samplers) refresh that view's pixels here."""
+
     def refined_cameras(self) -> dict[int, Any]:
         """Training-view number ``k`` -> refined OpenCV c2w ``[4, 4]`` when poses were optimised."""
         return {}

@@ -212,6 +212,19 @@ class RaySampler:
     def __len__(self) -> int:
         return int(self.rgb.shape[0])
 
+    def refresh(self, views, k: int) -> None:
+        """Copy training view ``k``'s current target (colour, alpha) back into the ray pool (after
+        :meth:`recon.train.data.Views.replace`)."""
+        v = views.get(k)
+        a = sum(c.width * c.height for c in views.cameras[:k])
+        b = a + v.width * v.height
+        self.rgb[a:b] = v.image.reshape(-1, 3)
+        if v.alpha is not None:
+            self.alpha[a:b] = v.alpha.reshape(-1)
+            self.any_alpha = True
+        else:
+            self.alpha[a:b] = 1.0
+
     def background(self, gen: torch.Generator) -> torch.Tensor:
         if self.any_alpha and self.mode == "random":
             return torch.rand(3, generator=gen)
@@ -453,6 +466,9 @@ class NerfMethod(Method):
         self.visible = self._visible_cells()
         self._update_occupancy()
         self._make_optimizer()
+
+    def target_replaced(self, k: int) -> None:
+        self.sampler.refresh(self.views, k)
 
     def stats(self) -> dict[str, float]:
         return {"voxels": float(self.field.num_voxels), "occupied %": 100.0 * self.field.occupied_fraction()}

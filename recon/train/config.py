@@ -254,6 +254,12 @@ def validate(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if v is not None and not (math.isfinite(v) and v >= 0):
             bad(name, v, "must be a finite number >= 0")
+    if cfg.edit_every < 1:
+        bad("edit_every", cfg.edit_every, "must be at least 1 step")
+    if cfg.edit_start < 0:
+        bad("edit_start", cfg.edit_start, "must be >= 0")
+    if cfg.edit_views < 1:
+        bad("edit_views", cfg.edit_views, "must be at least 1 view")
     if cfg.threads < 0:
         bad("threads", cfg.threads, "must be >= 0 (0: all cores)")
     if not (math.isfinite(cfg.log_every_seconds) and cfg.log_every_seconds >= 0):

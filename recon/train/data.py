@@ -60,6 +60,9 @@ class Views:
         self._cache: dict[int, View] = {}
         est = sum(c.width * c.height * 4 * 5 for c in self.cameras)
         self.preload = est <= preload_bytes
+        self.replaced: dict[int, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        """Targets replaced during training (:meth:`replace`): ``k -> (image, alpha)``, in memory only."""
+        self._originals: dict[int, View] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -68,6 +71,12 @@ class Views:
         """The ``k``-th view of this split."""
         if k in self._cache:
             return self._cache[k]
+        v = self._replaced_view(k) if k in self.replaced else self._load(k)
+        if self.preload:
+            self._cache[k] = v
+        return v
+
+    def _load(self, k: int) -> View:
         i = self.indices[k]
         cam = self.cameras[k]
         img = torch.from_numpy(np.ascontiguousarray(self.scene.image(i, self.downscale), dtype=np.float32))
@@ -84,7 +93,7 @@ class Views:
         if self.with_depth:
             d = self.scene.depth(i, self.downscale)
             depth = None if d is None else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))
-        v = View(
+        return View(
             depth=depth,
             index=i,
             image=img,
@@ -96,9 +105,76 @@ class Views:
             name=self.scene.frames[i].name,
             time=self.scene.frames[i].time,
         )
-        if self.preload:
-            self._cache[k] = v
-        return v
+
+    def original(self, k: int) -> View:
+        """The ``k``-th view as the scene stores it (before any :meth:`replace`)."""
+        if k not in self.replaced:
+            return self.get(k)
+        if k not in self._originals:
+            self._originals[k] = self._load(k)
+        return self._originals[k]
+
+    def replace(self, k: int, image: torch.Tensor, alpha: Optional[torch.Tensor] = None) -> View:
+        """Replace the target of the ``k``-th view for the rest of training (in memory: the scene's
+        files are never touched). ``image``: ``[H, W, 3]`` float in [0, 1] at this view's size,
+        composited on the scene background like :attr:`View.image`; ``alpha``: ``[H, W]`` or
+        ``[H, W, 1]`` coverage, or ``None`` to keep the view's own. Both are kept at 8 bits per
+        channel, as frames are stored (checkpoints hold them as bytes). Methods that copy targets
+        out of the views (ray samplers) must refresh them (:meth:`recon.methods.base.Method.target_replaced`)."""
+        if not 0 <= k < len(self):
+            raise ReconError(f"replace_target: view {k} is not a training view (0..{len(self) - 1})")
+        cam = self.cameras[k]
+        img = torch.as_tensor(image, dtype=torch.float32).detach().cpu()
+        if tuple(img.shape) != (cam.height, cam.width, 3):
+            raise ReconError(f"replace_target: view {k} needs an image of {cam.height}x{cam.width}x3, got "
+                             f"{'x'.join(map(str, img.shape))}")
+        if k not in self.replaced:
+            self._originals[k] = self.get(k)
+        if alpha is not None:
+            a = _bytes(torch.as_tensor(alpha, dtype=torch.float32).detach().cpu().reshape(cam.height, cam.width, 1))
+        else:
+            a = self.replaced[k][1] if k in self.replaced else self._originals[k].alpha
+        self.replaced[k] = (_bytes(img), a)
+        self._cache.pop(k, None)
+        return self.get(k)
+
+    def replaced_state(self) -> dict[int, tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """The replaced targets as bytes for a checkpoint: ``k -> (image uint8, alpha uint8 or None)``
+        (``None``: the frame's own alpha)."""
+        def u8(x):
+            return torch.round(x * 255.0).to(torch.uint8)
+
+        return {int(k): (u8(img), None if a is None or a is self._originals[k].alpha else u8(a))
+                for k, (img, a) in self.replaced.items()}
+
+    def load_replaced_state(self, state: dict) -> list[int]:
+        """Undo every replacement, then apply those of :meth:`replaced_state`; returns the views
+        whose targets changed (to refresh)."""
+        touched = sorted(set(self.replaced) | {int(k) for k in state})
+        for k in list(self.replaced):
+            self.restore(k)
+        for k, (img, a) in state.items():
+            self.replace(int(k), img.float() / 255.0, None if a is None else a.float() / 255.0)
+        return touched
+
+    def restore(self, k: int) -> None:
+        """Undo :meth:`replace`: view ``k`` trains on its frame again."""
+        self.replaced.pop(k, None)
+        self._cache.pop(k, None)
+        orig = self._originals.pop(k, None)
+        if orig is not None and self.preload:
+            self._cache[k] = orig
+
+    def _replaced_view(self, k: int) -> View:
+        from dataclasses import replace as dc_replace
+
+        image, alpha = self.replaced[k]
+        return dc_replace(self.original(k), image=image, alpha=alpha)
+
+
+def _bytes(x: torch.Tensor) -> torch.Tensor:
+    """``x`` clamped to [0, 1] and rounded to 1/255 steps (what an 8-bit frame holds)."""
+    return (torch.round(x.clamp(0, 1) * 255.0) / 255.0).contiguous()
 
 
 class ViewSampler:

@@ -24,7 +24,7 @@ import torch
 
 from recon.errors import ReconError
 from recon.scene.scene import Scene
-from recon.train.callbacks import TrainCallback
+from recon.train.callbacks import TrainCallback, TrainHandle
 from recon.train.config import TrainConfig
 from recon.train.data import Views
 from recon.train.losses import LossTerm, Photometric
@@ -181,6 +181,9 @@ class Trainer:
             "curves": self.curves,
             "elapsed": self.elapsed,
         }
+        targets = self.handle.state_dict()
+        if targets is not None:  # training targets replaced by a callback (dataset updates)
+            state["targets"] = targets
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
         for old in sorted(self.ckpt_dir.glob(CHECKPOINT_GLOB))[:-2]:
@@ -198,6 +201,7 @@ class Trainer:
                 "with the run's own options or start a new run with a different --out"
             )
         self.method.load_state_dict(state["method"])
+        self.handle.load_state_dict(state.get("targets"))
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         self.curves = state["curves"]
