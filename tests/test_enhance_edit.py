@@ -109,7 +109,8 @@ def test_recolour_edit_moves_the_model_towards_the_edit(scene_dir):
           f"{pb_o:.2f} dB; mean colour moved {fa:.0%} / {fb:.0%} of the way to the edit's (a move of {dn:.3f})")
     assert len(edited.handle.history) == 2 * (steps // 10 - 1) and not plain.handle.history
     assert {k for _, k in edited.handle.history} == set(range(len(edited.views)))
-    # Measured (48 px, 300 steps, 1 thread): see docs/enhance.md.
+    # Measured (48 px, 300 steps, 1 thread): vs the edited ground truth 7.53 dB without edits, 13.33 dB
+    # with them; vs the original 18.70 / 7.22 dB; mean colour moved 3 % / 84 % of the way to the edit's.
     assert pb_t > pa_t + 3.0 and pa_o > pb_o + 3.0
     assert fb > 0.7 and abs(fa) < 0.2
     # The targets were replaced in memory; the scene's files are untouched, and its originals intact.
