@@ -62,11 +62,12 @@ def test_smoke_training_reaches_psnr(tiny_scene, tmp_path):
     res = evaluate(r, tiny_scene, 1.0, log=QUIET)
     print(f"held-out PSNR {res0['psnr']:.2f} -> {res['psnr']:.2f} dB, grid {tr.method.field.res}, "
           f"occupied {tr.method.field.occupied_fraction():.3f}")
-    # Measured: 12.5 dB at init -> 20.6 dB after 400 steps (64x64, 21 training views; the splat
-    # method's smoke test reaches 19.5-20.0 dB after 600 steps on the same scene). The box comes
-    # from the scene's depth maps and hugs the object, so about two thirds of its cells stay occupied.
-    assert res["psnr"] > 20.0
-    assert res["psnr"] > res0["psnr"] + 7.0
+    # Measured: 12.5 dB at init -> 24.5 dB after 400 steps (64x64, 21 training views; 20.6 dB with
+    # the old density learning rate 0.1; the splat method's smoke test reaches 19.5-20.0 dB after
+    # 600 steps on the same scene). The box comes from the scene's depth maps and hugs the object,
+    # so about half of its cells stay occupied.
+    assert res["psnr"] > 23.0
+    assert res["psnr"] > res0["psnr"] + 10.0
     assert tr.method.upsamples == 2 and tr.method.field.occupied_fraction() < 0.8
     # Depth of the opaque foreground against the scene's true depth.
     errs = []
@@ -76,9 +77,9 @@ def test_smoke_training_reaches_psnr(tiny_scene, tmp_path):
         d, a = out.depth[..., 0].numpy(), out.alpha[..., 0].numpy()
         fg = (gt > 0) & np.isfinite(gt) & (a > 0.9)
         errs.append(np.median(np.abs(d[fg] - gt[fg]) / gt[fg]))
-    # Measured: 5.5 % median after these 400 steps (the 2 % target is for full-length runs).
+    # Measured: 1.3 % median after these 400 steps (5.5 % with the old density learning rate).
     print(f"median relative depth error {np.mean(errs):.4f}")
-    assert np.mean(errs) < 0.07
+    assert np.mean(errs) < 0.03
 
 
 def test_resume_matches_uninterrupted_run(tiny_scene, tmp_path):
