@@ -138,18 +138,19 @@ def cached(run_root: Path, options: Optional[DistillOptions] = None) -> Optional
 
 
 def distill(run_root: Path, options: Optional[DistillOptions] = None, log: Callable[[str], None] = print) -> dict:
-    """Distil the NeRF run at ``run_root`` into splats (or reuse a cached distillation); returns the
+    """Distil the NeRF run at ``run_root`` into splats (or reuse a cached distillation: with
+    ``options`` ``None``, one made with any options, else the defaults are trained); returns the
     record written to ``RUN/distill/distill.json`` (``splats``: the splat file, ``psnr``: splats vs
     NeRF renders on the held-out extra views, ``steps``, ``views``, ...)."""
     from recon.run import RunFolder
 
-    options = options or DistillOptions()
-    options.validate()
     run_root = Path(run_root)
     rf = RunFolder.open(run_root)
     if rf.method != "nerf":
         raise ReconError(f"{run_root} is a {rf.method} run, not a NeRF run: nothing to distil")
-    rec = cached(run_root, options)
+    rec = cached(run_root, options)  # options None: any finished distillation of this NeRF
+    options = options or DistillOptions()
+    options.validate()
     if rec is not None:
         log(f"distill: reusing the splats distilled from this NeRF ({rec['steps']} steps, "
             f"{rec['psnr']:.2f} dB against its renders) in {distill_dir(run_root) / 'run'}")
