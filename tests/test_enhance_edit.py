@@ -302,8 +302,14 @@ def test_instruct_pix2pix_update(sd_dirs):
     assert not np.array_equal(pl.edit([render], [orig], seed=4)[0], y)  # each round draws new noise
     # The original frame conditions the result (a different original, a different edit).
     assert np.abs(pl.edit([render], [1 - orig], seed=3)[0] - y).mean() > 1e-3
-    # The img2img pipeline folder loads as img2img (no image guidance).
-    assert "image_guidance" not in DiffusersEdit(str(sd_dirs["img2img"]), steps="1", device="cpu").parameters()
+    # The img2img pipeline folder loads as img2img (no image guidance); on frames (recon process
+    # --enhance) it redraws the masked region only.
+    i2i = DiffusersEdit(str(sd_dirs["img2img"]), steps="2", strength="0.5", device="cpu")
+    assert not i2i.pix2pix and "image_guidance" not in i2i.parameters()
+    mask = np.zeros((40, 56), bool)
+    mask[10:30, 20:40] = True
+    z = i2i.process([orig], [mask])[0]
+    assert np.array_equal(z[~mask], orig[~mask]) and np.abs(z[mask] - orig[mask]).mean() > 0.02
 
 
 def test_refusals_are_one_line_exit_2(scene_dir, tmp_path, capsys):

@@ -282,9 +282,11 @@ _YIQ_INV = np.linalg.inv(_YIQ)
 
 
 class Recolor(_OpenCV):
-    """Recolouring: hue turned by ``hue`` degrees, chroma scaled by ``saturation``, luma by ``value``,
-    then a colour filter ``tint`` (hex RRGGBB multiplied in; ``ffffff``: none), over the whole frame or
-    the masked region when masks are given: a generator (it changes what the capture shows).
+    """Recolouring (hue, saturation and value in YIQ, then a colour filter): a generator.
+
+    Hue turned by ``hue`` degrees, chroma scaled by ``saturation``, luma by ``value``, then a colour
+    filter ``tint`` (hex RRGGBB multiplied in; ``ffffff``: none), over the whole frame or the masked
+    region when masks are given (it changes what the capture shows).
 
     As a dataset edit (``recon train --edit recolor:...``, :mod:`recon.enhance.dataset_update`) it
     blends the render towards the recoloured original frame, ``(1 - strength) render + strength

@@ -270,8 +270,9 @@ class DiffusersInpaint:
 
 
 class DiffusersEdit:
-    """Image-to-image edits with a diffusers pipeline from a local folder (save_pretrained layout): a
-    generator. ``StableDiffusionImg2ImgPipeline`` (or a text-to-image Stable Diffusion folder, run as
+    """Image-to-image edits with a local diffusers img2img or InstructPix2Pix pipeline: a generator.
+
+    The folder is a ``save_pretrained`` layout. ``StableDiffusionImg2ImgPipeline`` (or a text-to-image Stable Diffusion folder, run as
     img2img) redraws the image from ``prompt`` at ``strength``; ``StableDiffusionInstructPix2PixPipeline``
     follows an instruction (``prompt``, e.g. "make it autumn").
 
