@@ -75,8 +75,9 @@ class TrainArgs:
     lpips_weights: Optional[str] = None
     """Local LPIPS weights (docs/metrics.md); without them LPIPS is reported as unavailable."""
     partition: Optional[str] = None
-    """Train a large scene as NxM ground-plane blocks in parallel on Ray (e.g. 2x2; splats only), then
-    crop and merge them into one run (docs/cluster.md)."""
+    """Train a large scene as NxM ground-plane blocks in parallel on a local Ray cluster (e.g. 2x2, or
+    auto: about one block per 150 training views; splats only), then crop and merge them into one run
+    (docs/cluster.md)."""
     restoration_only: bool = False
     """Refuse generative steps (--edit: exit 2), as recon process --restoration-only does; a scene's
     recon.json {"restoration_only": true} does the same."""
