@@ -44,12 +44,16 @@ from recon.scene.scene import Scene
 class Splat4DConfig(SplatConfig):
     """Gaussian splat options (as ``splat``) plus the motion model's."""
 
+    opacity_reg: float = 0.01
+    """Weight of the mean-opacity regulariser (splat's option; on by default here: Gaussians no view needs
+    fade and are pruned. Measured on D-NeRF lego, 1,500 steps: val 20.75 -> 22.31 dB, test 24.56 -> 24.64 dB)."""
     num_nodes: int = 512
     """Control nodes that carry the motion (fewer than Gaussians: all of them when there are fewer)."""
     node_knn: int = 4
     """Nodes each Gaussian blends its motion from."""
     keyframes: int = 0
-    """Keyframes of each node's motion over time [0, 1] (0: half the distinct training times, 2-64)."""
+    """Keyframes of each node's motion over time [0, 1] (0: one per 10 training views, at most half the
+    distinct training times, 2-64)."""
     warmup_steps: int = 1000
     """Static warm-up: steps that train the canonical Gaussians before the motion starts."""
     deform_scale: bool = True
@@ -107,9 +111,16 @@ class Splat4DConfig(SplatConfig):
 
 
 def auto_keyframes(times: list[Optional[float]]) -> int:
-    """Half the number of distinct times, clamped to 2-64 (2 for captures without times)."""
-    distinct = {round(float(t), 6) for t in times if t is not None}
-    return int(min(max(len(distinct) // 2, 2), 64))
+    """Keyframes for training views at ``times`` (one entry per view): one per 10 timed views, at most
+    half the number of distinct times, clamped to 2-64 (2 for captures without times).
+
+    A keyframe's motion is learnt from the views whose times it blends: a monocular capture (one
+    view per time) needs several views per keyframe, or each keyframe fits its two or three views
+    and the motion between them is a guess. Measured on D-NeRF lego (50 views, 50 times, 1,500
+    steps): 25 keyframes val 19.09 dB, 8: 20.18 dB, 5: 20.75 dB (docs/splat4d.md)."""
+    timed = [round(float(t), 6) for t in times if t is not None]
+    per_views = max(len(timed) // 10, 2)
+    return int(min(max(len(set(timed)) // 2, 2), per_views, 64))
 
 
 class Splat4DMethod(SplatMethod):

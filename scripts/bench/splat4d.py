@@ -4,6 +4,7 @@
     python scripts/bench/splat4d.py timing [--sizes 10000,30000,100000] [--threads 1]
     python scripts/bench/splat4d.py lego --run RUN [--static-minutes 14] [--out DIR]
     python scripts/bench/splat4d.py static [--minutes 6] [--steps 5000] [--threads 0] [--res 128] [--warmup 1000] [--out DIR]
+    python scripts/bench/splat4d.py short --method splat4d|splat [--steps 1500] [--threads 1] [--background-key auto] [--set NAME=VALUE ...]
 
 ``timing``: one training step's forward + backward, split into the deformation and the
 rasterization (200x200 view of random Gaussians), for recon's control nodes (512 nodes x 25
@@ -15,6 +16,11 @@ MLP with three heads for position, rotation and scale; bench-only reference, not
 ``lego``: scores a ``recon train ../shared/data/dnerf_lego_tiny --method splat4d`` run on the
 test *and* val splits, and trains the static ``splat`` method on the same views with their times
 dropped (the only way a static method can train them) for the comparison.
+
+``short``: one run of ``--steps`` steps (no time cap, the fast preset) on D-NeRF lego 100x100 with
+method options ``--set NAME=VALUE`` (JSON values), scored on test and val: the A/B runs behind the
+option choices in docs/splat4d.md (equal steps, so the machine's load changes the time, not the
+result).
 
 ``static``: a static scene (the built-in turntable, 40 views at 128 px) given per-view times
 (a "teleporting" camera on a scene where nothing moves), trained by ``splat`` and by ``splat4d``
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -158,14 +165,15 @@ def score(renderer, scene, downscale: float, split: str) -> dict:
     return {"psnr": r["psnr"], "ssim": r["ssim"], "views": r["eval_views"]}
 
 
-def train_in_process(method: str, scene, out: Path, minutes: float, steps: int = 5000, threads: int = 0,
-                     **model) -> tuple:
+def train_in_process(method: str, scene, out: Path, minutes: Optional[float], steps: int = 5000, threads: int = 0,
+                     background_key: str = "auto", **model) -> tuple:
     from recon.train.config import preset_config
     from recon.train.trainer import Trainer
 
     cfg = preset_config(method, "fast")
     cfg.steps, cfg.max_minutes, cfg.downscale, cfg.log_every_seconds = steps, minutes, 1.0, 30.0
     cfg.threads = threads
+    cfg.background_key = background_key
     for k, v in model.items():
         setattr(cfg.model, k, v)
     t0 = time.perf_counter()
@@ -208,6 +216,32 @@ def bench_lego(run: Path, static_minutes: float, out: Path, threads: int) -> Non
     for name, steps, secs, n, te, va in rows:
         print(f"| {name} | {steps} | {secs} | {n:,} | {te['psnr']:.2f} | {te['ssim']:.4f} | {va['psnr']:.2f} | "
               f"{va['ssim']:.4f} |")
+
+
+def bench_short(method: str, steps: int, threads: int, key: str, sets: list[str], out: Path) -> None:
+    from recon.run import EVAL_BACKGROUND
+    from recon.scene.readers import load_scene
+
+    model = {}
+    for item in sets:
+        name, _, value = item.partition("=")
+        try:
+            model[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            model[name.replace("-", "_")] = value
+    scene = load_scene(DATA / "dnerf_lego_tiny", background=EVAL_BACKGROUND)
+    sc = drop_times(scene) if method == "splat" else scene
+    tag = "-".join([method, key] + [f"{k}{v}" for k, v in sorted(model.items())])
+    r, done, secs, n = train_in_process(method, sc, out / f"short-{tag}", None, steps, threads,
+                                        background_key=key, **model)
+    te, va = score(r, scene, 1.0, "test"), score(r, scene, 1.0, "val")
+    opts = " ".join(f"--set {s}" for s in sets)
+    print(f"\ncommand: python scripts/bench/splat4d.py short --method {method} --steps {steps} --threads {threads} "
+          f"--background-key {key} {opts}\n")
+    print("| method | options | steps | train s | Gaussians | test PSNR (dB) | test SSIM | val PSNR (dB) | val SSIM |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {method} | {json.dumps(model) if model else '-'} (key {key}) | {done} | {round(secs)} | {n:,} | "
+          f"{te['psnr']:.2f} | {te['ssim']:.4f} | {va['psnr']:.2f} | {va['ssim']:.4f} |")
 
 
 def _run_options(rf) -> list[str]:
@@ -262,9 +296,18 @@ def main() -> int:
     st.add_argument("--warmup", type=int, default=1000, help="splat4d's static warm-up steps")
     st.add_argument("--threads", type=int, default=0)
     st.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
+    sh = sub.add_parser("short")
+    sh.add_argument("--method", choices=("splat4d", "splat"), default="splat4d")
+    sh.add_argument("--steps", type=int, default=1500)
+    sh.add_argument("--threads", type=int, default=1)
+    sh.add_argument("--background-key", default="auto")
+    sh.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    sh.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
     a = ap.parse_args()
     if a.case == "timing":
         bench_timing([int(s) for s in a.sizes.split(",")], a.threads)
+    elif a.case == "short":
+        bench_short(a.method, a.steps, a.threads, a.background_key, a.set, a.out)
     elif a.case == "lego":
         bench_lego(a.run, a.static_minutes, a.out, a.threads)
     else:
