@@ -133,6 +133,8 @@ def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     # 60-degree turn is mostly learnt), held-out camera 23.0-23.5 dB. With every keyframe stepped at every
     # step (--no-sparse-keyframes) the centroid stayed within 0.57 %, but that setting costs
     # D-NeRF lego about 4 dB of training PSNR early on (docs/splat4d.md). The slide is 1.04 (about 30 %
-    # of the extent): a model that ignored the time would be off by that much at t = 1.
+    # of the extent): a model that ignored the time would be off by that much at t = 1. With splat4d's
+    # opacity regulariser on by default (7 Dec): centroid at most 0.42 %, median per-Gaussian up to
+    # 4.3 %, held-out camera 23.90 dB (one run, heavily loaded machine).
     assert max(errs) < 0.02 * extent
     assert res["psnr"] > 20.5
