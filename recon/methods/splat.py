@@ -88,6 +88,13 @@ class SplatConfig:
     """Adam learning rate of the pose corrections (radians; translation in scene extents)."""
     pose_reg: float = 1e-6
     """Weight decay pulling pose corrections back towards the input poses."""
+    background_shell: Literal["auto", "on", "off"] = "off"
+    """A distant sphere of Gaussians for sky and far background, composited behind the scene: its
+    centres stay fixed and densification leaves it alone, so sky cannot turn into floaters; saved
+    with the model. auto: on for sparse captures (at most 30 training views) not shot on a plain
+    background (docs/training.md: measured on real captures before it becomes a default)."""
+    shell_points: int = 8_000
+    """Gaussians in the background shell (about; only directions the training views see)."""
 
     def validate(self) -> None:
         def bad(name: str, want: str) -> None:
@@ -189,6 +196,9 @@ class SplatMethod(Method):
             seed=cfg.seed,
         ).to(device)
         self.optimizers = self._make_optimizers()
+        self.shell, self.shell_optimizers, self.shell_note = None, {}, ""
+        if self._want_shell(scene):
+            self._init_shell(views, pts)
         self.strategy = self._make_strategy()
         if self.sc.strategy == "mcmc":
             self.strategy_state = self.strategy.initialize_state()
@@ -199,10 +209,36 @@ class SplatMethod(Method):
         self.camera_opt = (CameraOptModule(n, self.scene_scale, self.sc.lr_pose, self.sc.pose_reg, device)
                            if self.sc.pose_opt else None)
 
+    def _want_shell(self, scene: Scene) -> bool:
+        mode = self.sc.background_shell
+        if mode == "off" or getattr(self, "dynamic", False):
+            return False
+        if mode == "on":
+            return True
+        from recon.train.init_points import sparse_unbounded
+
+        return sparse_unbounded(scene, scene.indices("train"))
+
+    def _init_shell(self, views, pts: np.ndarray) -> None:
+        """The background shell (:func:`recon.train.init_points.shell_points`): SH degree 0 (a colour
+        per direction, nothing view-dependent to over-fit), opaque, centres frozen."""
+        from recon.train.init_points import shell_points
+
+        spts, cols, radius = shell_points(list(views.cameras), lambda j: views.get(j).image.numpy(), pts,
+                                          self.sc.shell_points)
+        self.shell = splat_model.init_splats(spts, cols, 0, 0.5, 1.0, seed=self.cfg.seed).to(self.device)
+        self.shell["means"].requires_grad_(False)
+        lrs = self._lrs()
+        self.shell_optimizers = {
+            k: torch.optim.Adam([{"params": self.shell[k], "lr": lrs[k], "name": k}], eps=1e-15, fused=True)
+            for k in ("scales", "quats", "opacities", "sh0")
+        }
+        self.shell_note = f"; background shell of {len(spts):,} Gaussians at radius {radius:.3g}"
+
     def describe_init(self) -> str:
-        note = ""
+        note = self.shell_note
         if self.sc.strategy == "mcmc" and self.sc.opacity_reg == 0 and self.sc.scale_reg == 0:
-            note = ("; --strategy mcmc without gsplat's MCMC regularisers (--preset mcmc sets them, or give "
+            note += ("; --strategy mcmc without gsplat's MCMC regularisers (--preset mcmc sets them, or give "
                     "--opacity-reg/--scale-reg)")
         return self.init_source + note
 
@@ -282,12 +318,22 @@ class SplatMethod(Method):
         view, k = batch.view, batch.index
         params = self.params if self.camera_opt is None else self._posed_params(view, k)
         depth = "depth" in need
+        bg = batch.background if self.shell is None else torch.zeros_like(batch.background)
         out, alpha, info = splat_model.render_splats(
             params, view.viewmat, view.K, view.width, view.height, self.sh_degree_at(step),
-            batch.background, "RGB+ED" if depth else "RGB", absgrad=self.sc.absgrad,
+            bg, "RGB+ED" if depth else "RGB", absgrad=self.sc.absgrad,
             antialiased=self.sc.antialiased,
         )
         rgb = out[..., :3] if depth else out
+        if self.shell is not None:
+            # The shell lies behind everything: composite the scene over it.
+            shell = self.shell if self.camera_opt is None else self._posed_params(view, k, self.shell)
+            srgb, salpha, _ = splat_model.render_splats(
+                shell, view.viewmat, view.K, view.width, view.height, 0, batch.background, "RGB",
+                antialiased=self.sc.antialiased,
+            )
+            rgb = rgb + (1 - alpha) * srgb
+            alpha = alpha + (1 - alpha) * salpha
         if self.appearance is not None:
             rgb = self.appearance.apply(rgb, k)
         return RenderOutput(rgb=rgb, alpha=alpha, depth=out[..., 3:4] if depth else None, aux={"info": info})
@@ -314,7 +360,7 @@ class SplatMethod(Method):
             self.strategy.refine_stop_iter = step
         for g in self.optimizers["means"].param_groups:
             g["lr"] = means_lr
-        for opt in self.optimizers.values():
+        for opt in [*self.optimizers.values(), *self.shell_optimizers.values()]:
             opt.step()
             opt.zero_grad(set_to_none=True)
         if self.appearance is not None:
@@ -348,7 +394,10 @@ class SplatMethod(Method):
         return int(self.params["means"].shape[0])
 
     def stats(self) -> dict[str, float]:
-        return {"gaussians": self.num_primitives}
+        st = {"gaussians": self.num_primitives}
+        if self.shell is not None:
+            st["shell"] = int(self.shell["means"].shape[0])
+        return st
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -361,6 +410,10 @@ class SplatMethod(Method):
             "appearance": None if self.appearance is None else self.appearance.state_dict(),
             "camera_opt": None if self.camera_opt is None else self.camera_opt.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "shell": None if self.shell is None else {
+                "params": {k: v.detach().cpu().clone() for k, v in self.shell.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.shell_optimizers.items()},
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -378,13 +431,33 @@ class SplatMethod(Method):
         if state.get("camera_opt") is not None and self.camera_opt is not None:
             self.camera_opt.load_state_dict(state["camera_opt"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.shell is not None and state.get("shell") is not None:
+            self.shell = torch.nn.ParameterDict(
+                {k: torch.nn.Parameter(v.to(self.device), requires_grad=k != "means")
+                 for k, v in state["shell"]["params"].items()})
+            lrs = self._lrs()
+            self.shell_optimizers = {
+                k: torch.optim.Adam([{"params": self.shell[k], "lr": lrs[k], "name": k}], eps=1e-15, fused=True)
+                for k in state["shell"]["optimizers"]
+            }
+            for k, o in self.shell_optimizers.items():
+                o.load_state_dict(state["shell"]["optimizers"][k])
 
     # ---- the trained model ----------------------------------------------------------------------
     def gaussians(self) -> dict[str, torch.Tensor]:
-        """Detached CPU copies of the parameters (gsplat names)."""
-        return {k: v.detach().cpu().clone() for k, v in self.params.items()}
+        """Detached CPU copies of the parameters (gsplat names), the background shell's included (its
+        higher SH bands zero)."""
+        g = {k: v.detach().cpu().clone() for k, v in self.params.items()}
+        if self.shell is not None:
+            sh = {k: v.detach().cpu() for k, v in self.shell.items()}
+            sh["shN"] = torch.zeros(len(sh["means"]), g["shN"].shape[1], 3)
+            g = {k: torch.cat([g[k], sh[k]]) for k in g}
+        return g
 
     def renderer(self):
+        if self.shell is not None:  # one model: the shell sorts behind the scene by depth
+            return splat_model.SplatRenderer({k: v.to(self.device) for k, v in self.gaussians().items()},
+                                             antialiased=self.sc.antialiased)
         return splat_model.SplatRenderer(self.params, antialiased=self.sc.antialiased)
 
     def render_settings(self) -> dict:

@@ -7,7 +7,7 @@ gets them the same way.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -143,3 +143,71 @@ def random_init(scene: Scene, frames: list[int], n: int, seed: int = 0) -> tuple
                 f"{n} random points in a box of half-size {half:.3g} (the cameras share too little view)")
     return pts, (f"{len(pts)} random points in the viewing volume seen by 2+ training cameras, depth "
                  f"{near:.3g}-{far:.3g} ({why})")
+
+
+def sparse_unbounded(scene: Scene, frames: list[int], max_views: int = 30) -> bool:
+    """Whether a capture gets a background shell under ``--background-shell auto``: at most
+    ``max_views`` training views (a sparse capture, where sky and far background become floaters
+    that only explain one view) whose images are not an object on a plain background."""
+    return 0 < len(frames) <= max_views and not plain_background(scene, frames)
+
+
+def shell_points(cams: list, image: Callable[[int], np.ndarray], points: Optional[np.ndarray], n: int,
+                 margin: float = 1.3) -> tuple[np.ndarray, np.ndarray, float]:
+    """Points ``[m, 3]`` (about ``n``) on a distant sphere around the training cameras, their
+    colours ``[m, 3]`` in [0, 1] and the sphere's radius.
+
+    The sphere is centred on the mean camera centre, 10 camera spreads away and at least 3 times
+    farther than 99 % of the scene's points. Only directions some training camera sees are kept, with
+    a margin (its field of view widened ``margin`` times) so a held-out view turned a little further
+    still finds background. A point's colour is the pixel it falls on in the training view that sees
+    it most centrally (clamped to that view's border for margin points). ``cams``: the training
+    views' pinhole cameras; ``image(j)``: view ``j``'s ``[H, W, 3]`` image in [0, 1] at its camera's
+    size; ``points``: the scene's points (or None).
+    """
+    centres = np.stack([c.c2w[:3, 3] for c in cams])
+    c = centres.mean(0)
+    spread = max(float(np.linalg.norm(centres - c, axis=1).max()), 1e-6)
+    radius = 10.0 * spread
+    if points is not None and len(points):
+        far = float(np.percentile(np.linalg.norm(np.asarray(points, np.float64) - c, axis=1), 99))
+        radius = max(radius, 3.0 * far)
+    w2c = np.stack([np.linalg.inv(cam.c2w) for cam in cams])
+
+    def project(dirs: np.ndarray):
+        p = c + radius * dirs
+        q = np.einsum("kij,nj->kni", w2c[:, :3, :3], p) + w2c[:, None, :3, 3]
+        z = q[..., 2]
+        zs = np.where(z > 1e-9, z, 1.0)
+        u = np.stack([cam.K[0, 0] * q[j, :, 0] / zs[j] + cam.K[0, 2] for j, cam in enumerate(cams)])
+        v = np.stack([cam.K[1, 1] * q[j, :, 1] / zs[j] + cam.K[1, 2] for j, cam in enumerate(cams)])
+        size = np.array([[cam.width, cam.height] for cam in cams], np.float64)
+        # Normalised image coordinates: [-1, 1] inside the frame.
+        x = 2 * u / size[:, :1] - 1
+        y = 2 * v / size[:, 1:] - 1
+        score = np.where(z > 1e-9, np.maximum(np.abs(x), np.abs(y)), np.inf)
+        return u, v, score, p
+
+    def fib(k: int) -> np.ndarray:
+        i = np.arange(k) + 0.5
+        phi = np.arccos(1 - 2 * i / k)
+        theta = np.pi * (1 + 5**0.5) * i
+        return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], -1)
+
+    # Estimate the seen fraction of the sphere, then sample densely enough to keep about n points.
+    probe = fib(4000)
+    frac = max(float(np.mean(project(probe)[2].min(0) <= margin)), 1e-3)
+    dirs = fib(int(min(n / frac, 50 * n)))
+    u, v, score, pts = project(dirs)
+    best = score.argmin(0)
+    keep = score[best, np.arange(len(dirs))] <= margin
+    u, v, best, pts = u[:, keep], v[:, keep], best[keep], pts[keep]
+    cols = np.zeros((len(pts), 3), np.float64)
+    for j in np.unique(best):
+        sel = np.nonzero(best == j)[0]
+        img = np.asarray(image(int(j)), np.float64)
+        h, w = img.shape[:2]
+        cu = np.clip(np.floor(u[j, sel]), 0, w - 1).astype(np.int64)
+        cv = np.clip(np.floor(v[j, sel]), 0, h - 1).astype(np.int64)
+        cols[sel] = img[cv, cu, :3]
+    return pts, np.clip(cols, 0, 1), radius
