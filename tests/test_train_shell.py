@@ -127,3 +127,15 @@ def test_shell_raises_held_out_psnr(sky_scene, tmp_path):
         a = tr_on.method.forward(b, 10_000).rgb
         r = tr_on.method.renderer().render(tr_on.method.views.cameras[b.index], background=b.background).rgb
     assert float((a - r).abs().max()) < 5e-3 and float((a - r).abs().mean()) < 1e-4
+
+
+def test_shell_options_keep_old_checkpoints_resumable():
+    """Runs made before the shell existed (shell off, default size) keep their config hash."""
+    from recon.train.config import hashed_options, preset_config
+
+    cfg = preset_config("splat", "fast")
+    model = hashed_options(cfg)["model"]
+    assert "background_shell" not in model and "shell_points" not in model
+    h = cfg.hash()
+    cfg.model.background_shell = "on"
+    assert hashed_options(cfg)["model"]["background_shell"] == "on" and cfg.hash() != h

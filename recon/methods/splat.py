@@ -9,7 +9,7 @@ Pose refinement (:class:`recon.train.camera_opt.CameraOptModule`) and per-image 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -88,12 +88,12 @@ class SplatConfig:
     """Adam learning rate of the pose corrections (radians; translation in scene extents)."""
     pose_reg: float = 1e-6
     """Weight decay pulling pose corrections back towards the input poses."""
-    background_shell: Literal["auto", "on", "off"] = "off"
+    background_shell: Literal["auto", "on", "off"] = field(default="off", metadata={"hash_unless": "off"})
     """A distant sphere of Gaussians for sky and far background, composited behind the scene: its
     centres stay fixed and densification leaves it alone, so sky cannot turn into floaters; saved
     with the model. auto: on for sparse captures (at most 30 training views) not shot on a plain
     background (docs/training.md: measured on real captures before it becomes a default)."""
-    shell_points: int = 8_000
+    shell_points: int = field(default=8_000, metadata={"hash_unless": 8_000})
     """Gaussians in the background shell (about; only directions the training views see)."""
 
     def validate(self) -> None:

@@ -148,7 +148,8 @@ def hashed_options(cfg: TrainConfig) -> dict:
             continue
         out[f.name] = getattr(cfg, f.name)
     out["model"] = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)
-                    if f.metadata.get("hash", True)}
+                    if f.metadata.get("hash", True)
+                    and not ("hash_unless" in f.metadata and getattr(cfg.model, f.name) == f.metadata["hash_unless"])}
     return out
 
 
