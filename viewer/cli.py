@@ -25,6 +25,7 @@ def main(
     splat_format: Literal["auto", "spz", "ply"] = "auto",
     allow_host: tuple[str, ...] = (),
     segment_model: Optional[str] = None,
+    time_samples: int = 0,
 ) -> int:
     """Serve RUN (a folder written by `recon train`, or a splat .ply) until Ctrl-C.
 
@@ -44,6 +45,7 @@ def main(
         splat_format: file the WebXR page loads: SPZ (compact; converted once and cached), the run's PLY, or auto (SPZ, else PLY).
         allow_host: more names this machine is reached by (e.g. a DNS name); other Host names and other origins get 403.
         segment_model: segmentation model for selecting objects by click or box in the operator UI: a SAM 2 folder (or sam2:PATH|ID, local weights only) or ids:DIR (instance-id maps per training image). Without it a dragged box is segmented by GrabCut.
+        time_samples: dynamic (splat4d) runs: frames of the sequence the WebXR page plays, evenly spaced over scene time [0, 1] (0: the capture's frame times).
     """
     from recon.errors import ReconError
     from viewer.run import open_run
@@ -53,6 +55,8 @@ def main(
     for name, value in (("--port", port), ("--xr-port", xr_port)):
         if value is not None and not 0 <= value <= 65535:
             raise ReconError(f"{name} {value}: a port is 0-65535 (0: any free port)")
+    if time_samples < 0 or time_samples == 1:
+        raise ReconError(f"--time-samples {time_samples}: give a number of frames >= 2 (0: the capture's times)")
 
     segmenter = load_viewer_segmenter(segment_model)  # bad weights: one line, before serving
     stop = threading.Event()
@@ -60,9 +64,12 @@ def main(
     restore = _stop_on_signals(stop, serving)
     try:
         r = open_run(run, distill_nerf=True)  # a NeRF run: the splats distilled from it (cached)
+        if time_samples and not r.plays:
+            raise ReconError(f"--time-samples {time_samples}: {run} is not a dynamic run trained on several times "
+                             "(only splat4d runs play a sequence)")
         server = ViewerServer(r, ViewerOptions(host=host, port=port, xr_port=xr_port, token=token, cert=cert,
                                                key=key, splat_format=splat_format,
-                                               allow_hosts=tuple(allow_host)))
+                                               allow_hosts=tuple(allow_host), time_samples=time_samples))
         server.start()
         if segmenter is not None and getattr(server, "ui", None) is not None:
             server.ui.set_segmenter(segmenter)

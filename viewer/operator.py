@@ -10,6 +10,13 @@ converts.
 Selection (the "Select" folder): with "Select mode" on, a box dragged on the view (or a click, with
 ``recon view --segment-model``) is lifted to the Gaussians by :mod:`viewer.select` (the code of
 ``recon select``), saved as ``RUN/selections/NAME.*`` and shown alone (or hidden).
+
+Time (the "Time" folder, dynamic runs trained on two or more times only): a scene-time slider in
+[0, 1], play/pause at a number of capture frames per second, loop, and steps to the previous/next
+capture frame. The server-side modes render through the run's own renderer at that time; the
+browser's splats are replaced by the model at that time (one push at a time, always the latest).
+Crop boxes and selections are decided on the model at time 0 and keep the same Gaussians at
+every time, as ``recon export`` does.
 """
 
 from __future__ import annotations
@@ -48,7 +55,14 @@ class OperatorUI:
         self._closed = threading.Event()
         self._render_jobs: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
-        self.renderer = server_render.SplatRenderer(run.splats, getattr(run, "antialiased", False))
+        self.renderer = server_render.SplatRenderer(run.splats, getattr(run, "antialiased", False),
+                                                    dynamic=getattr(run, "dynamic", None))
+        self.plays = bool(getattr(run, "plays", False))
+        self._splat_time = 0.0  # the time of the splats last sent to the browser
+        self._splats_wanted = threading.Event()
+        self._playing = threading.Event()
+        self.rendered: dict[int, tuple[float, np.ndarray]] = {}
+        """Per client: the time and image of the last server-side render sent to it."""
         self._means_scene = self.frame.to_scene(run.splats["means"].detach().cpu().numpy().astype(np.float64))
 
         sc = server.scene
@@ -66,6 +80,8 @@ class OperatorUI:
         self._set_initial_camera()
         self._build_gui(background)
         self._set_background(background)
+        if self.plays:
+            threading.Thread(target=self._splat_pusher, name="recon-viewer-time", daemon=True).start()
 
         server.on_client_connect(self._on_connect)
 
@@ -88,8 +104,23 @@ class OperatorUI:
         """A line of status (e.g. training progress) under the run's summary."""
         self.status.content = text
 
+    def current_time(self) -> float:
+        """The scene time shown (0 for static runs)."""
+        if not self.plays:
+            return 0.0
+        handle = getattr(self, "time", None)  # None while the GUI is being built
+        return float(self.run.times[0]) if handle is None else float(handle.value)
+
+    def _splats_now(self) -> dict:
+        """The Gaussians at the time shown (the run's splats for a static run)."""
+        if not self.plays:
+            return self.run.splats
+        t = self.current_time()
+        self._splat_time = t
+        return self.run.dynamic.gaussians(t)
+
     def _send_splats(self) -> None:
-        arrays = to_viser(self.run.splats, self._mask)
+        arrays = to_viser(self._splats_now(), self._mask)
         if self.splats is not None:
             # viser's one-buffer update (count changes included): no remove/re-add flicker per live update.
             self.splats.set_gaussians(**arrays)
@@ -155,6 +186,8 @@ class OperatorUI:
                              f"{run.sh_degree} · {len(run.cameras)} cameras")
             self.status = gui.add_markdown("")
             self.links = gui.add_markdown("")
+        if self.plays:
+            self._build_time_gui()
         with gui.add_folder("View"):
             modes = ["RGB"] + (list(server_render.MODES) if self.renderer else [])
             self.mode = gui.add_dropdown("Render", modes, initial_value="RGB",
@@ -219,6 +252,99 @@ class OperatorUI:
         play.on_click(lambda ev: threading.Thread(target=self._play, args=(ev.client,), daemon=True).start())
         save.on_click(lambda ev: self._save_path(ev.client))
         load.on_click(lambda ev: self._load_path(ev.client))
+
+    # ------------------------------------------------------------------ time (dynamic runs)
+    def _build_time_gui(self) -> None:
+        gui = self.server.gui
+        times = self.run.times
+        with gui.add_folder("Time"):
+            self.time = gui.add_slider("Time", 0.0, 1.0, 0.001, float(times[0]),
+                                       hint="Scene time: 0 = the capture's first frame, 1 = its last")
+            self.time_info = gui.add_markdown("")
+            self.time_play = gui.add_button("Play", icon="player-play", hint="Play or pause the sequence")
+            self.time_step = gui.add_button_group("Frame", ["Previous", "Next"])
+            self.time_fps = gui.add_number("Frames/s", default_fps(len(times)), min=0.1, max=120.0, step=0.1,
+                                           hint="Capture frames per second while playing")
+            self.time_loop = gui.add_checkbox("Loop", True, hint="Start again at time 0 after the last frame")
+        self._time_info()
+        self.time.on_update(lambda _: self._time_changed())
+        self.time_play.on_click(lambda _: self.pause() if self._playing.is_set() else self.play())
+        self.time_step.on_click(lambda ev: self.step_frame(-1 if ev.target.value == "Previous" else 1))
+
+    def nearest_frame(self, t: float) -> int:
+        """Index of the capture frame whose time is nearest ``t``."""
+        return int(np.argmin(np.abs(np.asarray(self.run.times) - t)))
+
+    def _time_info(self) -> None:
+        t, n = self.current_time(), len(self.run.times)
+        k = self.nearest_frame(t)
+        at = "" if abs(self.run.times[k] - t) < 5e-4 else "near "
+        self.time_info.content = f"time {t:.3f} · {at}frame {k + 1} of {n}"
+
+    def _time_changed(self) -> None:
+        self._time_info()
+        self._rerender_all()
+        self._splats_wanted.set()
+
+    def _splat_pusher(self) -> None:
+        """Send the browser the model at the current time: one push at a time, always the latest."""
+        while not self._closed.is_set():
+            if not self._splats_wanted.wait(0.25):
+                continue
+            self._splats_wanted.clear()
+            if self.mode.value != "RGB" or abs(self.current_time() - self._splat_time) < 1e-9:
+                continue  # the server-side modes render the time themselves; RGB catches up when chosen
+            try:
+                self._send_splats()
+            except Exception as e:  # noqa: BLE001 - a closing server: keep the thread quiet
+                if not self._closed.is_set():
+                    print(f"viewer: could not send the splats at time {self.current_time():.3f}: {e}")
+
+    def set_time(self, t: float) -> None:
+        """Show scene time ``t`` (clamped to [0, 1])."""
+        self.time.value = float(min(max(t, 0.0), 1.0))
+
+    def step_frame(self, d: int) -> None:
+        """Go to the previous (``d`` = -1) or next (+1) capture frame."""
+        self.pause()
+        times, t = np.asarray(self.run.times), self.current_time()
+        later, earlier = times[times > t + 1e-6], times[times < t - 1e-6]
+        if d > 0:
+            self.set_time(float(later[0]) if len(later) else float(times[0] if self.time_loop.value else times[-1]))
+        else:
+            self.set_time(float(earlier[-1]) if len(earlier) else float(times[-1] if self.time_loop.value else times[0]))
+
+    def play(self) -> None:
+        if self._playing.is_set():
+            return
+        self._playing.set()
+        self.time_play.label, self.time_play.icon = "Pause", "player-pause"
+        threading.Thread(target=self._play_time, name="recon-viewer-play", daemon=True).start()
+
+    def pause(self) -> None:
+        self._playing.clear()
+        self.time_play.label, self.time_play.icon = "Play", "player-play"
+
+    def _play_time(self) -> None:
+        """Advance the time at ``Frames/s`` capture frames per second (in wall-clock time: frames that
+        render slower than that are skipped), looping or stopping at the end."""
+        t, last = self.current_time(), time.monotonic()
+        if t >= 1.0 and not self.time_loop.value:
+            t = 0.0
+        span = max(self.run.times[-1] - self.run.times[0], 1e-6) / max(len(self.run.times) - 1, 1)
+        while self._playing.is_set() and not self._closed.is_set():
+            time.sleep(1.0 / 60.0)
+            now = time.monotonic()
+            t += (now - last) * float(self.time_fps.value) * span
+            last = now
+            if t > 1.0:
+                if self.time_loop.value:
+                    t %= 1.0
+                else:
+                    self.set_time(1.0)
+                    self.pause()
+                    return
+            self.set_time(t)
 
     def set_links(self, viewer_url: str, xr_url: str, fingerprint: str) -> None:
         self.links.content = (f"WebXR (headsets): [{xr_url.split('?')[0]}]({xr_url})  \n"
@@ -378,6 +504,8 @@ class OperatorUI:
     def _mode_changed(self) -> None:
         rgb = self.mode.value == "RGB"
         self.splats.visible = rgb
+        if rgb and self.plays:
+            self._splats_wanted.set()
         if rgb:
             for c in self.server.get_clients().values():
                 c.scene.set_background_image(None)
@@ -413,8 +541,11 @@ class OperatorUI:
                 fy = 0.5 * h / math.tan(0.5 * float(cam.fov))
                 K = np.array([[fy, 0, w / 2], [0, fy, h / 2], [0, 0, 1.0]])
                 bg = tuple(np.asarray(self.bg.value, np.float32) / 255.0)
-                img = self.renderer.render(self.client_c2w(client), K, w, h, self.mode.value, bg, self.display_mask())
+                t = self.current_time()
+                img = self.renderer.render(self.client_c2w(client), K, w, h, self.mode.value, bg, self.display_mask(),
+                                           time=t)
                 client.scene.set_background_image(img, format="jpeg", jpeg_quality=90)
+                self.rendered[client.client_id] = (t, img)
         except Exception as e:  # noqa: BLE001 - a disconnected client or a render error: tell, don't die
             try:
                 client.add_notification("Render failed", str(e), color="red", auto_close_seconds=5.0)
@@ -511,7 +642,13 @@ class OperatorUI:
             client.add_notification("Camera path", str(e), color="red", auto_close_seconds=5.0)
 
     def close(self) -> None:
+        self._playing.clear()
         self._closed.set()
+
+
+def default_fps(frames: int) -> float:
+    """Playback speed in capture frames per second: the sequence lasts about 3 s, at most 24 frames/s."""
+    return float(min(24.0, max(1.0, round((frames - 1) / 3.0))))
 
 
 def _thumbnail(path: Path) -> np.ndarray | None:

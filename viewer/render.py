@@ -17,25 +17,31 @@ class SplatRenderer:
         splats: recon splat dict (``means [N,3]``, ``quats [N,4]``, log ``scales [N,3]``, logit
             ``opacities [N]``, ``sh0 [N,1,3]``, ``shN [N,K,3]``).
         antialiased: whether the model was trained with antialiased rasterization.
+        dynamic: a dynamic run's own renderer (:class:`recon.deform.model.Splat4DRenderer`, the
+            Gaussians at a time via ``at(time)``); :meth:`render` then draws the model at its
+            ``time`` (``splats`` is the model at time 0, the same Gaussians in the same order).
     """
 
-    def __init__(self, splats: dict[str, torch.Tensor], antialiased: bool = False):
+    def __init__(self, splats: dict[str, torch.Tensor], antialiased: bool = False, dynamic=None):
         from recon.models.splats import SplatRenderer as ModelRenderer
 
         self.model = ModelRenderer({k: v.detach().float().cpu() for k, v in splats.items()}, antialiased=antialiased)
         self.sh_degree = self.model.sh_degree
+        self.dynamic = dynamic
 
     def render(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int, mode: str = "RGB (server)",
                background: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               mask: np.ndarray | None = None) -> np.ndarray:
+               mask: np.ndarray | None = None, time: float | None = None) -> np.ndarray:
         """``uint8 [H, W, 3]`` image: colour, turbo-coloured expected depth, or alpha.
 
         ``c2w``: OpenCV camera-to-world ``[4, 4]``; ``K``: ``[3, 3]`` for ``width x height``;
-        ``mask``: optional ``[N]`` bool subset of Gaussians to draw (e.g. a crop box).
+        ``mask``: optional ``[N]`` bool subset of Gaussians to draw (e.g. a crop box);
+        ``time``: scene time in [0, 1] for a dynamic run (ignored by a static one; None: 0).
         """
         from recon.scene.cameras import Camera
 
-        model = self.model if mask is None else self.model.subset(np.asarray(mask, bool))
+        model = self.model if self.dynamic is None else self.dynamic.at(0.0 if time is None else float(time))
+        model = model if mask is None else model.subset(np.asarray(mask, bool))
         cam = Camera(K=np.asarray(K, np.float64), width=int(width), height=int(height), c2w=np.asarray(c2w, np.float64))
         rgb_mode = mode == "RGB (server)"
         out = model.render(cam, outputs=("rgb",) if rgb_mode else ("rgb", "depth"),

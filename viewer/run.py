@@ -36,6 +36,8 @@ class RunCamera:
     height: int
     image: Path | None = None
     split: str = "train"
+    time: float | None = None
+    """Scene time in [0, 1] of a dynamic capture's frame (None: static)."""
 
     @property
     def fov_y(self) -> float:
@@ -96,6 +98,16 @@ class Run:
     """Whether the model was trained with antialiased rasterization (every renderer honours it)."""
     distilled: dict | None = None
     """NeRF runs: the record of the distillation whose splats are shown (:mod:`exporters.nerf_distill`)."""
+    dynamic: object | None = None
+    """Dynamic (``splat4d``) runs: the run's own renderer (``render(camera, time=...)``,
+    ``gaussians(time)``); ``splats`` is then the model at time 0. None for static runs."""
+    times: list[float] = field(default_factory=list)
+    """Dynamic runs: the distinct scene times (sorted, in [0, 1]) of the capture's frames."""
+
+    @property
+    def plays(self) -> bool:
+        """Whether the viewers offer time controls: a dynamic run trained on at least two times."""
+        return self.dynamic is not None and len(self.times) >= 2
 
     @property
     def note(self) -> str:
@@ -143,11 +155,15 @@ def open_run(path: Path, distill_nerf: bool = False, log=print) -> Run:
     if not all(bool(torch.isfinite(v).all()) for v in splats.values()):
         raise ReconError(f"{splats_path} holds non-finite values (NaN or inf); re-export or retrain the run")
     cams_path = rf.path("cameras") or rf.root / "cameras.json"
-    cameras = [RunCamera(c.name, c.c2w, c.K, c.width, c.height, image=rf.image_path(c), split=c.split)
+    cameras = [RunCamera(c.name, c.c2w, c.K, c.width, c.height, image=rf.image_path(c), split=c.split,
+                         time=None if c.time is None else float(c.time))
                for c in rf.cameras()] if cams_path.is_file() else []
     run = Run(folder=rf.root, splats_path=splats_path, splats=splats, cameras=cameras,
               cameras_path=cams_path if cams_path.is_file() else None, antialiased=rf.antialiased,
               distilled=distilled)
+    if distilled is None and bool(getattr(rf.method_class(), "dynamic", False)):
+        run.dynamic = rf.renderer()
+        run.times = sorted({round(c.time, 9) for c in cameras if c.time is not None})
     run.frame = scene_frame(splats["means"].detach().cpu().numpy().astype(np.float64), cameras)
     points = rf.path("points") or rf.root / "points.ply"
     if points.is_file():

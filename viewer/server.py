@@ -13,6 +13,12 @@ Pieces, all in this process:
 The WebXR page gets the splats as SPZ (converted once with :mod:`exporters.spz` and cached in
 ``$XDG_CACHE_HOME/recon/viewer/spz/``; the run folder is never written) or, with
 ``splat_format="ply"`` or when conversion fails, the run's PLY as is.
+
+A dynamic run (``splat4d``, trained on two or more times) is also served as a splat sequence for
+the WebXR page to play: ``/run/sequence.json`` (the frames' times and URLs) and
+``/run/sequence/frame_NNNNN.spz`` (or ``.ply``), the model at each frame time through the run's
+own renderer, encoded on first request and cached in ``$XDG_CACHE_HOME/recon/viewer/sequence/``
+under a key of the model files, the times and the format. Only those exact paths are routed.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class ViewerOptions:
     """XR page background (0-255 RGB)."""
     allow_hosts: tuple[str, ...] = ()
     """Further names the viewer is reached by (a DNS name of this machine); see :meth:`ViewerServer.hosts`."""
+    time_samples: int = 0
+    """Dynamic runs: frames of the WebXR page's sequence, evenly spaced over [0, 1]; 0: the capture's times."""
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +99,9 @@ class ViewerServer:
         self._version = 0
         self._encoded_version = -1
         self._fmt = "spz"
+        self.sequence_times: list[float] = []
+        self._sequence_dir: Path | None = None
+        self._sequence_lock = threading.Lock()
 
     # ------------------------------------------------------------------ setup
     def start(self) -> "ViewerServer":
@@ -107,6 +118,8 @@ class ViewerServer:
         }
         if self.run.cameras_path is not None:
             routes["/run/cameras.json"] = Route("meta", file=self.run.cameras_path)
+        if getattr(self.run, "plays", False):
+            routes.update(self._sequence_routes())
         xr_port = o.xr_port if o.xr_port is not None else (o.port + 1 if o.port else 0)
         self.gateway = Gateway(host=o.host, port=o.port, upstream_port=0, token=self.token, routes=routes,
                                https_port=xr_port, ssl_context=self.certificate.ssl_context(),
@@ -219,6 +232,65 @@ class ViewerServer:
                 self.splats_file, self._encoded_version = out, self._version
             return self.splats_file
 
+    # ------------------------------------------------------------------ dynamic runs: the sequence
+    def _sequence_routes(self) -> dict[str, Route]:
+        """Routes of the XR page's splat sequence: the manifest and one exact path per frame."""
+        from recon.run import RunFolder
+
+        n = int(self.opts.time_samples)
+        if n < 0:
+            raise ReconError(f"--time-samples {n}: give a number of frames >= 2 (0: the capture's times)")
+        self.sequence_times = ([k / (n - 1) for k in range(n)] if n >= 2 else [0.0]) if n else list(self.run.times)
+        rf = RunFolder.open(self.run.folder)
+        stamp = []
+        for role in ("model", "deformation"):
+            p = rf.path(role)
+            if p is not None and p.is_file():
+                st = p.stat()
+                stamp.append(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+        aa = bool(getattr(self.run, "antialiased", False))
+        key = hashlib.sha256("|".join(stamp + [f"aa={aa}", self._fmt] + [repr(t) for t in self.sequence_times])
+                             .encode()).hexdigest()[:24]
+        self._sequence_dir = cache_dir() / "sequence" / key
+        routes = {"/run/sequence.json": Route("meta", data=lambda: json.dumps(self.sequence_manifest()).encode(),
+                                              content_type="application/json")}
+        for k in range(len(self.sequence_times)):
+            routes[f"/run/sequence/{self._frame_name(k)}"] = Route(
+                "splats", file=lambda k=k: self.sequence_frame(k))
+        return routes
+
+    def _frame_name(self, k: int) -> str:
+        return f"frame_{k:05d}.{self._fmt}"
+
+    def sequence_manifest(self) -> dict:
+        """What ``/run/sequence.json`` serves: every frame's index, time, file, URL and Gaussian count."""
+        from exporters.sequence import SEQUENCE_FORMAT, SEQUENCE_VERSION
+        from viewer.operator import default_fps
+
+        frames = [{"index": k, "time": float(t), "file": self._frame_name(k),
+                   "url": f"/run/sequence/{self._frame_name(k)}", "gaussians": self.run.num_gaussians}
+                  for k, t in enumerate(self.sequence_times)]
+        return {"format": SEQUENCE_FORMAT, "version": SEQUENCE_VERSION, "frames": frames,
+                "time_range": [min(self.sequence_times), max(self.sequence_times)],
+                "time": "normalised scene time in [0, 1] (0 = first frame of the capture)",
+                "correspondence": "Gaussian i of every frame is the same Gaussian (same order, same count)",
+                "frame": "the run's world frame (as /run/splats.*)", "encoding": self._fmt,
+                "fps": default_fps(len(self.sequence_times))}
+
+    def sequence_frame(self, k: int) -> Path:
+        """Frame ``k`` of the sequence: the run's model at its time, encoded once (then cached)."""
+        out = self._sequence_dir / self._frame_name(k)
+        with self._sequence_lock:
+            if not out.is_file():
+                splats = {n: v.detach().cpu() for n, v in self.run.dynamic.gaussians(self.sequence_times[k]).items()}
+                if self._fmt == "spz":
+                    from exporters.spz import write_spz
+
+                    write_spz(splats, out, antialiased=bool(getattr(self.run, "antialiased", False)))
+                else:
+                    write_splats_ply(splats, out)  # atomic
+        return out
+
     def _scene_meta(self) -> dict:
         run, frame, fmt = self.run, self.run.frame, self._fmt
         to_xr = frame.to_xr
@@ -235,6 +307,8 @@ class ViewerServer:
             "radius": frame.radius,
             "cameras": cams,
             "background": bg,
+            "sequence": ({"url": "/run/sequence.json", "frames": len(self.sequence_times)}
+                         if self.sequence_times else None),
         }
 
     def _start_viser(self) -> None:
@@ -306,6 +380,9 @@ class ViewerServer:
                      f"{len(self.run.cameras)} cameras); Ctrl-C to stop")
         if getattr(self.run, "note", ""):
             lines.append(self.run.note)
+        if self.sequence_times:
+            lines.append(f"time: {len(self.run.times)} capture times in [0, 1]; the operator UI's Time panel plays "
+                         f"them, the XR page plays a {len(self.sequence_times)}-frame sequence")
         return lines
 
     # ------------------------------------------------------------------ lifecycle

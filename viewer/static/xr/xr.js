@@ -5,7 +5,10 @@
 // Desktop: OrbitControls. VR/AR: three.js VRButton/ARButton; grab-move locomotion (grip = move the
 // scene, both grips = scale and turn), thumbsticks to walk and snap-turn.
 //
-// window.reconXR exposes state for tests and benchmarks (ready promise, timings, setView).
+// Dynamic runs: /run/sequence.json lists one splat file per frame time; the page plays them
+// (play/pause, time scrubber, frames/s, loop; in VR the trigger plays and pauses).
+//
+// window.reconXR exposes state for tests and benchmarks (ready promise, timings, setView, time).
 
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
@@ -21,6 +24,8 @@ if (params.get("ui") === "0") document.body.classList.add("hide-ui");
 const api = {
   ready: null, error: null, frames: 0, loadMs: null, firstPixelsMs: null, bytes: 0,
   numSplats: 0, meta: null, setView: null, renderOnce: null,
+  // Dynamic runs: setTime(t), play(), pause(), sequenceState(); sequenceLoaded resolves when every frame is in.
+  setTime: null, play: null, pause: null, sequenceState: null, sequenceLoaded: null,
 };
 window.reconXR = api;
 
@@ -82,21 +87,131 @@ async function main() {
   scene.add(world);
   const sceneToXr = matFromRows(meta.scene_to_xr);
 
+  // ---------------------------------------------------------------- splats: one model, or a sequence
+  // A dynamic run (meta.sequence) is played from /run/sequence.json: one splat file per frame time
+  // (the same Gaussians in every frame), each a SplatMesh of its own, only the current one visible.
   const t0 = performance.now();
+  async function loadMesh(url, visible, onProgress) {
+    const bytes = await fetchBytes(url, onProgress || (() => {}));
+    api.bytes += bytes.length;
+    const mesh = new SplatMesh({ fileBytes: bytes, fileName: url.split("/").pop() });
+    mesh.matrixAutoUpdate = false;
+    mesh.matrix.copy(sceneToXr);
+    mesh.visible = visible;
+    world.add(mesh);
+    await mesh.initialized;
+    return mesh;
+  }
+  const progress = (what) => (got, total) => {
+    status(`loading ${what} ${(got / 1e6).toFixed(1)}${total ? " / " + (total / 1e6).toFixed(1) : ""} MB`);
+  };
   status(`loading ${meta.splats.count.toLocaleString()} Gaussians…`);
-  const bytes = await fetchBytes(meta.splats.url, (got, total) => {
-    status(`loading splats ${(got / 1e6).toFixed(1)}${total ? " / " + (total / 1e6).toFixed(1) : ""} MB`);
-  });
-  api.bytes = bytes.length;
-  const splats = new SplatMesh({ fileBytes: bytes, fileName: meta.splats.url.split("/").pop() });
-  splats.matrixAutoUpdate = false;
-  splats.matrix.copy(sceneToXr);
-  world.add(splats);
-  await splats.initialized;
+  let seq = null;
+  if (meta.sequence) {
+    const res = await fetch(meta.sequence.url, { credentials: "same-origin" });
+    if (!res.ok) throw new Error(`${meta.sequence.url}: HTTP ${res.status}`);
+    const manifest = await res.json();
+    const frames = manifest.frames;
+    seq = {
+      frames, times: frames.map((f) => f.time), meshes: frames.map(() => null), loaded: 0,
+      time: frames[0].time, frame: -1, playing: false, fps: manifest.fps || 4, loop: true,
+      encoding: manifest.encoding,
+    };
+    seq.meshes[0] = await loadMesh(frames[0].url, true, progress(`frame 1 of ${frames.length}`));
+    seq.loaded = 1;
+    seq.frame = 0;
+    api.numSplats = seq.meshes[0].packedSplats ? seq.meshes[0].packedSplats.numSplats : meta.splats.count;
+  } else {
+    const splats = await loadMesh(meta.splats.url, true, progress("splats"));
+    api.numSplats = splats.packedSplats ? splats.packedSplats.numSplats : meta.splats.count;
+  }
   api.loadMs = performance.now() - t0;
-  api.numSplats = splats.packedSplats ? splats.packedSplats.numSplats : meta.splats.count;
-  status(`${meta.splats.count.toLocaleString()} Gaussians · ${meta.splats.format.toUpperCase()} ` +
-    `${(bytes.length / 1e6).toFixed(1)} MB`);
+  const loadedStatus = () => status(`${meta.splats.count.toLocaleString()} Gaussians · ` + (seq
+    ? `${seq.loaded} of ${seq.frames.length} frames · ${seq.encoding.toUpperCase()} `
+    : `${meta.splats.format.toUpperCase()} `) + `${(api.bytes / 1e6).toFixed(1)} MB`);
+  loadedStatus();
+
+  // ---------------------------------------------------------------- time (dynamic runs)
+  const timeInput = document.getElementById("time");
+  const timeValue = document.getElementById("time-value");
+  const playButton = document.getElementById("play");
+  const fpsInput = document.getElementById("fps");
+  const loopInput = document.getElementById("loop");
+  function nearestFrame(t, loadedOnly) {
+    let best = -1, bestD = Infinity;
+    seq.times.forEach((ft, k) => {
+      const d = Math.abs(ft - t);
+      if (d < bestD && (!loadedOnly || seq.meshes[k])) { best = k; bestD = d; }
+    });
+    return best;
+  }
+  function showTime() {
+    // Show the loaded frame nearest the time (frames still loading: the nearest loaded one).
+    const k = nearestFrame(seq.time, true);
+    if (k !== seq.frame && k >= 0) {
+      if (seq.frame >= 0) seq.meshes[seq.frame].visible = false;
+      seq.meshes[k].visible = true;
+      seq.frame = k;
+    }
+    timeValue.textContent = `time ${seq.time.toFixed(3)} · frame ${seq.frame + 1} of ${seq.frames.length}`;
+  }
+  function setTime(t) {
+    const lo = seq.times[0], hi = seq.times[seq.times.length - 1];
+    seq.time = Math.min(Math.max(Number(t), lo), hi);
+    timeInput.value = seq.time;
+    showTime();
+  }
+  function play() {
+    if (seq.playing) return;
+    if (!seq.loop && seq.time >= seq.times[seq.times.length - 1]) seq.time = seq.times[0];
+    seq.playing = true;
+    playButton.textContent = "pause";
+  }
+  function pause() {
+    seq.playing = false;
+    playButton.textContent = "play";
+  }
+  function advance(dt) {
+    // Capture frames per second: the time moves (frame spacing x fps) per second.
+    const n = seq.times.length, lo = seq.times[0], hi = seq.times[n - 1];
+    const span = (hi - lo) / Math.max(n - 1, 1);
+    let t = seq.time + dt * seq.fps * span;
+    if (t > hi) {
+      if (seq.loop && hi > lo) t = lo + ((t - lo) % (hi - lo));
+      else { t = hi; pause(); }
+    }
+    setTime(t);
+  }
+  if (seq) {
+    document.getElementById("time-controls").hidden = false;
+    document.getElementById("help-time").hidden = false;
+    timeInput.min = seq.times[0];
+    timeInput.max = seq.times[seq.times.length - 1];
+    fpsInput.value = seq.fps;
+    timeInput.addEventListener("input", () => setTime(timeInput.value));
+    playButton.addEventListener("click", () => (seq.playing ? pause() : play()));
+    fpsInput.addEventListener("input", () => { const v = Number(fpsInput.value); if (v > 0) seq.fps = v; });
+    loopInput.addEventListener("change", () => { seq.loop = loopInput.checked; });
+    setTime(seq.time);
+    api.setTime = setTime;
+    api.play = play;
+    api.pause = pause;
+    api.sequenceState = () => ({ time: seq.time, frame: seq.frame, frameTime: seq.times[seq.frame],
+      playing: seq.playing, loaded: seq.loaded, frames: seq.frames.length, fps: seq.fps, loop: seq.loop });
+  }
+  // The other frames load in the background, in order (each is encoded on first request).
+  api.sequenceLoaded = !seq ? Promise.resolve(true) : (async () => {
+    for (let k = 1; k < seq.frames.length; k++) {
+      seq.meshes[k] = await loadMesh(seq.frames[k].url, false);
+      seq.loaded += 1;
+      loadedStatus();
+    }
+    return true;
+  })().catch((e) => {
+    api.error = String(e && e.stack ? e.stack : e);
+    status(`error loading the sequence: ${e}`);
+    return false;
+  });
 
   // ---------------------------------------------------------------- desktop view
   const controls = new OrbitControls(camera, renderer.domElement);
@@ -192,6 +307,7 @@ async function main() {
     c.addEventListener("disconnected", () => { c.userData.gamepad = null; });
     c.addEventListener("squeezestart", () => { grabs.set(c, true); grabStart = null; });
     c.addEventListener("squeezeend", () => { grabs.delete(c); grabStart = null; });
+    c.addEventListener("selectstart", () => { if (seq) { if (seq.playing) pause(); else play(); } });
     const ray = new THREE.Line(new THREE.BufferGeometry().setFromPoints([new THREE.Vector3(), new THREE.Vector3(0, 0, -0.3)]),
       new THREE.LineBasicMaterial({ color: 0x88ccff }));
     c.add(ray);
@@ -271,6 +387,7 @@ async function main() {
   function frame(t) {
     const dt = Math.min(0.1, (t - last) / 1000);
     last = t;
+    if (seq && seq.playing) advance(dt);
     if (renderer.xr.isPresenting) {
       grabUpdate();
       sticks(dt);
