@@ -304,13 +304,14 @@ def depth_png_scale(path: CameraPath, run) -> float:
 def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None,
                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), crf: int = 18,
                 depth_float: str = "npy", pix_fmt: str = "yuv420p", log=None, post=None,
-                time_renderer=None) -> dict:
+                time_renderer=None, field_renderer=None) -> dict:
     """Render every camera of ``path`` from ``run`` (:class:`viewer.run.Run`) into the video ``out``
     (and, with ``frames_dir``, colour/alpha/depth frames). ``post``: loaded 2D steps
     (:func:`load_post`) applied to each colour frame before it is written (super-resolution
     enlarges the video and rgb/ frames; alpha/ and depth/ stay at the render size).
     ``time_renderer``: the run's own renderer for dynamic runs (``render(camera, time=...)``): each
-    frame is rendered at its camera's ``time`` (``None``: time 0). Returns a summary dict."""
+    frame is rendered at its camera's ``time`` (``None``: time 0). ``field_renderer``: the run's own
+    renderer for runs that are not Gaussians (NeRF, :func:`field_run`). Returns a summary dict."""
     import torch
 
     from recon.io_utils import atomic_path, atomic_write_text
@@ -320,10 +321,12 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
     from recon.models.splats import SplatRenderer
     from recon.scene.cameras import Camera
 
-    renderer = time_renderer if time_renderer is not None else SplatRenderer(run.splats, antialiased=run.antialiased)
+    renderer = time_renderer if time_renderer is not None else field_renderer
+    if renderer is None:
+        renderer = SplatRenderer(run.splats, antialiased=run.antialiased)
     sh_degree = getattr(renderer, "sh_degree", None)
     if sh_degree is None:
-        sh_degree = run.sh_degree
+        sh_degree = getattr(field_renderer, "field", None).sh_degree if field_renderer is not None else run.sh_degree
     aa = run.antialiased
     bg = torch.tensor(background, dtype=torch.float32)
     n = len(path.cameras)
@@ -332,8 +335,10 @@ def render_path(run, path: CameraPath, out: Path, frames_dir: Path | None = None
         for sub in ("rgb", "alpha", "depth"):
             (frames_dir / sub).mkdir(parents=True, exist_ok=True)
     ext = ".exr" if depth_float == "exr" else ".npy"
-    log(f"render: {n} frames at {W}x{H}, {path.fps:g} fps, {run.num_gaussians:,} Gaussians (SH degree "
-        f"{sh_degree}{', antialiased' if aa else ''}) from {path.source}{_times_note(path, time_renderer)} -> {out}")
+    what = (f"{getattr(renderer, 'method', 'field')} field (SH degree {sh_degree})" if field_renderer is not None else
+            f"{run.num_gaussians:,} Gaussians (SH degree {sh_degree}{', antialiased' if aa else ''})")
+    log(f"render: {n} frames at {W}x{H}, {path.fps:g} fps, {what} from {path.source}"
+        f"{_times_note(path, time_renderer)} -> {out}")
     progress = Progress(n)
     t0 = time.monotonic()
     records = []
@@ -411,6 +416,52 @@ def dynamic_renderer(run: Path):
     except ReconError:
         return None
     return rf.renderer() if dynamic else None
+
+
+def field_run(run: Path):
+    """``(Run, renderer)`` for a run whose model is not made of Gaussians (a NeRF), else ``None``.
+
+    The :class:`viewer.run.Run` carries the cameras and a display frame estimated from them and from
+    the centres of the field's occupied cells (what an orbit needs); frames come from the run's own
+    renderer, as ``recon eval`` scores them."""
+    from recon.run import RunFolder
+    from viewer.run import Run, RunCamera, scene_frame
+
+    rf = RunFolder.open(run)
+    if rf.method == "splat" or bool(getattr(rf.method_class(), "dynamic", False)):
+        return None
+    rf.require_model()
+    if rf.method_class().load_gaussians(rf.root, rf.artifacts) is not None:
+        return None
+    renderer = rf.renderer()
+    cameras = [RunCamera(c.name, c.c2w, c.K, c.width, c.height, image=rf.image_path(c), split=c.split)
+               for c in rf.cameras()]
+    pts = _occupied_centres(renderer)
+    run_v = Run(folder=rf.root, splats_path=None, splats={"means": torch_tensor(pts)}, cameras=cameras)
+    run_v.frame = scene_frame(pts.astype(np.float64), cameras)
+    return run_v, renderer
+
+
+def torch_tensor(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32))
+
+
+def _occupied_centres(renderer, most: int = 50_000) -> np.ndarray:
+    """Centres ``[P, 3]`` of a voxel field's occupied cells (at most ``most``, evenly strided); the
+    box corners when the renderer has no such field."""
+    f = getattr(renderer, "field", None)
+    if f is None or not hasattr(f, "occ"):
+        return np.zeros((1, 3), np.float32)
+    nx, ny, nz = (int(v) - 1 for v in f.res)
+    ids = np.flatnonzero(f.occ.detach().cpu().numpy())
+    lo, hi = f.lo.cpu().numpy().astype(np.float64), f.hi.cpu().numpy().astype(np.float64)
+    if len(ids) == 0:
+        return np.stack([lo, hi]).astype(np.float32)
+    ids = ids[:: max(1, len(ids) // most)]
+    ijk = np.stack(np.unravel_index(ids, (nx, ny, nz)), axis=1).astype(np.float64) + 0.5
+    return (lo + ijk / np.array([nx, ny, nz]) * (hi - lo)).astype(np.float32)
 
 
 def apply_times(path: CameraPath, time: Optional[float], dynamic: bool, orbit: bool, log=None) -> None:
@@ -580,7 +631,8 @@ def main(
         raise ReconError("--depth-float exr: this OpenCV build cannot write EXR; use --depth-float npy")
     is_orbit = camera_path.strip().lower() == "orbit"
     path = None if is_orbit else read_camera_path(Path(camera_path).expanduser())
-    r = open_run(run)
+    field = field_run(run)
+    r = open_run(run) if field is None else field[0]
     if is_orbit:
         if not (math.isfinite(seconds) and seconds > 0):
             raise ReconError(f"--seconds must be > 0 (got {seconds})")
@@ -588,6 +640,8 @@ def main(
         path = orbit_path(r, max(1, int(round(f * seconds))), f)
     assert path is not None
     time_renderer = dynamic_renderer(run)
+    if field is not None and time is not None:
+        raise ReconError(f"--time renders dynamic (splat4d) runs at a scene time; {run} is a static NeRF run: drop --time")
     apply_times(path, time, time_renderer is not None, is_orbit)
     if fps is not None:
         path.fps = fps
@@ -614,5 +668,6 @@ def main(
     if out.is_dir():
         raise ReconError(f"--out {out} is a folder; give a file name ending in .mp4")
     render_path(r, path, out, Path(frames).expanduser() if frames is not None else None, bg, crf, depth_float,
-                pix_fmt, post=post_steps, time_renderer=time_renderer)
+                pix_fmt, post=post_steps, time_renderer=time_renderer,
+                field_renderer=None if field is None else field[1])
     return 0
