@@ -137,6 +137,50 @@ def test_context_is_culled_to_the_views():
     assert in_some_view(means, scales, [cam, _down_camera(6.0)]).tolist() == [True, True, True, True, False, True]
 
 
+_HOLD_CLUSTER = """
+import sys, ray
+ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--partition", "2x2", "--address", "127.0.0.1:{port}"], "nothing answers at 127.0.0.1:{port}"),
+    (["--partition", "2x2", "--address", "head:notaport"], "'notaport' is not a port"),
+    (["--address", "127.0.0.1:{port}"], "--address names a Ray cluster for --partition"),
+])
+def test_address_fails_fast_with_one_line(room, tmp_path, extra, says, capsys):
+    """A wrong --address says so in one line within seconds (not after Ray's two-minute connect
+    timeout, nor after the coarse model trained), and without --partition it is refused."""
+    import time
+
+    from recon.cli import run as cli
+
+    port = _closed_port()
+    extra = [a.format(port=port) for a in extra]
+    t0 = time.monotonic()
+    rc = cli(["train", str(room), "--out", str(tmp_path / "r"), "--steps", "50", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert last.startswith("recon train: error: ") and says.format(port=port) in last, last
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "r" / "blocks").exists()
+
+
 def test_partitioned_run_merges_cropped_blocks(room, tmp_path):
     pytest.importorskip("ray")
     from recon.cluster.partition import Plan, inside
@@ -147,10 +191,23 @@ def test_partitioned_run_merges_cropped_blocks(room, tmp_path):
     from recon.scene.readers import load_scene
 
     out = tmp_path / "merged"
-    r = subprocess.run([sys.executable, "-m", "recon.cli", "train", str(room), "--out", str(out), "--steps", "240",
-                        "--partition", "2x2"], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    # The blocks train on a cluster that was already running (--address), as on a real cluster: a
+    # separate driver holds a loopback-only local cluster and prints its address (recon batch's
+    # tests cover the cluster recon starts itself).
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLUSTER], stdout=subprocess.PIPE, stdin=subprocess.PIPE,
+                              text=True, cwd=ROOT, env=env)
+    try:
+        address = holder.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        r = subprocess.run([sys.executable, "-m", "recon.cli", "train", str(room), "--out", str(out), "--steps", "240",
+                            "--partition", "2x2", "--address", address], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300, env=env)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"cluster at {address}" in r.stdout + r.stderr
     plan = Plan.from_dict(json.loads((out / "partition.json").read_text())["plan"])
     g = read_ply(out / "splats.ply")
     uv = plan.ground(g["means"].numpy())

@@ -578,6 +578,7 @@ def run_partitioned(req, grid: str, log=print, address: Optional[str] = None) ->
 
     parsed = parse_grid(grid)
     args, cfg = req.args, req.cfg
+    ray_env.check_address(address)  # before the coarse model trains, not after
     if cfg.method != "splat":
         raise ReconError(f"--partition trains Gaussian splats (--method splat), not {cfg.method}")
     if args.scene is None or args.out is None:

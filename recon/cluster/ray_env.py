@@ -45,6 +45,55 @@ class Cluster:
             ray.shutdown()
 
 
+def check_address(address: Optional[str], timeout: float = 5.0) -> None:
+    """Fail fast (one line) when nothing answers at ``address``, before Ray's own connect timeout.
+
+    ``HOST:PORT`` is a cluster's GCS (port 6379 when left out), ``ray://HOST[:PORT]`` a Ray client
+    server (port 10001 when left out); ``auto`` (Ray's own discovery of a cluster started on this
+    machine) and ``None`` (a new local cluster) are not checked.
+    """
+    import socket
+
+    if address is None or address == "auto":
+        return
+    rest, port = address, 6379
+    if address.startswith("ray://"):
+        rest, port = address[len("ray://"):], 10001
+    rest = rest.rstrip("/")
+    host = rest
+    if rest.startswith("["):  # [IPv6]:PORT
+        host, _, tail = rest[1:].partition("]")
+        rest_port = tail[1:] if tail.startswith(":") else ""
+    elif rest.count(":") == 1:
+        host, rest_port = rest.split(":")
+    else:
+        rest_port = ""
+    if rest_port:
+        if not rest_port.isdigit() or not 0 < int(rest_port) < 65536:
+            raise ReconError(f"--address {address}: {rest_port!r} is not a port; give HOST:PORT or ray://HOST:PORT")
+        port = int(rest_port)
+    if not host or "/" in host:
+        raise ReconError(f"--address {address}: give HOST:PORT (a cluster's head node) or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or str(e))
+        raise ReconError(f"--address {address}: nothing answers at {host}:{port} ({why}); start the cluster "
+                         f"(`ray start --head` on its head node) or correct the address") from None
+
+
+def _token_auth_if_token() -> None:
+    """Use token authentication to join a cluster when this machine has a Ray token (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and RAY_AUTH_MODE is unset: Ray enables it by default
+    for the clusters it starts, but a driver joining one does not turn it on by itself."""
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def start(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
           log=print) -> Cluster:
     """Start a local cluster on 127.0.0.1 (``address`` None) or join the cluster at ``address``.
@@ -55,6 +104,7 @@ def start(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpu
     """
     import sys
 
+    check_address(address)
     if "ray" not in sys.modules or sys.modules["ray"] is None:
         # Ray reads these when it is imported: set them first. Usage statistics: a user's own
         # setting wins. Loopback-only listeners for a local cluster; a remote cluster's nodes must
@@ -78,10 +128,12 @@ def start(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpu
         local = False
         if num_cpus is not None or num_gpus is not None:
             raise ReconError("--num-cpus/--num-gpus size a local cluster; a cluster at --address has its own size")
+        _token_auth_if_token()
         try:
             ray.init(address=address, **kw)
         except Exception as e:  # noqa: BLE001
-            raise ReconError(f"--address {address}: cannot connect to a Ray cluster there ({e})") from None
+            raise ReconError(f"--address {address}: cannot connect to a Ray cluster there ({e}; a cluster with "
+                             f"token authentication needs its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
     res = ray.cluster_resources()
     c = Cluster(address=address, local=local, cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)),
                 memory_bytes=float(res.get("memory", 0)))

@@ -78,6 +78,9 @@ class TrainArgs:
     """Train a large scene as NxM ground-plane blocks in parallel on a local Ray cluster (e.g. 2x2, or
     auto: about one block per 150 training views; splats only), then crop and merge them into one run
     (docs/cluster.md)."""
+    address: Optional[str] = None
+    """With --partition: train the blocks on the running Ray cluster at HOST:PORT (or ray://HOST:PORT)
+    instead of a new local one; every node must see the scene and --out at the same paths."""
     restoration_only: bool = False
     """Refuse generative steps (--edit: exit 2), as recon process --restoration-only does; a scene's
     recon.json {"restoration_only": true} does the same."""
@@ -207,7 +210,10 @@ def run_request(req: TrainRequest, log=print) -> int:
                              "train the scene whole to edit it")
         from recon.cluster.partition import run_partitioned
 
-        return run_partitioned(req, args.partition, log=log)
+        return run_partitioned(req, args.partition, log=log, address=getattr(args, "address", None))
+    if getattr(args, "address", None):
+        raise ReconError("--address names a Ray cluster for --partition; without --partition recon train "
+                         "runs here (use recon batch --address for many captures)")
     if args.resume:
         if args.out is None:
             raise ReconError("--resume needs --out RUN (the run folder to continue)")
