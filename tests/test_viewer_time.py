@@ -184,6 +184,20 @@ def test_operator_time_slider_renders_the_run_at_that_time(browser, served4d):  
         page.wait_for_timeout(300)
         shots[t] = _png(page.screenshot())
     info = ui.time_info.content
+
+    # The browser's own splat renderer (RGB mode): the model at the slider's time is sent to it.
+    page.evaluate("() => document.getElementById('recon-test-hide')?.remove()")
+    ui.mode.value = "RGB"
+    page.evaluate(hide)
+    page.wait_for_timeout(2000)
+    rgb_shots = {0.0: _png(page.screenshot())}
+    page.evaluate("() => document.getElementById('recon-test-hide')?.remove()")
+    slider.focus()
+    page.keyboard.press("End")
+    _wait(lambda: ui._splat_time == 1.0, 30, "the splats at time 1 to be sent to the browser")
+    page.evaluate(hide)
+    page.wait_for_timeout(2000)  # the browser re-sorts and draws them
+    rgb_shots[1.0] = _png(page.screenshot())
     page.close()
     assert "frame 1 of 5" in info
 
@@ -212,6 +226,12 @@ def test_operator_time_slider_renders_the_run_at_that_time(browser, served4d):  
     assert moved > 30.0 and p_moved > 30.0
     assert still < 4.0 and p_still < 4.0
     assert max(shown) < 8.0
+    rgb = {t: np.asarray(Image.fromarray(s.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32)
+           for t, s in rgb_shots.items()}
+    b_moved, b_still = moved_and_still(rgb[1.0], rgb[0.0], fp, margin=6)
+    print(f"operator viewer, RGB (browser splats) time 1 vs 0: {b_moved:.1f}/255 inside the footprint, "
+          f"{b_still:.2f}/255 away from it")
+    assert b_moved > 30.0 and b_still < 4.0
 
 
 def test_xr_page_plays_the_sequence(browser, served4d):  # noqa: F811
@@ -276,11 +296,42 @@ def test_xr_page_plays_the_sequence(browser, served4d):  # noqa: F811
         assert err[(t, t)] < 0.5 * err[(t, u)]
 
 
-def test_static_runs_show_no_time_controls(browser, tmp_path):  # noqa: F811
-    """The same viewer on a static run: no Time folder, no sequence routes, the XR page hides its time controls."""
-    from recon.testing.runs import make_run
+def test_sequence_routes_are_guarded(served4d):
+    """The sequence goes through the same Host/Origin/token checks as the run's other files, and only
+    the frames the manifest lists are routed."""
+    import urllib.error
+    import urllib.request
 
-    srv = ViewerServer(open_run(make_run(tmp_path / "static", n=500)), ViewerOptions(port=0, token=TOKEN)).start()
+    origin = served4d.viewer_url.split("/?")[0]
+
+    def get(path: str, **headers) -> int:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(origin + path, headers=headers), timeout=60) as r:
+                r.read()
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    q = f"?token={TOKEN}"
+    assert get("/run/sequence.json" + q) == 200
+    assert get("/run/sequence/frame_00004.spz" + q) == 200
+    assert get("/run/sequence/frame_00004.spz") == 403  # no token
+    assert get("/run/sequence/frame_00004.spz" + q, Origin="http://evil.example") == 403
+    assert get("/run/sequence/frame_00004.spz" + q, **{"Sec-Fetch-Site": "cross-site"}) == 403
+    assert get("/run/sequence/frame_00005.spz" + q) == 404  # not a frame of this run
+
+
+def test_static_runs_show_no_time_controls(browser, tmp_path):  # noqa: F811
+    """The same viewer on a static run: no Time folder, no sequence routes, the XR page hides its
+    time controls, and `recon view --time-samples` is refused."""
+    from recon.errors import ReconError
+    from recon.testing.runs import make_run
+    from viewer.cli import main as view_main
+
+    static = make_run(tmp_path / "static", n=500)
+    with pytest.raises(ReconError, match="not a dynamic run"):
+        view_main(static, port=0, time_samples=5)
+    srv = ViewerServer(open_run(static), ViewerOptions(port=0, token=TOKEN)).start()
     try:
         assert not srv.ui.plays and not hasattr(srv.ui, "time")
         page = browser.new_page()

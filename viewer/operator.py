@@ -328,14 +328,15 @@ class OperatorUI:
     def _play_time(self) -> None:
         """Advance the time at ``Frames/s`` capture frames per second (in wall-clock time: frames that
         render slower than that are skipped), looping or stopping at the end."""
-        t, last = self.current_time(), time.monotonic()
-        if t >= 1.0 and not self.time_loop.value:
-            t = 0.0
+        last = time.monotonic()
+        if self.current_time() >= 1.0 and not self.time_loop.value:
+            self.set_time(0.0)
         span = max(self.run.times[-1] - self.run.times[0], 1e-6) / max(len(self.run.times) - 1, 1)
         while self._playing.is_set() and not self._closed.is_set():
             time.sleep(1.0 / 60.0)
             now = time.monotonic()
-            t += (now - last) * float(self.time_fps.value) * span
+            # From the slider's value, so dragging it while playing moves the playhead.
+            t = self.current_time() + (now - last) * float(self.time_fps.value) * span
             last = now
             if t > 1.0:
                 if self.time_loop.value:

@@ -307,7 +307,11 @@ async function main() {
     c.addEventListener("disconnected", () => { c.userData.gamepad = null; });
     c.addEventListener("squeezestart", () => { grabs.set(c, true); grabStart = null; });
     c.addEventListener("squeezeend", () => { grabs.delete(c); grabStart = null; });
-    c.addEventListener("selectstart", () => { if (seq) { if (seq.playing) pause(); else play(); } });
+    c.addEventListener("selectstart", (e) => {
+      // A headset controller's trigger plays and pauses (not AR screen taps, which press the page's own buttons).
+      if (!seq || (e.data && e.data.targetRayMode !== "tracked-pointer")) return;
+      if (seq.playing) pause(); else play();
+    });
     const ray = new THREE.Line(new THREE.BufferGeometry().setFromPoints([new THREE.Vector3(), new THREE.Vector3(0, 0, -0.3)]),
       new THREE.LineBasicMaterial({ color: 0x88ccff }));
     c.add(ray);
