@@ -139,14 +139,21 @@ def main(
     if selection is not None and loaded.method == "nerf":
         raise ReconError(f"--selection picks Gaussians of a splat run; {loaded.root} is a NeRF run (use --crop)")
     if selection is not None:
+        from recon.models.splats import as_numpy
         from recon.run import RunFolder
-        from recon.selection import read_selection
+        from recon.selection import load_selection
 
         rf = RunFolder.open(loaded.root)
-        keep, _ = read_selection(loaded.root, selection, rf.path("model"), int(loaded.splats["means"].shape[0]))
+        g, keep, doc = load_selection(loaded.root, selection, rf.path("model"), loaded.splats)
+        refined = bool(doc.get("refined"))
+        if refined:  # the model refined around the selection (recon select --refine)
+            if rf.method != "splat":
+                raise ReconError(f"--selection {selection} holds a refined static model; {loaded.root} is a {rf.method} run")
+            loaded.splats = as_numpy(g)
         options.keep = ~keep if invert_selection else keep
         loaded.provenance = loaded.provenance.with_extra(
-            selection=f"{'all but ' if invert_selection else ''}{selection} ({int(options.keep.sum())} Gaussians)")
+            selection=f"{'all but ' if invert_selection else ''}{selection} ({int(options.keep.sum())} Gaussians"
+                      f"{', boundary refined' if refined else ''})")
     cam_path = read_camera_path(camera_path) if camera_path is not None else None
     out_dir = out if out is not None else loaded.root / "export"
     inputs = [camera_path] if camera_path is not None else []

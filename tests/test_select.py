@@ -37,7 +37,7 @@ from recon.models.splats import SplatRenderer
 from recon.priors import lift
 from recon.run import RunCamera
 from recon.scene.conventions import opengl_to_opencv
-from recon.selection import read_selection
+from recon.selection import load_selection, read_selection
 
 RES = 128
 VIEWS = 32
@@ -132,8 +132,8 @@ def heldout_iou(run: Path, scene: Path, name: str, target: int, silhouettes: Sil
     from recon.run import RunFolder
 
     rf = RunFolder.open(run)
-    r = SplatRenderer(rf.gaussians(), antialiased=rf.antialiased)
-    keep, _ = read_selection(run, name, rf.path("model"), r.num_primitives)
+    g, keep, _ = load_selection(run, name, rf.path("model"), rf.gaussians())
+    r = SplatRenderer(g, antialiased=rf.antialiased)
     inter = union = inter_a = union_a = 0
     for c in _frames(scene):
         if c.split != "test":
@@ -220,14 +220,15 @@ CLICK_BARS = {BLOB: (0.93, 0.94), KNOT: (0.93, 0.93), CUBE: (0.91, 0.84), CONE: 
 
 @pytest.mark.parametrize("target", [BLOB, KNOT, CUBE, CONE, RING])
 def test_click_with_id_masks_standing_in_for_sam(trained_run, scene, silhouettes, target):
-    """One click on one training view (id maps stand in for SAM), grown over the training views."""
+    """One click on one training view (id maps stand in for SAM), grown over the training views;
+    the lifting alone (--refine 0). The default boundary refinement is measured below."""
     view = _first_train_view(scene)
     x, y = _inner_point(_ids(scene, view), target)
     name = f"click{target}"
     assert cli(["select", str(trained_run), "--prompt", f"{view}:{x},{y}", "--segmenter", f"ids:{scene / 'masks'}",
-                "--name", name]) == 0
+                "--name", name, "--refine", "0"]) == 0
     iou, alone = heldout_iou(trained_run, scene, name, target, silhouettes)
-    print(f"object {target}: held-out IoU {iou:.3f} (selection rendered alone {alone:.3f})")
+    print(f"object {target}: held-out IoU {iou:.3f} (selection rendered alone {alone:.3f}), lifting alone")
     bar_visible, bar_alone = CLICK_BARS[target]
     assert iou >= bar_visible and alone >= bar_alone
     if target in (BLOB, KNOT, CUBE):
@@ -237,13 +238,59 @@ def test_click_with_id_masks_standing_in_for_sam(trained_run, scene, silhouettes
     assert (trained_run / "selections" / f"{name}.png").is_file()
 
 
+def _heldout_psnr(g, antialiased: bool, scene: Path) -> float:
+    from recon.scene.images import decode, split_rgba
+
+    r = SplatRenderer(g, antialiased=antialiased)
+    ps = []
+    for c in _frames(scene):
+        if c.split == "test":
+            rgb, _ = split_rgba(decode(scene / c.image), (1.0, 1.0, 1.0))
+            out = r.render(c.camera, background=torch.ones(3)).rgb.clamp(0, 1).numpy()
+            ps.append(-10 * np.log10(((out - np.clip(rgb, 0, 1)) ** 2).mean()))
+    return float(np.mean(ps))
+
+
+def test_refinement_brings_the_ring_over_the_bar(trained_run, scene, silhouettes):
+    """The default boundary refinement (`recon select` fine-tunes the model 300 steps so the
+    selected Gaussians cover the lifted masks and the rest does not) on the ring, a tube about 5 px
+    wide whose outline Gaussians held its lifting to 0.853. Measured: 0.853 -> 0.949 held out
+    (alone vs the whole silhouette 0.886 -> 0.966); the refined model's held-out PSNR 24.82 ->
+    25.41 dB (it also trains the scene a little further)."""
+    from recon.run import RunFolder
+
+    view = _first_train_view(scene)
+    x, y = _inner_point(_ids(scene, view), RING)
+    prompt = ["--prompt", f"{view}:{x},{y}", "--segmenter", f"ids:{scene / 'masks'}"]
+    assert cli(["select", str(trained_run), *prompt, "--name", "ring-raw", "--refine", "0"]) == 0
+    assert cli(["select", str(trained_run), *prompt, "--name", "ring"]) == 0
+    raw, _ = heldout_iou(trained_run, scene, "ring-raw", RING, silhouettes)
+    iou, alone = heldout_iou(trained_run, scene, "ring", RING, silhouettes)
+    print(f"ring: held-out IoU {raw:.3f} -> {iou:.3f} refined (alone {alone:.3f})")
+    assert iou >= 0.92 and iou >= raw + 0.05 and alone >= 0.93  # the issue's bar is 0.9
+    meta = json.loads((trained_run / "selections" / "ring.json").read_text())
+    ref = meta["refined"]
+    assert meta["version"] == 2 and ref["steps"] == 300 and (trained_run / "selections" / ref["file"]).is_file()
+    assert ref["footprint_l1"][1] < ref["footprint_l1"][0]
+    # the scene still looks the same (here a little better, from the extra steps)
+    rf = RunFolder.open(trained_run)
+    g, keep, _ = load_selection(trained_run, "ring", rf.path("model"), rf.gaussians())
+    before, after = _heldout_psnr(rf.gaussians(), rf.antialiased, scene), _heldout_psnr(g, rf.antialiased, scene)
+    print(f"held-out PSNR {before:.2f} -> {after:.2f} dB")
+    assert after >= before - 0.1
+    # an unrefined selection of the same name replaces the refined one and its model
+    assert cli(["select", str(trained_run), *prompt, "--name", "ring", "--refine", "0", "--max-views", "2"]) == 0
+    assert not (trained_run / "selections" / ref["file"]).exists()
+    assert "refined" not in json.loads((trained_run / "selections" / "ring.json").read_text())
+
+
 def test_masks_folder_lifts_as_given(trained_run, scene, silhouettes, tmp_path):
     masks = tmp_path / "masks"
     masks.mkdir()
     for c in _frames(scene):
         if c.split == "train":
             Image.fromarray(((_ids(scene, c.name) == BLOB) * 255).astype(np.uint8)).save(masks / f"{c.name}.png")
-    assert cli(["select", str(trained_run), "--masks", str(masks), "--name", "fromMasks"]) == 0
+    assert cli(["select", str(trained_run), "--masks", str(masks), "--name", "fromMasks", "--refine", "0"]) == 0
     assert heldout_iou(trained_run, scene, "fromMasks", BLOB, silhouettes)[0] >= 0.93  # measured 0.949
 
 
@@ -258,7 +305,7 @@ def test_box_with_grabcut(table, target):
     for k, view in enumerate(views):
         x0, y0, x1, y1 = _box(_ids(sc, view), target)
         name = f"box{target}-{k}"
-        assert cli(["select", str(run), "--box", f"{view}:{x0},{y0},{x1},{y1}", "--name", name]) == 0
+        assert cli(["select", str(run), "--box", f"{view}:{x0},{y0},{x1},{y1}", "--name", name, "--refine", "0"]) == 0
         iou, alone = heldout_iou(run, sc, name, target, sil)
         print(f"object {target} from {view}: held-out IoU {iou:.3f} (alone {alone:.3f})")
         assert iou >= 0.9 and alone >= {RED_BOX: 0.78, BALL: 0.88}[target]
@@ -428,7 +475,7 @@ def test_sam2_loads_from_a_local_folder_and_matches_the_model(tmp_path, trained_
     assert mask.shape == (RES, RES) and (mask == ref.numpy()).mean() >= 0.999
     # end to end: a random model's mask is arbitrary, so only that the command completes and records it
     code = cli(["select", str(trained_run), "--prompt", f"{view}:{x},{y}", "--segmenter", f"sam2:{folder}", "--name", "sam",
-                "--max-views", "4"])
+                "--max-views", "4", "--refine", "0"])
     if code == 0:
         meta = json.loads((trained_run / "selections" / "sam.json").read_text())
         assert meta["how"]["segmenter"] == f"sam2:{folder}"
@@ -450,6 +497,7 @@ def test_sam2_loads_from_a_local_folder_and_matches_the_model(tmp_path, trained_
         (["--prompt", "0:10,10", "--segmenter", "sam2:SCENE"], "no config.json"),
         (["--masks", "/no/such/masks"], "no such folder"),
         (["--box", "0:1,1,9,9", "--name", "../evil"], "--name"),
+        (["--box", "0:1,1,9,9", "--refine", "-1"], "--refine"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(trained_run, scene, capsys, args, needle):
@@ -467,7 +515,7 @@ def test_stale_selection_is_refused(trained_run, scene, tmp_path, capsys):
     view = _first_train_view(scene)
     x, y = _inner_point(_ids(scene, view), BLOB)
     assert cli(["select", str(trained_run), "--prompt", f"{view}:{x},{y}", "--segmenter", f"ids:{scene / 'masks'}",
-                "--name", "blob"]) == 0
+                "--name", "blob", "--refine", "0"]) == 0
     other = tmp_path / "other"
     shutil.copytree(trained_run, other)
     from exporters.ply import read_ply, write_ply
@@ -480,3 +528,23 @@ def test_stale_selection_is_refused(trained_run, scene, tmp_path, capsys):
     assert cli(["export", str(other), "--selection", "nosuch", "--format", "ply", "--out", str(tmp_path / "x")]) == 2
     assert cli(["export", str(other), "--invert-selection", "--format", "ply", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_every_prompt_and_negative_is_used(trained_run, scene):
+    """`--prompt` and `--negative` repeat: each one given is used (a second --prompt used to
+    replace the first). The id segmenter picks the id under the positive clicks, ignoring
+    background, so the click on the object counts only when it is kept beside the later one."""
+    view = _first_train_view(scene)
+    ids = _ids(scene, view)
+    x, y = _inner_point(ids, KNOT)
+    by, bx = np.argwhere(ids == 0)[0]
+    nx, ny = _inner_point(ids, BLOB)
+    assert cli(["select", str(trained_run), "--prompt", f"{view}:{x},{y}", "--prompt", f"{view}:{bx + 0.5},{by + 0.5}",
+                "--negative", f"{view}:{nx},{ny}", "--negative", f"{view}:{bx + 1.5},{by + 0.5}",
+                "--segmenter", f"ids:{scene / 'masks'}", "--name", "twoclicks", "--max-views", "2", "--refine", "0"]) == 0
+    p = json.loads((trained_run / "selections" / "twoclicks.json").read_text())["how"]["prompt"]
+    assert p["points"] == [[x, y], [bx + 0.5, by + 0.5], [nx, ny], [bx + 1.5, by + 0.5]]
+    assert p["labels"] == [1, 1, 0, 0]
+    # the background click alone is refused: the first click made the selection above
+    assert cli(["select", str(trained_run), "--prompt", f"{view}:{bx + 0.5},{by + 0.5}", "--segmenter",
+                f"ids:{scene / 'masks'}", "--name", "bgonly", "--refine", "0"]) == 2

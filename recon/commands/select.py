@@ -28,15 +28,17 @@ def _load_views(rf, need_images: bool):
         raise ReconError(f"{rf.root}: the run has no training cameras (cameras.json); it cannot be selected from")
     views, missing = [], 0
     for c in cams:
-        img = None
+        img = alpha = None
         if need_images:
             p = rf.image_path(c)
             if p is None:
                 missing += 1
             else:
-                rgb, _ = split_rgba(decode(p), EVAL_BACKGROUND)
+                rgb, a = split_rgba(decode(p), EVAL_BACKGROUND)
                 img = (np.clip(resize(rgb, (c.width, c.height)), 0, 1) * 255 + 0.5).astype(np.uint8)
-        views.append(LiftView(camera=c.camera, image=img, key=Path(c.image or c.name).stem))
+                if a is not None:
+                    alpha = np.clip(resize(np.asarray(a, np.float32), (c.width, c.height)), 0, 1)
+        views.append(LiftView(camera=c.camera, image=img, key=Path(c.image or c.name).stem, alpha=alpha))
     return cams, views, missing
 
 
@@ -97,6 +99,7 @@ def select_on_view(rf, renderer, cams, views, missing: int, first: int, seg, pts
         log(f"select: {missing} training images not found; growing over the other {len(usable)}")
     keep = [first] + [i for i in usable if i != first]
     res = lift.select_from_prompt(renderer, [views[i] for i in keep], seg, 0, p, max_views=max_views, log=log)
+    res.lifted = [keep[k] for k in res.lifted]  # indices into ``views``
     how = {"segmenter": seg.name,
            "prompt": {"view": view_key, "points": [tuple(q) for q in pts], "labels": list(labs),
                       "box": None if bx is None else tuple(bx)},
@@ -104,26 +107,43 @@ def select_on_view(rf, renderer, cams, views, missing: int, first: int, seg, pts
     return res, how
 
 
-def save_selection(rf, model_file: Path, renderer, views, name: str, labels, how: dict) -> Path:
-    """Write selection ``name`` of the run and its preview; returns the .json path."""
+def refine_lifted(rf, g, views, res, steps: int, log=_log):
+    """The boundary refinement (``--refine``) of lift result ``res`` over the views it lifted:
+    returns the refined model and its report."""
+    from recon.priors.refine import RefineOptions, RefineView, refine_selection
+
+    rv = [RefineView(views[k].camera, views[k].image, mask, views[k].alpha)
+          for k, (_, mask) in zip(res.lifted, res.votes.masks) if views[k].image is not None]
+    return refine_selection(g, rf.antialiased, rv, res.labels, RefineOptions(steps=steps), log=log)
+
+
+def save_selection(rf, model_file: Path, renderer, views, name: str, labels, how: dict, refined=None,
+                   refine_report=None) -> Path:
+    """Write selection ``name`` of the run and its preview; returns the .json path. With
+    ``refined`` (a splat dict from :func:`refine_lifted`) the selection holds that model."""
+    from recon.models.splats import SplatRenderer
     from recon.selection import write_selection
 
     if not np.asarray(labels).any():
         raise ReconError("the selection is empty: no primitive falls mostly inside the masks; prompt inside the object")
-    meta = write_selection(rf.root, model_file, name, labels, how)
+    meta = write_selection(rf.root, model_file, name, labels, how, refined=refined, refine_report=refine_report,
+                           model_primitives=renderer.num_primitives)
+    if refined is not None:
+        renderer = SplatRenderer(refined, antialiased=renderer.antialiased)
     _preview(meta.with_suffix(".png"), renderer, views, labels)
     return meta
 
 
 def main(
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
-    prompt: tuple[str, ...] = (),
-    negative: tuple[str, ...] = (),
+    prompt: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
+    negative: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
     box: Optional[str] = None,
     masks: Optional[Path] = None,
     segmenter: Optional[str] = None,
     name: str = "object",
     max_views: Optional[int] = None,
+    refine: Optional[int] = None,
     device: str = "auto",
 ) -> int:
     """Select one object of a trained splat run from a click, a box or per-view masks, lifted to the
@@ -140,10 +160,12 @@ def main(
         segmenter: sam2:PATH|ID (SAM 2 from local weights), grabcut (a --box; no weights) or ids:DIR (instance-id maps per image, 0 = background). Default: grabcut for a box, required for a click.
         name: The selection's name (RUN/selections/NAME.*).
         max_views: Grow the selection over at most this many training views (default: all).
+        refine: Boundary refinement: fine-tune the model this many steps so the selected Gaussians cover the masks and the rest does not (saved with the selection as NAME.ply; export uses it). 0: off. Default: 300 on splat runs.
         device: torch device for SAM 2 ("auto": CUDA when available, else CPU).
     """
     from recon.models.splats import SplatRenderer
     from recon.priors import lift
+    from recon.priors.refine import DEFAULT_STEPS
     from recon.priors.segment import load_segmenter, parse_view_prompt, views_of
     from recon.run import RunFolder
     from recon.selection import check_name
@@ -160,6 +182,8 @@ def main(
         raise ReconError(f"--masks {masks}: no such folder (one PNG per training image, named by its stem)")
     if max_views is not None and max_views < 1:
         raise ReconError(f"--max-views must be at least 1, got {max_views}")
+    if refine is not None and refine < 0:
+        raise ReconError(f"--refine must be 0 (off) or a number of steps, got {refine}")
     if masks is None:
         seg_spec = segmenter or ("grabcut" if not prompt else None)
         if seg_spec is None:
@@ -168,6 +192,9 @@ def main(
         seg = load_segmenter(seg_spec, device)
     rf = RunFolder.open(run)
     model_file = rf.require_model()
+    if refine and rf.method != "splat":
+        raise ReconError(f"--refine fine-tunes a static splat model; {rf.root} is a {rf.method} run (pass --refine 0)")
+    steps = (DEFAULT_STEPS if rf.method == "splat" else 0) if refine is None else int(refine)
     g = rf.gaussians()
     renderer = SplatRenderer(g, antialiased=rf.antialiased)
     t0 = time.perf_counter()
@@ -212,8 +239,11 @@ def main(
         first = lookup[view_key]
         res, how = select_on_view(rf, renderer, cams, views, missing, first, seg, pts, labs, bx, max_views)
     labels = res.labels
-    meta = save_selection(rf, model_file, renderer, views, name, labels, how)
+    refined = report = None
+    if steps > 0 and labels.any():
+        refined, report = refine_lifted(rf, g, views, res, steps)
+    meta = save_selection(rf, model_file, renderer, views, name, labels, how, refined, report)
     print(f"selected {int(labels.sum())} of {labels.size} primitives ({100 * labels.mean():.1f} %) from "
-          f"{res.views_used} views in {time.perf_counter() - t0:.1f} s")
+          f"{res.views_used} views{', refined' if refined is not None else ''} in {time.perf_counter() - t0:.1f} s")
     print(f"wrote {meta} (+ .npy, preview .png); export it with `recon export {rf.root} --selection {name}`")
     return 0

@@ -38,11 +38,13 @@ from complete votes are unchanged."""
 @dataclass
 class LiftView:
     """A training view: camera (``recon.scene.cameras.Camera``), uint8 image ``[H, W, 3]`` at the
-    camera's size, and the key the segmenter knows it by (the image's stem)."""
+    camera's size, and the key the segmenter knows it by (the image's stem); ``alpha`` (float
+    ``[H, W]``) when the image has an alpha channel (the image is then composited on white)."""
 
     camera: object
     image: Optional[np.ndarray]
     key: str
+    alpha: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -231,6 +233,9 @@ class LiftResult:
     views_skipped: int
     seconds: float
     per_view: list[dict] = field(default_factory=list)
+    votes: Optional[Votes] = None
+    """The votes the labels came from; ``votes.masks[k]`` is the mask of ``views[lifted[k]]``."""
+    lifted: list[int] = field(default_factory=list)
 
 
 def select_from_prompt(
@@ -253,6 +258,7 @@ def select_from_prompt(
 
         raise ReconError(f"{segmenter.name}: the prompt on {v0.key} gave an empty mask; prompt inside the object")
     add_view(votes, renderer, v0.camera, mask0)
+    lifted = [first]
     per_view = [{"view": v0.key, "mask_px": int(mask0.sum()), "prompted_by": "user"}]
     order = [i for i in view_order([v.camera for v in views], first) if i != first]
     if max_views is not None:
@@ -271,6 +277,7 @@ def select_from_prompt(
         p.labels = [1] * len(p.points)
         mask = _segment(segmenter, v.image, p, v.key, renderer, v.camera)
         add_view(votes, renderer, v.camera, mask)
+        lifted.append(i)
         labels = votes.labels()
         used += 1
         per_view.append({"view": v.key, "mask_px": int(mask.sum()), "footprint_px": int((fp >= 0.5).sum())})
@@ -279,7 +286,7 @@ def select_from_prompt(
             last = el
             log(f"select: {k}/{len(order)} views, {int(labels.sum())} primitives selected, "
                 f"{el:.1f} s elapsed, ETA {el / k * (len(order) - k):.1f} s")
-    return LiftResult(hull_labels(renderer, votes), used, skipped, time.perf_counter() - t0, per_view)
+    return LiftResult(hull_labels(renderer, votes), used, skipped, time.perf_counter() - t0, per_view, votes, lifted)
 
 
 def select_from_masks(renderer, views: Sequence[LiftView], masks: Sequence[Optional[np.ndarray]],
@@ -290,6 +297,7 @@ def select_from_masks(renderer, views: Sequence[LiftView], masks: Sequence[Optio
     used = 0
     last = -1.0
     todo = [(v, m) for v, m in zip(views, masks) if m is not None]
+    lifted = [i for i, m in enumerate(masks) if m is not None]
     for k, (v, m) in enumerate(todo, 1):
         add_view(votes, renderer, v.camera, m)
         used += 1
@@ -297,4 +305,4 @@ def select_from_masks(renderer, views: Sequence[LiftView], masks: Sequence[Optio
         if el - last >= 1.0 or k == len(todo):
             last = el
             log(f"select: {k}/{len(todo)} masks lifted, {el:.1f} s elapsed, ETA {el / k * (len(todo) - k):.1f} s")
-    return LiftResult(hull_labels(renderer, votes), used, len(views) - used, time.perf_counter() - t0)
+    return LiftResult(hull_labels(renderer, votes), used, len(views) - used, time.perf_counter() - t0, [], votes, lifted)

@@ -3,6 +3,7 @@ without costing held-out PSNR?
 
     .venv/bin/python scripts/bench/depth_prior.py                    # room, 40 views at 64 px, 10 train, 1500 steps
     .venv/bin/python scripts/bench/depth_prior.py --views 48 --train 8 --res 96 --steps 2000
+    .venv/bin/python scripts/bench/depth_prior.py --threads 1 --train 8
 
 The scene is the built-in ``room``; every ``views / train``-th view trains, the rest are held out.
 Every run starts from the same "SfM points": surface points back-projected from the training views'
@@ -105,7 +106,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default="none,mono-ssi,mono-l1,sfm-ssi")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch and CPU rasterizer threads (0: all)")
     args = ap.parse_args()
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     import scenes
     from recon.methods.splat import SplatConfig
     from recon.priors import depth as D
