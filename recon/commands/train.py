@@ -119,6 +119,8 @@ class TrainRequest:
     saved: object = None
     """The run's saved config when resuming."""
     run: object = None
+    explicit: frozenset = frozenset()
+    """Option names given on the command line (the capture-adapted budget leaves them alone)."""
 
 
 def parse(argv: list[str], prog: str = "recon train", offline: bool = False) -> TrainRequest:
@@ -169,7 +171,9 @@ def parse(argv: list[str], prog: str = "recon train", offline: bool = False) -> 
                 f"--resume: {', '.join(changed)} differ from the run's own options; resume with the same options "
                 f"(only --steps and --max-minutes may change) or start a new run with another --out"
             )
-    return TrainRequest(args=args, cfg=cfg, saved=saved, run=run)
+    from recon.train.budget import explicit_options
+
+    return TrainRequest(args=args, cfg=cfg, saved=saved, run=run, explicit=frozenset(explicit_options(argv)))
 
 
 def cli(argv: list[str]) -> int:
@@ -249,13 +253,16 @@ def run_request(req: TrainRequest, log=print) -> int:
         from recon.train.trainer import check_scene
 
         check_scene(cfg.method, sc)
+        from recon.train.budget import apply as apply_budget
+
+        budget = apply_budget(cfg, sc, set(req.explicit), log=log)
         _log_distortion(sc, log)
         from recon.train.init_points import prepare_points
 
         points = prepare_points(sc, cfg.init_points, sc.indices("train"), log=log)
         created = not out.exists()
         run = RunFolder.create(out, cfg, scene_path, sc.format)
-        run.update(init_points=points, undistorted=_distortion_record(sc))
+        run.update(init_points=points, undistorted=_distortion_record(sc), **({"budget": budget} if budget else {}))
     out = run.root
     n_held = len(sc.split("test")) or len(sc.split("val"))
     log(f"[train] scene {scene_path} ({sc.format}): {len(sc.split('train'))} train / {n_held} held-out views; "
