@@ -1,7 +1,7 @@
 """``recon info PATH``: what a scene folder contains.
 
 Reports the format, frames per split, image resolution(s), camera model(s), whether poses, masks,
-depths and times exist, the number of sparse points and any video files. Reads metadata and, for
+depths and times exist (and how many distinct times, with how many frames each), the number of sparse points and any video files. Reads metadata and, for
 plain image folders, image headers only; no pixels are decoded.
 """
 
@@ -44,6 +44,38 @@ def _sources(root: Path, fmt: str) -> list[str]:
     return []
 
 
+def time_layout(times: list[Optional[float]]) -> Optional[dict[str, Any]]:
+    """How the frames at ``times`` (one entry per frame, ``None`` for a frame without one) cover time.
+
+    Returns ``None`` when no frame has a time, else ``{"times": distinct times, "min_views",
+    "max_views": frames per time, "untimed": frames without a time, "kind"}`` with ``kind``
+    "monocular" (one frame per time: a moving camera, D-NeRF's teleporting camera, a video),
+    "multi-view" (the same number of frames, two or more, at every time: a capture stage) or
+    "mixed". Times equal to 1e-6 are the same time."""
+    timed = [round(float(t), 6) for t in times if t is not None]
+    if not timed:
+        return None
+    per = Counter(timed)
+    lo, hi = min(per.values()), max(per.values())
+    kind = "monocular" if hi == 1 else "multi-view" if lo == hi else "mixed"
+    return {"times": len(per), "min_views": lo, "max_views": hi, "untimed": len(times) - len(timed), "kind": kind}
+
+
+def describe_time_layout(layout: dict[str, Any], source: Optional[str] = None) -> str:
+    """One line for :func:`time_layout`'s result, e.g. "65 times, 1 view each (monocular video)"
+    or "5 times x 8 views (multi-view rig)"."""
+    n, lo, hi = layout["times"], layout["min_views"], layout["max_views"]
+    if layout["kind"] == "monocular":
+        text = f"{n} time{'s' if n != 1 else ''}, 1 view each (monocular{' video' if source == 'video' else ''})"
+    elif layout["kind"] == "multi-view":
+        text = f"{n} time{'s' if n != 1 else ''} x {lo} views (multi-view rig)"
+    else:
+        text = f"{n} times, {lo}-{hi} views each (mixed)"
+    if layout["untimed"]:
+        text += f"; {layout['untimed']} frame(s) without a time"
+    return text
+
+
 def scene_info(path: Path | str) -> dict[str, Any]:
     """A JSON-serialisable summary of the scene at ``path`` (see the module docstring)."""
     from recon.scene.images import image_size
@@ -68,6 +100,9 @@ def scene_info(path: Path | str) -> dict[str, Any]:
                 "masks": 0,
                 "depths": 0,
                 "times": None,
+                "time_layout": None,
+                "time_layout_train": None,
+                "time_source": None,
                 "sparse_points": 0,
                 "videos": videos,
             }
@@ -122,6 +157,9 @@ def scene_info(path: Path | str) -> dict[str, Any]:
         "masks": sum(1 for f in frames if f.mask_path is not None),
         "depths": sum(1 for f in frames if f.depth_path is not None),
         "times": None if not times else {"frames": len(times), "min": min(times), "max": max(times)},
+        "time_layout": time_layout([f.time for f in frames]),
+        "time_layout_train": time_layout([f.time for f in frames if f.split == "train"]),
+        "time_source": scene.time_source,
         "sparse_points": 0 if scene.points is None else int(len(scene.points)),
         "background": None if scene.background is None else list(scene.background),
         "distortion": distortion,
@@ -164,7 +202,14 @@ def format_info(info: dict[str, Any]) -> str:
         row("masks", _count(info["masks"], total))
         row("depths", _count(info["depths"], total))
         t = info["times"]
-        row("times", "none" if not t else f"{_count(t['frames'], total)}, {t['min']:.4g} to {t['max']:.4g}")
+        row("times", "none" if not t else f"{_count(t['frames'], total)}, {t['min']:.4g} to {t['max']:.4g}"
+            + (" (from the video's frame times)" if info.get("time_source") == "video" else ""))
+        if info.get("time_layout"):
+            text = describe_time_layout(info["time_layout"], info.get("time_source"))
+            tr = info.get("time_layout_train")
+            if tr and tr != info["time_layout"] and tr["kind"] != info["time_layout"]["kind"]:
+                text += f"; training split: {describe_time_layout(tr, info.get('time_source'))}"
+            row("per time", text)
         row("sparse points", str(info["sparse_points"]) if info["sparse_points"] else "none")
         d = info.get("distortion")
         if info["poses"]:

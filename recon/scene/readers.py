@@ -483,7 +483,23 @@ def read_nerfstudio(json_path: Path, background: Optional[tuple[float, float, fl
         point_colors=colors,
         background=background,
         applied_transform=applied,
+        time_source=_time_source(meta, json_path),
     )
+
+
+TIME_KEY = "recon_time"
+"""Top-level ``transforms.json`` entry describing where the frames' times come from
+(``{"source": "video", ...}``, written by ``recon process`` for one video; nerfstudio ignores it)."""
+
+
+def _time_source(meta: dict, json_path: Path) -> Optional[str]:
+    info = meta.get(TIME_KEY)
+    if info is None:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("source"), str):
+        raise ReconError(f"{json_path}: '{TIME_KEY}' must be an object with a 'source' string (e.g. \"video\"); "
+                         "remove it if the frames' times are the capture's own")
+    return info["source"]
 
 
 def _optional_file(root: Path, rel: Any, where: str, key: str) -> Optional[Path]:

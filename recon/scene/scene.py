@@ -112,6 +112,10 @@ class Scene:
     """``(near, far)`` scene depths the content lies between, when the format gives them (LLFF bounds)."""
     background_key: Optional[tuple[float, float, float]] = None
     """Backdrop colour of RGB images keyed to alpha (:mod:`recon.scene.backdrop`; ``None``: no key)."""
+    time_source: Optional[str] = None
+    """Where the frames' times come from when they are not a dynamic capture's own: ``"video"``
+    for one video's frame times (``recon process VIDEO``), which static methods ignore (the subject
+    may not move) and dynamic methods train on; ``None`` otherwise."""
     _cache: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -71,7 +71,7 @@ def write_transforms_json(scene: Scene, path: Path | str) -> Path:
     p1, p2``) at the top level when every frame shares them, else in every frame. Each frame
     has ``file_path`` (relative to the JSON's folder), ``transform_matrix`` (OpenGL
     camera-to-world, as nerfstudio expects) and, where present, ``time``, ``mask_path`` and
-    ``depth_file_path``. ``train_filenames`` / ``val_filenames`` / ``test_filenames`` record the
+    ``depth_file_path`` (and ``recon_time`` when the times come from one video). ``train_filenames`` / ``val_filenames`` / ``test_filenames`` record the
     splits; ``applied_transform`` (3x4) is written when not identity; sparse points go to
     ``sparse_pc.ply`` beside it, named by ``ply_file_path``.
     """
@@ -103,6 +103,8 @@ def write_transforms_json(scene: Scene, path: Path | str) -> Path:
         ply = root / "sparse_pc.ply"
         write_ply_points(ply, scene.points, scene.point_colors)
         out["ply_file_path"] = ply.name
+    if scene.time_source is not None and any(f.time is not None for f in scene.frames):
+        out["recon_time"] = {"source": scene.time_source}
     for split in SPLITS:
         names = [fd["file_path"] for fd, f in zip(frames, scene.frames) if f.split == split]
         if names:

@@ -263,7 +263,8 @@ def process(
                 shutil.rmtree(out, ignore_errors=True)
             raise
         prog(f"{len(ing.images)} images" + (f" ({len(ing.videos)} video(s))" if ing.videos else ""))
-    out_key = options_key(opts, extra=[PIPELINE_VERSION, ing.key])
+    # One video alone also writes frame times and a time-ordered split (outputs made before that rerun).
+    out_key = options_key(opts, extra=[PIPELINE_VERSION, ing.key] + (["video-times-1"] if video_times(ing) else []))
     key_file = cache / "output.key"
     if not opts.force and key_file.is_file() and key_file.read_text().strip() == out_key and (out / "transforms.json").is_file():
         if log:
@@ -423,14 +424,19 @@ def _write_outputs(
     shared = all(i == intr[0] for i in intr)
     tj: dict[str, Any] = dict(intr[0]) if shared else {"camera_model": "PINHOLE"}
     frames = []
+    times = video_times(ing)
     for im, c2w, ii in zip(ims, c2w_out, intr):
         fd: dict[str, Any] = {"file_path": f"images/{im.name}"}
         if not shared:
             fd.update(ii)
         fd["transform_matrix"] = opencv_to_opengl(c2w).tolist()
         fd["colmap_im_id"] = int(im.image_id)
+        if times and im.name in times:
+            fd["time"] = times[im.name]
         frames.append(fd)
     tj["frames"] = frames
+    if times:
+        _video_time_outputs(tj, ing, frames)
     tj["applied_transform"] = M[:3, :].tolist()
     pts_ids = sorted(urec.points3D.keys())
     P = np.array([urec.points3D[i].xyz for i in pts_ids], dtype=np.float64).reshape(-1, 3)
@@ -513,6 +519,58 @@ def _write_outputs(
     except Exception as e:  # a plot must never fail the run
         warnings.append(f"could not draw sfm_report.png ({e})")
     return report
+
+
+def video_times(ing: IngestResult) -> dict[str, float]:
+    """Scene time in [0, 1] of each ingested frame when the capture is one video alone, else ``{}``.
+
+    Times are the frames' presentation times normalised over the sampled frames (the first kept
+    frame is 0, the last is 1), so a variable frame rate keeps real time. A capture with photos,
+    several videos (a multi-view rig needs its clips aligned first) or a video whose kept frames
+    all share one time gets none."""
+    if len(ing.videos) != 1 or not ing.images or any(im.kind != "video" or im.time_s is None for im in ing.images):
+        return {}
+    t = {im.name: float(im.time_s) for im in ing.images}
+    lo, hi = min(t.values()), max(t.values())
+    if not hi > lo:
+        return {}
+    return {name: float(f"{(v - lo) / (hi - lo):.9g}") for name, v in t.items()}
+
+
+VIDEO_TEST_EVERY = 8
+VIDEO_TEST_OFFSET = 4
+
+
+def video_split(n: int) -> list[bool]:
+    """Which of ``n`` time-ordered video frames are held out: every 8th from the 5th (index % 8 == 4),
+    never the first or the last, so each held-out time lies between two training times (a
+    held-out first or last frame would score extrapolation in time); the middle frame when that
+    leaves none and ``n >= 3``."""
+    held = [0 < k < n - 1 and k % VIDEO_TEST_EVERY == VIDEO_TEST_OFFSET for k in range(n)]
+    if not any(held) and n >= 3:
+        held[n // 2] = True
+    return held
+
+
+def _video_time_outputs(tj: dict[str, Any], ing: IngestResult, frames: list[dict[str, Any]]) -> None:
+    """Add the time provenance and the time-ordered train/test split of a single video to ``tj``."""
+    from recon.scene.readers import TIME_KEY
+
+    timed = sorted((fd for fd in frames if "time" in fd), key=lambda fd: (fd["time"], fd["file_path"]))
+    held = video_split(len(timed))
+    secs = sorted(float(im.time_s) for im in ing.images)  # type: ignore[arg-type]
+    tj[TIME_KEY] = {
+        "source": "video",
+        "video": Path(ing.videos[0]).name,
+        "frames_sampled": len(ing.images),
+        "first_s": secs[0],
+        "last_s": secs[-1],
+        "time": "(t_s - first_s) / (last_s - first_s): the first sampled frame is 0, the last 1",
+        "held_out": f"every {VIDEO_TEST_EVERY}th registered frame in time order from the {VIDEO_TEST_OFFSET + 1}th "
+                    f"(index % {VIDEO_TEST_EVERY} == {VIDEO_TEST_OFFSET}), never the first or last",
+    }
+    tj["train_filenames"] = [fd["file_path"] for fd, h in zip(timed, held) if not h]
+    tj["test_filenames"] = [fd["file_path"] for fd, h in zip(timed, held) if h]
 
 
 def command_line(argv: list[str]) -> str:

@@ -56,17 +56,43 @@ def default_terms(cfg: TrainConfig, scene: Scene, train_idx: list[int]) -> list[
 
 def check_scene(method: str, scene: Scene):
     """The class of ``method``, after checking it can train ``scene`` (a static method refuses a
-    dynamic capture rather than blur its motion into one model)."""
+    dynamic capture rather than blur its motion into one model; one video's frame times, which may
+    film a still subject, are left to the static method to ignore)."""
     from recon.methods import get_method
 
     cls = get_method(method)
-    if scene.has_time and not getattr(cls, "dynamic", False):
+    if scene.has_time and not getattr(cls, "dynamic", False) and scene.time_source != "video":
         raise ReconError(
             f"{scene.root}: the frames carry times (a dynamic capture) but method {method!r} is static; "
             "it would blur the motion into one model. Train a static capture, or drop the frames' times "
             "to train one anyway"
         )
     return cls
+
+
+def capture_notes(method_cls: type, scene: Scene, train_idx: list[int]) -> list[str]:
+    """Warnings about what ``scene``'s capture lets ``method_cls`` learn, one line each.
+
+    A dynamic method on a monocular capture (one training view per time, such as a moving-camera
+    video) is told what a single camera cannot resolve; a static method on a video's frame times is
+    told they are ignored."""
+    from recon.scene.info import time_layout
+
+    notes = []
+    dynamic = bool(getattr(method_cls, "dynamic", False))
+    layout = time_layout([scene.frames[i].time for i in train_idx])
+    if dynamic and layout is not None and layout["kind"] == "monocular" and layout["times"] >= 2:
+        text = (f"[warn] monocular capture: each of the {layout['times']} training times is seen by one camera, so motion "
+                "along the viewing direction and any part seen from one side only are guessed by the motion model, "
+                "not measured")
+        if scene.time_source == "video":
+            text += ("; the held-out frames are other times along the same camera path, not other viewpoints of one "
+                     "instant, so their PSNR measures interpolation in time, not novel views")
+        notes.append(text)
+    if not dynamic and scene.time_source == "video" and scene.has_time:
+        notes.append("[train] the frames' times (from the video) are ignored by this static method, which assumes the "
+                     "subject does not move; --method splat4d trains a moving subject")
+    return notes
 
 
 def set_threads(n: int) -> None:
@@ -147,6 +173,8 @@ class Trainer:
         self.backdrop = apply_backdrop_key(scene, cfg.background_key, train_idx, log=log)
         self.views = Views(scene, train_idx, cfg.downscale, with_depth=cfg.depth_loss != "none")
         self.method = make_method(cfg, scene, self.views, self.device)
+        for note in capture_notes(type(self.method), scene, train_idx):
+            log(note)
         self.handle = TrainHandle(self)
         """What callbacks may do beyond watching: render training views, replace their targets."""
         self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + default_terms(cfg, scene, train_idx)
