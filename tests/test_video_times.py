@@ -112,3 +112,13 @@ def test_video_split_rule():
     assert video_split(3) == [False, True, False]
     assert [k for k, h in enumerate(video_split(65)) if h] == [4, 12, 20, 28, 36, 44, 52, 60]
     assert [k for k, h in enumerate(video_split(13)) if h] == [4]  # 12 is the last frame: kept for training
+
+
+def test_degenerate_focal_is_flagged():
+    from recon.sfm.pipeline import fov_warning
+
+    # The default SfM run on the real walking-lady video once solved 122 px for 926 px frames (150 degrees).
+    msg = fov_warning([{"fl_x": 122.1, "fl_y": 122.1, "w": 926, "h": 489}])
+    assert msg is not None and "150-degree" in msg and "--mapper global" in msg
+    assert fov_warning([{"fl_x": 655.3, "fl_y": 655.3, "w": 866, "h": 481}]) is None  # 67 degrees
+    assert fov_warning([{"fl_x": 500.0, "w": 1000}, {"fl_x": 250.0, "w": 1000}]) is not None  # the widest counts

@@ -477,6 +477,9 @@ def _write_outputs(
         warnings.append(f"skipped {len(ing.duplicates)} duplicate image(s): " + ", ".join(Path(p).name for p, _ in ing.duplicates[:5]))
     if stats["mean_reprojection_error_px"] > 2.0:
         warnings.append(f"high mean reprojection error ({stats['mean_reprojection_error_px']:.2f} px): check for motion blur, rolling shutter or a wrong camera model")
+    wide = fov_warning(intr)
+    if wide:
+        warnings.append(wide)
     if stats["mean_track_length"] and stats["mean_track_length"] < 2.5:
         warnings.append(f"short feature tracks ({stats['mean_track_length']:.2f}): images overlap little; poses may be inaccurate")
     if command is None:
@@ -519,6 +522,27 @@ def _write_outputs(
     except Exception as e:  # a plot must never fail the run
         warnings.append(f"could not draw sfm_report.png ({e})")
     return report
+
+
+MAX_PLAUSIBLE_FOV_DEG = 120.0
+
+
+def fov_warning(intrinsics: list[dict[str, Any]]) -> Optional[str]:
+    """A warning when a solved pinhole camera (``{"fl_x", "w", ...}`` as in ``transforms.json``) sees
+    a horizontal field of view wider than 120 degrees, else ``None``.
+
+    Undistorted frames of ordinary lenses stay well below that; a collapsed focal length is the
+    mark of a degenerate solution (on a hand-held video of a walking person, 122 px for a 926 px
+    frame, every camera at one point and every point at depth 0), which trains into a blur."""
+    worst = max(intrinsics, key=lambda i: i["w"] / max(float(i["fl_x"]), 1e-9), default=None)
+    if worst is None:
+        return None
+    fov = float(np.degrees(2 * np.arctan(worst["w"] / (2 * max(float(worst["fl_x"]), 1e-9)))))
+    if fov <= MAX_PLAUSIBLE_FOV_DEG:
+        return None
+    return (f"solved focal length {worst['fl_x']:.0f} px for {worst['w']} px wide frames is a {fov:.0f}-degree field of view: "
+            "probably a degenerate solution (a camera moving straight ahead, a large moving subject or a fixed "
+            "overlay such as a watermark can cause it); try --matcher exhaustive --mapper global --force")
 
 
 def video_times(ing: IngestResult) -> dict[str, float]:
