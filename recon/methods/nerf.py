@@ -15,8 +15,9 @@ import io
 import json
 import math
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ from recon.nerf.field import Rays, VoxelField, camera_rays, density_bias, render
 
 MODEL_FILE = "nerf.npz"
 MODEL_FORMAT = "recon-voxel-field"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
+"""1: the field; 2: optionally its environment map (``env_logits``, ``env_rot``)."""
 
 
 @dataclass
@@ -79,6 +81,19 @@ class NerfConfig:
     """Grow the estimated box by this factor about its centre."""
     near: float = 0.0
     """Samples start at least this far from the camera."""
+    background_model: Literal["auto", "env", "flat"] = dc_field(default="auto", metadata={"hash_unless": "auto"})
+    """What rays see once they leave the box: env, a learned environment map (the distant scene:
+    sky, buildings, the room around an object; :mod:`recon.nerf.env`); flat, the run's background
+    colour. auto: env for captures without alpha whose images are not an object on a plain
+    backdrop (real photos), flat for RGBA, keyed and plain-backdrop ones."""
+    env_width: int = dc_field(default=64, metadata={"hash_unless": 64})
+    """Environment-map texels around the horizon (half as many from pole to pole)."""
+    lr_env: float = dc_field(default=0.05, metadata={"hash_unless": 0.05})
+    """Adam learning rate of the environment map's logits."""
+    env_start: float = dc_field(default=0.15, metadata={"hash_unless": 0.15})
+    """Fraction of training (steps or --max-minutes) before the map learns: it starts as the median
+    colour of the training pixels per direction and stays so while the field forms the objects
+    (learning from the start, it soaks up object colours that the field then has to undo)."""
 
     def validate(self) -> None:
         def bad(name: str, want: str) -> None:
@@ -106,7 +121,11 @@ class NerfConfig:
             bad("tv_color_every", "must be at least 1")
         if not 0 <= self.t_stop < 1:
             bad("t_stop", "must be in [0, 1)")
-        for name in ("lr_density", "lr_color", "near", "tv_density", "tv_color"):
+        if not 0 <= self.env_start < 1:
+            bad("env_start", "must be in [0, 1)")
+        if not 4 <= self.env_width <= 4096:
+            bad("env_width", "must be in 4..4096")
+        for name in ("lr_density", "lr_color", "near", "tv_density", "tv_color", "lr_env"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, "must be a finite number >= 0")
@@ -212,6 +231,13 @@ class RaySampler:
     def __len__(self) -> int:
         return int(self.rgb.shape[0])
 
+    def all_dirs_and_colours(self, every: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+        """Directions ``[P, 3]`` and colours ``[P, 3]`` of every ``every``-th training pixel."""
+        idx = torch.arange(0, len(self), every)
+        vid = self.vid[idx].long()
+        _, d, _ = camera_rays(self.c2w[vid], self.K[vid], self.us[idx], self.vs[idx])
+        return d, self.rgb[idx]
+
     def refresh(self, views, k: int) -> None:
         """Copy training view ``k``'s current target (colour, alpha) back into the ray pool (after
         :meth:`recon.train.data.Views.replace`)."""
@@ -285,7 +311,8 @@ class NerfRenderer:
                 if f.device.type != "cpu":
                     r = Rays(*(t.to(f.device) for t in (r.origins, r.dirs, r.near, r.offsets, r.zscale)))
                 C, D, T = render_rays(f, r, sh_basis(r.dirs, f.sh_degree), self.t_stop)
-                rgb, alpha, depth = compose(C, D, T, r.zscale, bg)
+                # A field with an environment map shows it (the distant scene is part of the model).
+                rgb, alpha, depth = compose(C, D, T, r.zscale, bg if f.env is None else f.env(r.dirs))
                 rgbs.append(rgb.cpu())
                 alphas.append(alpha.cpu())
                 depths.append(depth.cpu())
@@ -344,14 +371,32 @@ class NerfMethod(Method):
         self.field = VoxelField(lo, hi, res, self.nc.sh_degree, density_bias(self.nc.alpha_init, step0),
                                 self.nc.step_ratio, device)
         self.sampler = RaySampler(views, cfg.background, scene.background)
+        if self.nc.background_model == "env" or (self.nc.background_model == "auto" and self._distant_background(scene)):
+            from recon.nerf.env import EnvMap, up_frame
+
+            w = self.nc.env_width
+            self.field.env = EnvMap(up_frame(self.sampler.c2w.numpy()), max(w // 2, 2), w, device=device)
+            self.field.env.fit_median(*self.sampler.all_dirs_and_colours())
         self.upsamples = 0
         self.visible = self._visible_cells()
         self._make_optimizer()
+        self._make_env_optimizer()
+
+    def _distant_background(self, scene) -> bool:
+        """auto: a capture without alpha whose images do not show an object on a plain backdrop (a
+        real capture: the surroundings reach past the box) gets an environment map."""
+        if self.sampler.any_alpha:
+            return False
+        from recon.train.init_points import plain_background
+
+        return not plain_background(scene, scene.indices("train"))
 
     def describe_init(self) -> str:
         lo, hi = self.field.lo.numpy(), self.field.hi.numpy()
+        env = self.field.env
+        bg = f"environment map {env.shape[0]}x{env.shape[1]}" if env is not None else "flat background"
         return (f"voxel grid {'x'.join(map(str, self.field.res))} over box {np.round(lo, 3).tolist()} - "
-                f"{np.round(hi, 3).tolist()}, SH degree {self.nc.sh_degree}, {len(self.sampler):,} training rays; "
+                f"{np.round(hi, 3).tolist()}, SH degree {self.nc.sh_degree}, {bg}, {len(self.sampler):,} training rays; "
                 f"{'Numba CPU kernels' if self.device.type == 'cpu' else 'PyTorch ops on ' + str(self.device)}")
 
     def _visible_cells(self) -> torch.Tensor:
@@ -385,6 +430,15 @@ class NerfMethod(Method):
             self.field.occ = (self.field.occ.bool() & self.visible.to(self.field.occ.device)).to(torch.uint8)
 
     # ---- optimisation -------------------------------------------------------------------------------
+    def _make_env_optimizer(self) -> None:
+        """The environment map's own Adam (kept across grid upsamples)."""
+        env = self.field.env
+        self.env_param = self.env_opt = None
+        if env is not None:
+            self.env_param = torch.nn.Parameter(env.logits)
+            env.logits = self.env_param.data  # one storage: the optimiser's steps are the map's
+            self.env_opt = torch.optim.Adam([self.env_param], lr=self.nc.lr_env, betas=(0.9, 0.99), eps=1e-8)
+
     def _make_optimizer(self) -> None:
         if self.device.type == "cpu":
             from recon.nerf import cpu
@@ -412,11 +466,17 @@ class NerfMethod(Method):
             C, D, T = cpu.render(self.field, rays, Y, self.nc.t_stop, True, self.grads)
         else:
             C, D, T = render_rays(self.field, rays, Y, self.nc.t_stop, True)
-        rgb, alpha, depth = compose(C, D, T, rays.zscale, batch.background)
+        bg = batch.background if self.env_param is None else self.field.env(rays.dirs, self.env_param)
+        rgb, alpha, depth = compose(C, D, T, rays.zscale, bg)
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
 
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         scale = self.nc.lr_final ** progress
+        if self.env_opt is not None:
+            if progress >= self.nc.env_start:
+                self.env_opt.param_groups[0]["lr"] = self.nc.lr_env * scale
+                self.env_opt.step()
+            self.env_opt.zero_grad(set_to_none=True)
         # TV weights are relative to the loss summed over rays; the photometric loss is a mean.
         lam_d = self.nc.tv_density / self.nc.rays_per_batch
         lam_f = self.nc.tv_color / self.nc.rays_per_batch
@@ -475,14 +535,18 @@ class NerfMethod(Method):
 
     # ---- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"field": self.field.state_dict(), "opt": self.opt.state_dict(), "upsamples": self.upsamples}
+        return {"field": self.field.state_dict(), "opt": self.opt.state_dict(), "upsamples": self.upsamples,
+                **({"env_opt": self.env_opt.state_dict()} if self.env_opt is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
-        self.field = VoxelField.from_state(state["field"], self.device)
+        self.field = VoxelField.from_state(state["field"], self.device)  # with its map, if it has one
         self.upsamples = int(state["upsamples"])
         self.visible = self._visible_cells()
         self._make_optimizer()
         self.opt.load_state_dict(state["opt"])
+        self._make_env_optimizer()
+        if self.env_opt is not None and "env_opt" in state:
+            self.env_opt.load_state_dict(state["env_opt"])
 
     # ---- the trained model --------------------------------------------------------------------------
     def renderer(self) -> NerfRenderer:
@@ -517,9 +581,12 @@ def encode_field(field: VoxelField, provenance: dict[str, str]) -> bytes:
     ids = used_voxels(field)
     meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, **field.meta(), "provenance": dict(provenance)}
     buf = io.BytesIO()
+    env = {}
+    if field.env is not None:
+        env = {"env_logits": field.env.logits.detach().cpu().numpy(), "env_rot": field.env.rot.cpu().numpy()}
     np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), ids=ids.numpy().astype(np.int64),
                         density=field.density.detach().cpu()[ids].numpy(),
-                        feats=field.feats.detach().cpu()[ids].numpy(), occ=np.packbits(field.occ.cpu().numpy()))
+                        feats=field.feats.detach().cpu()[ids].numpy(), occ=np.packbits(field.occ.cpu().numpy()), **env)
     return buf.getvalue()
 
 
@@ -528,6 +595,7 @@ def decode_field(path: Path, device="cpu") -> VoxelField:
         with np.load(path) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             ids, dens, feats, occ = z["ids"], z["density"], z["feats"], z["occ"]
+            env = (z["env_logits"], z["env_rot"]) if "env_logits" in z.files else None
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise ReconError(f"cannot read NeRF model {path}: {e}") from None
     if meta.get("format") != MODEL_FORMAT:
@@ -541,4 +609,8 @@ def decode_field(path: Path, device="cpu") -> VoxelField:
     f.density[ids_t] = torch.from_numpy(dens)
     f.feats[ids_t] = torch.from_numpy(feats)
     f.occ = torch.from_numpy(np.unpackbits(occ)[: f.num_cells].copy())
+    if env is not None:
+        from recon.nerf.env import EnvMap
+
+        f.env = EnvMap(env[1], logits=torch.from_numpy(np.asarray(env[0], np.float32)))
     return f.to(device) if str(device) != "cpu" else f

@@ -78,12 +78,14 @@ class VoxelField:
     spanning ``[lo, hi]`` (vertex ``(i, j, k)`` has id ``(i ny + j) nz + k``), with the cell occupancy
     ``occ [(nx-1)(ny-1)(nz-1)]`` (uint8) used for empty-space skipping.
 
-    ``step_ratio``: sample spacing in voxels; ``bias``: the density shift (:func:`density_bias`).
+    ``step_ratio``: sample spacing in voxels; ``bias``: the density shift (:func:`density_bias`);
+    ``env``: the background at infinity (:class:`recon.nerf.env.EnvMap`) or None (a flat background
+    given at render time).
     """
 
     def __init__(self, lo, hi, res: tuple[int, int, int], sh_degree: int, bias: float, step_ratio: float = 0.5,
                  device: torch.device | str = "cpu", density: Optional[Tensor] = None,
-                 feats: Optional[Tensor] = None, occ: Optional[Tensor] = None):
+                 feats: Optional[Tensor] = None, occ: Optional[Tensor] = None, env=None):
         self.lo = torch.as_tensor(np.asarray(lo, np.float32)).clone()
         self.hi = torch.as_tensor(np.asarray(hi, np.float32)).clone()
         self.res = tuple(int(r) for r in res)
@@ -101,6 +103,7 @@ class VoxelField:
                       else feats.to(self.device, torch.float32).contiguous())
         self.occ = (torch.ones(self.num_cells, dtype=torch.uint8, device=self.device) if occ is None
                     else occ.to(self.device, torch.uint8).contiguous())
+        self.env = env
 
     # ---- geometry ---------------------------------------------------------------------------------
     @property
@@ -157,7 +160,7 @@ class VoxelField:
         vol = F.grid_sample(self._as_volume(), grid, mode="bilinear", padding_mode="border", align_corners=True)
         flat = vol[0].reshape(vol.shape[1], -1).T.contiguous()
         return VoxelField(lo_t, hi_t, res, self.sh_degree, self.bias, self.step_ratio, self.device,
-                          density=flat[:, 0].contiguous(), feats=flat[:, 1:].contiguous())
+                          density=flat[:, 0].contiguous(), feats=flat[:, 1:].contiguous(), env=self.env)
 
     def occupied_box(self, margin_cells: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """The box of the occupied cells grown by ``margin_cells`` (the whole box when none is)."""
@@ -197,12 +200,18 @@ class VoxelField:
 
     def state_dict(self) -> dict:
         return {**self.meta(), "density": self.density.detach().cpu().clone(),
-                "feats": self.feats.detach().cpu().clone(), "occ": self.occ.cpu().clone()}
+                "feats": self.feats.detach().cpu().clone(), "occ": self.occ.cpu().clone(),
+                **({"env": self.env.state()} if self.env is not None else {})}
 
     @classmethod
     def from_state(cls, s: dict, device="cpu") -> "VoxelField":
+        env = None
+        if s.get("env") is not None:
+            from recon.nerf.env import EnvMap
+
+            env = EnvMap.from_state(s["env"], device)
         return cls(s["lo"], s["hi"], tuple(s["res"]), s["sh_degree"], s["bias"], s["step_ratio"], device,
-                   density=s["density"], feats=s["feats"], occ=s["occ"])
+                   density=s["density"], feats=s["feats"], occ=s["occ"], env=env)
 
     def to(self, device) -> "VoxelField":
         return VoxelField.from_state(self.state_dict(), device)
