@@ -122,3 +122,23 @@ def test_degenerate_focal_is_flagged():
     assert msg is not None and "150-degree" in msg and "--mapper global" in msg
     assert fov_warning([{"fl_x": 655.3, "fl_y": 655.3, "w": 866, "h": 481}]) is None  # 67 degrees
     assert fov_warning([{"fl_x": 500.0, "w": 1000}, {"fl_x": 250.0, "w": 1000}]) is not None  # the widest counts
+
+
+def test_malformed_time_source_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    meta = {"fl_x": 5.0, "w": 8, "h": 6, "recon_time": "video",
+            "frames": [{"file_path": "a.png", "transform_matrix": np.eye(4).tolist(), "time": 0.0}]}
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    assert run(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "recon_time" in err[0] and "transforms.json" in err[0] and "Traceback" not in err[0]
+    # Written back by the writer (a round trip keeps the time source).
+    from recon.scene.writers import write_transforms_json
+
+    meta["recon_time"] = {"source": "video"}
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    sc = load_scene(tmp_path)
+    write_transforms_json(sc, tmp_path / "copy" / "transforms.json")
+    assert load_scene(tmp_path / "copy").time_source == "video"
