@@ -142,3 +142,19 @@ def test_malformed_time_source_is_one_line(tmp_path, capsys):
     sc = load_scene(tmp_path)
     write_transforms_json(sc, tmp_path / "copy" / "transforms.json")
     assert load_scene(tmp_path / "copy").time_source == "video"
+
+
+def test_partition_blocks_keep_the_video_time_source(processed, tmp_path):
+    """A block of `recon train --partition` on a video scene stays trainable by static splats."""
+    from recon.cluster.partition import Block, Plan, write_block_scene
+    from recon.train.trainer import check_scene
+
+    _, out = processed
+    sc = load_scene(out)
+    train = sc.indices("train")
+    block = Block(i=0, j=0, core=[-1e9, 1e9, -1e9, 1e9], expanded=[-1e9, 1e9, -1e9, 1e9], frames=train[:6])
+    plan = Plan(origin=[0.0, 0.0, 0.0], u=[1.0, 0.0, 0.0], v=[0.0, 1.0, 0.0], up=[0.0, 0.0, 1.0], blocks=[block])
+    folder = write_block_scene(sc, plan, block, sc.points, tmp_path / "block")
+    sub = load_scene(folder)
+    assert sub.time_source == "video" and sub.has_time and len(sub.frames) == 6
+    assert check_scene("splat", sub).name == "splat"
