@@ -38,7 +38,7 @@ def _scene_facts(scene_dir: Path) -> dict:
             "registered": len(tj["frames"]), "matcher": rep.get("matcher"), "mapper": rep.get("mapper")}
 
 
-def _rows(run_dir: Path, columns: int, device: torch.device):
+def _rows(run_dir: Path):
     """(facts, per-held-out-frame records with images) of one run."""
     from recon.eval.metrics import psnr
     from recon.run import EVAL_BACKGROUND, RunFolder
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     print("| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |")
     first = None
     for r in args.runs:
-        facts, recs = _rows(r, args.columns, torch.device("cpu"))
+        facts, recs = _rows(r)
         first = first or recs
         t = facts["times"]
         print(f"| {r.name} | {facts['method']} | {facts['registered']} / {facts['sampled']} | {facts['matcher']}, "
