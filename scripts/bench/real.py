@@ -7,6 +7,7 @@ wait4) are measured here, quality is read from the run's metrics.json, the rende
 --grids (default docs/img) as real_<case>.png. Usage:
 
     python scripts/bench/real.py [--cases fox,beer-poses,beer-sfm,...] [--out bench-real] [--preset fast]
+    python scripts/bench/real.py --cases sceaux,beer-sfm --method nerf   # runs and grids named CASE-nerf
 
 Cases (every 8th photo held out; --preset fast trains at 640 px on the longest side):
     fox           fox as shipped: transforms.json (OPENCV distortion) without points
@@ -103,11 +104,12 @@ def beer_video_split(scene: Path, dst: Path) -> None:
           f"(video frames {sorted(held.values())})", flush=True)
 
 
-def plan(name: str, out: Path, preset: str, extra: list[str]) -> list:
+def plan(name: str, out: Path, preset: str, extra: list[str], method: str = "splat") -> list:
     """The steps of one case (commands, or Python callables run here); the last one is the training
-    run (its --out is the run folder)."""
-    run = out / name
-    train = ["recon", "train"]
+    run (its --out is the run folder: ``out/name``, ``out/name-METHOD`` for another method than
+    splat). Scenes made by `recon process` are shared by the methods."""
+    run = out / (name if method == "splat" else f"{name}-{method}")
+    train = ["recon", "train"] + ([] if method == "splat" else ["--method", method])
     tail = ["--preset", preset, "--out", str(run), *extra]
     if name == "fox":
         return [[*train, str(DATA / "fox"), *tail]]
@@ -153,6 +155,7 @@ def main() -> None:
     ap.add_argument("--cases", default="fox,beer-poses,beer-sfm,beer-video,sceaux")
     ap.add_argument("--out", default="bench-real")
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--method", default="splat", help="recon train --method (runs and grids named CASE-METHOD)")
     ap.add_argument("--grids", default=str(ROOT / "docs" / "img"))
     ap.add_argument("extra", nargs="*", help="more `recon train` options, after --")
     a = ap.parse_args()
@@ -160,7 +163,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in a.cases.split(","):
-        cmds = plan(name, out, a.preset, a.extra)
+        cmds = plan(name, out, a.preset, a.extra, a.method)
+        name = name if a.method == "splat" else f"{name}-{a.method}"
         run_dir = out / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -183,7 +187,8 @@ def main() -> None:
         rows.append((name, " && ".join(shlex.join(c) for c in cmds if not callable(c)), rc, wall, peak, m, init_txt,
                      "yes" if man.get("undistorted") else "no"))
     print()
-    print(f"Command: `python scripts/bench/real.py --cases {a.cases} --preset {a.preset}` ({os.cpu_count()} cores)")
+    meth = "" if a.method == "splat" else f" --method {a.method}"
+    print(f"Command: `python scripts/bench/real.py --cases {a.cases} --preset {a.preset}{meth}` ({os.cpu_count()} cores)")
     print()
     print("| case | exit | PSNR (dB) | SSIM | LPIPS | held-out views | resolution | init points | undistorted | Gaussians | steps | train s | wall s | peak RSS (GB) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
