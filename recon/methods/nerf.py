@@ -579,7 +579,9 @@ def encode_field(field: VoxelField, provenance: dict[str, str]) -> bytes:
     """``nerf.npz``: the field's metadata and the values of the vertices of occupied cells (exact
     for rendering: no other vertex is read)."""
     ids = used_voxels(field)
-    meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, **field.meta(), "provenance": dict(provenance)}
+    # Version 2 only when the file holds a map, so a field without one still reads in older recon.
+    version = MODEL_VERSION if field.env is not None else 1
+    meta = {"format": MODEL_FORMAT, "version": version, **field.meta(), "provenance": dict(provenance)}
     buf = io.BytesIO()
     env = {}
     if field.env is not None:
