@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from recon.errors import ReconError
 from recon.methods.base import Batch, Method, RenderOutput
 from recon.nerf.field import Rays, VoxelField, camera_rays, density_bias, render_rays, sh_basis
+from recon.train.appearance import AppearanceModule
 
 MODEL_FILE = "nerf.npz"
 MODEL_FORMAT = "recon-voxel-field"
@@ -90,6 +91,10 @@ class NerfConfig:
     """Environment-map texels around the horizon (half as many from pole to pole)."""
     lr_env: float = dc_field(default=0.05, metadata={"hash_unless": 0.05})
     """Adam learning rate of the environment map's logits."""
+    appearance: bool = dc_field(default=False, metadata={"hash_unless": False})
+    """Per-image appearance (exposure, white balance): an affine colour map per training photo
+    applied to its rays' colours, kept at zero mean over the photos, so renders of the field itself
+    (held-out views, videos, exports) show the photos' average appearance."""
     env_start: float = dc_field(default=0.15, metadata={"hash_unless": 0.15})
     """Fraction of training (steps or --max-minutes) before the map learns: it starts as the median
     colour of the training pixels per direction and stays so while the field forms the objects
@@ -273,7 +278,8 @@ class RaySampler:
                      alpha=a.to(device) if self.any_alpha else None,
                      mask=None if self.mask is None else self.mask[idx][:, None].to(device),
                      rays={k: v.to(device) for k, v in rays.items()},
-                     extras={} if self.depth is None else {"depth": self.depth[idx].to(device)})
+                     extras={"vid": vid.to(device),
+                             **({} if self.depth is None else {"depth": self.depth[idx].to(device)})})
 
 
 def compose(C: torch.Tensor, D: torch.Tensor, T: torch.Tensor, zscale: torch.Tensor, background: torch.Tensor):
@@ -381,6 +387,7 @@ class NerfMethod(Method):
         self.visible = self._visible_cells()
         self._make_optimizer()
         self._make_env_optimizer()
+        self.appearance = AppearanceModule(len(views), device) if self.nc.appearance else None
 
     def _distant_background(self, scene) -> bool:
         """auto: a capture without alpha whose images do not show an object on a plain backdrop (a
@@ -397,6 +404,7 @@ class NerfMethod(Method):
         bg = f"environment map {env.shape[0]}x{env.shape[1]}" if env is not None else "flat background"
         return (f"voxel grid {'x'.join(map(str, self.field.res))} over box {np.round(lo, 3).tolist()} - "
                 f"{np.round(hi, 3).tolist()}, SH degree {self.nc.sh_degree}, {bg}, {len(self.sampler):,} training rays; "
+                f"{'per-photo appearance; ' if self.appearance is not None else ''}"
                 f"{'Numba CPU kernels' if self.device.type == 'cpu' else 'PyTorch ops on ' + str(self.device)}")
 
     def _visible_cells(self) -> torch.Tensor:
@@ -468,10 +476,14 @@ class NerfMethod(Method):
             C, D, T = render_rays(self.field, rays, Y, self.nc.t_stop, True)
         bg = batch.background if self.env_param is None else self.field.env(rays.dirs, self.env_param)
         rgb, alpha, depth = compose(C, D, T, rays.zscale, bg)
+        if self.appearance is not None:
+            rgb = self.appearance.apply_rays(rgb, batch.extras["vid"])
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
 
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         scale = self.nc.lr_final ** progress
+        if self.appearance is not None:
+            self.appearance.step(centre=True)
         if self.env_opt is not None:
             if progress >= self.nc.env_start:
                 self.env_opt.param_groups[0]["lr"] = self.nc.lr_env * scale
@@ -536,7 +548,8 @@ class NerfMethod(Method):
     # ---- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"field": self.field.state_dict(), "opt": self.opt.state_dict(), "upsamples": self.upsamples,
-                **({"env_opt": self.env_opt.state_dict()} if self.env_opt is not None else {})}
+                **({"env_opt": self.env_opt.state_dict()} if self.env_opt is not None else {}),
+                **({"appearance": self.appearance.state_dict()} if self.appearance is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.field = VoxelField.from_state(state["field"], self.device)  # with its map, if it has one
@@ -547,6 +560,8 @@ class NerfMethod(Method):
         self._make_env_optimizer()
         if self.env_opt is not None and "env_opt" in state:
             self.env_opt.load_state_dict(state["env_opt"])
+        if self.appearance is not None and "appearance" in state:
+            self.appearance.load_state_dict(state["appearance"])
 
     # ---- the trained model --------------------------------------------------------------------------
     def renderer(self) -> NerfRenderer:

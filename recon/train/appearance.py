@@ -18,9 +18,19 @@ class AppearanceModule:
         A = self.affine[k]
         return rgb + rgb @ A[:, :3].T + A[:, 3]
 
-    def step(self) -> None:
+    def apply_rays(self, rgb: torch.Tensor, vid: torch.Tensor) -> torch.Tensor:
+        """``rgb [R, 3]`` of rays from training views ``vid [R]`` with their views' corrections."""
+        A = self.affine[vid]
+        return rgb + torch.einsum("rij,rj->ri", A[:, :, :3], rgb) + A[:, :, 3]
+
+    def step(self, centre: bool = False) -> None:
+        """One Adam step; ``centre``: then subtract the maps' mean, so the uncorrected model renders
+        the training photos' average appearance (what held-out views and exports get)."""
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if centre:
+            with torch.no_grad():
+                self.affine -= self.affine.mean(0, keepdim=True)
 
     def state_dict(self) -> dict:
         return {"affine": self.affine.detach().cpu().clone(), "optimizer": self.optimizer.state_dict()}
