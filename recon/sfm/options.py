@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 CameraModelName = Literal["SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE", "SIMPLE_PINHOLE", "PINHOLE"]
@@ -41,6 +42,14 @@ class SfmOptions:
         video_frames: total frames taken from all videos (default 150).
         video_fps: frames per second of video to take instead of ``video_frames``.
         recursive: read photos and videos from subfolders too.
+        multi_view: the folder's videos are synchronised clips of one event, one per fixed camera
+            (docs/splat4d.md, "Synchronised multi-view videos"); implied by ``offsets`` or an
+            ``offsets.json`` in the folder. ``video_frames`` is then the total over all clips and
+            ``video_fps`` the time samples per second.
+        offsets: JSON file of each clip's start in event seconds (``{"cam1.mp4": 0.5}``; default
+            the folder's ``offsets.json``, else all 0).
+        rig_slices: multi-view: time samples SfM solves the fixed cameras on (the sharpest of
+            each of that many stretches of the event).
         num_threads: threads for COLMAP (-1: all cores).
         seed: random seed for COLMAP's RANSAC and mapper.
         verbose: show COLMAP's own log.
@@ -66,6 +75,9 @@ class SfmOptions:
     video_frames: Optional[int] = None
     video_fps: Optional[float] = None
     recursive: bool = False
+    multi_view: bool = False
+    offsets: Optional[Path] = None
+    rig_slices: int = 1
     num_threads: int = -1
     seed: int = 0
     verbose: bool = False
@@ -73,7 +85,9 @@ class SfmOptions:
 
 
 # Fields that change no output (so they are left out of cache keys).
-_NOT_IN_KEY = {"verbose", "force", "num_threads"}
+# The multi-view fields are keyed by recon.sfm.rig itself (with the offsets' values), so adding
+# them left the keys of earlier single-camera outputs unchanged.
+_NOT_IN_KEY = {"verbose", "force", "num_threads", "multi_view", "offsets", "rig_slices"}
 
 
 def options_key(opts: SfmOptions, fields: Optional[set[str]] = None, extra: object = None) -> str:

@@ -249,6 +249,12 @@ def process(
         shutil.rmtree(staging)
     prog = Progress(log)
     t_start = time.perf_counter()
+    from recon.capture.multiview import rig_request
+
+    if rig_request(scene, opts.multi_view, opts.offsets):  # synchronised clips of fixed cameras
+        from recon.sfm.rig import process_rig
+
+        return process_rig(scene, out, staging, cache, opts, prog, log, command, t_start, created)
 
     # 1. ingest
     with prog.stage("ingest"):
