@@ -2,6 +2,7 @@
 
     recon scene synth NAME OUT [--views 60] [--res 256] [--seed 0] [--video-seconds 10]
     recon scene video NAME OUT.mp4 [--seconds 10] [--fps 24] [--res 256]
+    recon scene video dynamic-rig OUT [--cameras 16] [--seconds 2] [--fps 12] [--res 384]
     recon scene list
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import tyro
 
@@ -49,16 +50,20 @@ class Synth:
 
 @dataclass
 class Video:
-    """Render a built-in scene along a smooth camera path to an MP4 (+ OUT.transforms.json cameras)."""
+    """Render a built-in scene along a smooth camera path to an MP4 (+ OUT.transforms.json cameras);
+    dynamic-rig: one clip per fixed camera of the capture stage into the folder OUT (+ offsets.json,
+    ground_truth.json), a synchronised multi-view video set for `recon process OUT`."""
 
     name: tyro.conf.Positional[SceneName]
     """Scene name."""
-    out: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="OUT.mp4")]
-    """Output .mp4 file."""
-    seconds: float = 10.0
-    """Duration in seconds."""
-    fps: int = 24
-    """Frames per second."""
+    out: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="OUT.mp4|OUT")]
+    """Output .mp4 file (dynamic-rig: output folder)."""
+    seconds: Optional[float] = None
+    """Duration in seconds (default 10; dynamic-rig 2)."""
+    fps: Optional[int] = None
+    """Frames per second (default 24; dynamic-rig 12)."""
+    cameras: Optional[int] = None
+    """dynamic-rig only: number of fixed cameras (default 16)."""
     res: int = 256
     """Frame width in pixels (even)."""
     height: int = 0
@@ -88,11 +93,23 @@ def main(
             print(f"{name:10s} {(fn.__doc__ or '').strip().splitlines()[0]}")
         return 0
     if isinstance(cmd, Video):
+        t0 = time.perf_counter()
+        if cmd.name == "dynamic-rig":
+            from scenes.video import RIG_VIDEO_CAMERAS, render_rig_videos
+
+            k = RIG_VIDEO_CAMERAS if cmd.cameras is None else cmd.cameras
+            p = render_rig_videos(cmd.out, cameras=k, seconds=2.0 if cmd.seconds is None else cmd.seconds,
+                                  fps=12 if cmd.fps is None else cmd.fps, res=cmd.res, height=cmd.height or None, seed=cmd.seed)
+            print(f"wrote {p}: {k} clips, offsets.json, ground_truth.json ({time.perf_counter() - t0:.1f} s)")
+            return 0
+        if cmd.cameras is not None:
+            from recon.errors import ReconError
+
+            raise ReconError(f"--cameras applies to the dynamic-rig scene (one clip per fixed camera), not {cmd.name!r}")
         from scenes.video import render_video
 
-        t0 = time.perf_counter()
-        p = render_video(cmd.name, cmd.out, seconds=cmd.seconds, fps=cmd.fps, res=cmd.res,
-                         height=cmd.height or None, seed=cmd.seed)
+        p = render_video(cmd.name, cmd.out, seconds=10.0 if cmd.seconds is None else cmd.seconds,
+                         fps=24 if cmd.fps is None else cmd.fps, res=cmd.res, height=cmd.height or None, seed=cmd.seed)
         print(f"wrote {p} ({time.perf_counter() - t0:.1f} s)")
         return 0
     from scenes.dataset import synth

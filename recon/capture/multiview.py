@@ -253,7 +253,10 @@ def ingest_rig(
                              offset_s=offsets[v.name], width=info.width, height=info.height,
                              prefix=_unique(v.stem, taken)))
     rates = sorted({round(c.fps, 3) for c in clips})
-    grid, fps = time_grid(clips, n_times, sample_fps)
+    try:
+        grid, fps = time_grid(clips, n_times, sample_fps)
+    except ReconError as e:
+        raise ReconError(f"{scene}: {e}") from None
     say(f"{len(clips)} clips, " + (f"{rates[0]:g} fps" if len(rates) == 1 else f"{', '.join(f'{r:g}' for r in rates)} fps (grid at {fps:g})")
         + f"; {len(grid)} time samples over {grid[0]:.3f}-{grid[-1]:.3f} s of event time")
 

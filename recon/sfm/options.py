@@ -44,8 +44,8 @@ class SfmOptions:
         recursive: read photos and videos from subfolders too.
         multi_view: the folder's videos are synchronised clips of one event, one per fixed camera
             (docs/splat4d.md, "Synchronised multi-view videos"); implied by ``offsets`` or an
-            ``offsets.json`` in the folder. ``video_frames`` is then the total over all clips and
-            ``video_fps`` the time samples per second.
+            ``offsets.json`` in the folder. --video-frames then counts frames over all clips
+            (default 60 times per clip) and --video-fps time samples per second.
         offsets: JSON file of each clip's start in event seconds (``{"cam1.mp4": 0.5}``; default
             the folder's ``offsets.json``, else all 0).
         rig_slices: multi-view: time samples SfM solves the fixed cameras on (the sharpest of
