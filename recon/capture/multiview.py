@@ -298,7 +298,8 @@ def ingest_rig(
         if missing:
             raise ReconError(f"{c.source}: frames for {len(missing)} time sample(s) did not decode")
         frames += [got[k] for k in range(len(grid))]
-        say(f"{c.name}: {len(grid)} frames (offset {c.offset_s:g} s)")
+    late = [f"{c.name} {c.offset_s:+g} s" for c in clips if c.offset_s]
+    say(f"{len(frames)} frames extracted" + (f"; offsets: {', '.join(late[:6])}" + (" ..." if len(late) > 6 else "") if late else ""))
     res = RigIngest(image_dir=out / "images", clips=clips, grid_s=grid, frames=frames, fps=fps,
                     ignored=ignored_names, key=key)
     body = {"version": RIG_VERSION, "key": key, "fps": fps, "grid_s": grid, "ignored": ignored_names,
