@@ -74,6 +74,7 @@ def test_rig_cameras_match_ground_truth(rig):
 
 
 def test_rig_times_split_and_info(rig, capsys):
+    from recon.errors import ReconError
     from recon.scene.readers import load_scene
     from recon.train.trainer import check_scene
 
@@ -92,7 +93,7 @@ def test_rig_times_split_and_info(rig, capsys):
     assert run(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "per time       3 times x 16 views (multi-view rig)" in text
-    with pytest.raises(Exception, match="static"):
+    with pytest.raises(ReconError, match="static"):
         check_scene("splat", sc)
     assert check_scene("splat4d", sc).name == "splat4d"
 
