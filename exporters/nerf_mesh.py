@@ -191,6 +191,11 @@ def extract_nerf_mesh(field, cameras: Sequence, options: MeshOptions | None = No
         raise ReconError("a NeRF mesh needs the run's cameras (cameras.json) to choose its surface level")
     t_start = time.perf_counter()
     stats: dict = {}
+    if renderer is None:
+        from recon.methods.nerf import NerfRenderer
+
+        renderer = NerfRenderer(field)
+    field = field.inner()  # an unbounded (contracted) field: the mesh covers its central cube
     level = surface_level(field, cameras, sigma=sigma_grid(field))
     vol, lo, spacing = _volume(field, options.voxel, crop_min, crop_max)
     voxel = float(np.min(spacing))
@@ -231,10 +236,6 @@ def extract_nerf_mesh(field, cameras: Sequence, options: MeshOptions | None = No
     N = vertex_normals(V, F)
     VC = point_colors(field, V, -N)  # the field's colour seen head-on: for texels no view sees
     views = _bake_views(field, cameras, options)
-    if renderer is None:
-        from recon.methods.nerf import NerfRenderer
-
-        renderer = NerfRenderer(field)
     t0 = time.perf_counter()
     colours = []
     for i, cam in enumerate(views):
@@ -269,7 +270,7 @@ def surface_point_cloud(field, cameras: Sequence, count: int = 200_000, crop_min
 
     if not cameras:
         raise ReconError("a NeRF point cloud needs the run's cameras (cameras.json): points are found along their rays")
-    p, n, d = surface_points(field, cameras, count, seed)
+    p, n, d = surface_points(field.inner(), cameras, count, seed)  # contracted: points in the central cube
     if crop_min is not None:
         m = np.all((p >= np.asarray(crop_min)) & (p <= np.asarray(crop_max)), axis=1)
         p, n, d = p[m], n[m], d[m]

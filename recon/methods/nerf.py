@@ -25,13 +25,14 @@ import torch.nn.functional as F
 
 from recon.errors import ReconError
 from recon.methods.base import Batch, Method, RenderOutput
-from recon.nerf.field import Rays, VoxelField, camera_rays, density_bias, render_rays, sh_basis
+from recon.nerf.field import Rays, VoxelField, camera_rays, contraction_of, density_bias, render_rays, sh_basis
 from recon.train.appearance import AppearanceModule
 
 MODEL_FILE = "nerf.npz"
 MODEL_FORMAT = "recon-voxel-field"
-MODEL_VERSION = 2
-"""1: the field; 2: optionally its environment map (``env_logits``, ``env_rot``)."""
+MODEL_VERSION = 3
+"""1: the field; 2: optionally its environment map (``env_logits``, ``env_rot``); 3: optionally a
+contracted (unbounded) grid (``contraction`` in the metadata)."""
 
 
 @dataclass
@@ -82,6 +83,14 @@ class NerfConfig:
     """Grow the estimated box by this factor about its centre."""
     near: float = 0.0
     """Samples start at least this far from the camera."""
+    scene_contraction: Literal["on", "off"] = dc_field(default="off", metadata={"hash_unless": "off"})
+    """Unbounded scenes (Mip-NeRF 360 style): on, the grid covers all of space: a cube about the
+    scene box's centre (half its largest side) maps linearly onto the grid's central half, and
+    everything beyond it is squeezed into the shell around it, sampled about uniformly in inverse
+    distance; off, the grid covers the box only. On when the content that matters reaches well
+    past the box (--box around the subject of a street or landscape capture, forward-facing
+    captures with depth far beyond the SfM points); a box that holds the whole scene does better off
+    (the cube gets half the grid's resolution per axis)."""
     background_model: Literal["auto", "env", "flat"] = dc_field(default="auto", metadata={"hash_unless": "auto"})
     """What rays see once they leave the box: env, a learned environment map (the distant scene:
     sky, buildings, the room around an object; :mod:`recon.nerf.env`); flat, the run's background
@@ -142,8 +151,13 @@ class NerfConfig:
             bad("box", "needs xmin < xmax, ymin < ymax, zmin < zmax")
 
 
-def grid_res(lo: np.ndarray, hi: np.ndarray, res: int) -> tuple[int, int, int]:
-    """Vertices per axis for about ``res ** 3`` voxels over the box, with cubic cells."""
+def grid_res(lo: np.ndarray, hi: np.ndarray, res: int, contracted: bool = False) -> tuple[int, int, int]:
+    """Vertices per axis for about ``res ** 3`` voxels over the box, with cubic cells. A contracted
+    grid (``[-2, 2]^3``) gets ``4 k + 1`` vertices per axis, so the cube ``[-1, 1]^3`` starts and ends
+    on vertices (:meth:`recon.nerf.field.VoxelField.inner` takes it exactly)."""
+    if contracted:
+        n = 4 * max(1, int(round((res - 1) / 4))) + 1
+        return n, n, n
     ext = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
     vs = (float(np.prod(ext)) / res**3) ** (1 / 3)
     return tuple(int(max(2, round(e / vs) + 1)) for e in ext)
@@ -371,12 +385,16 @@ class NerfMethod(Method):
     def __init__(self, cfg, scene, views, device: torch.device):
         super().__init__(cfg, scene, views, device)
         self.nc: NerfConfig = cfg.model
-        lo, hi = scene_box(scene, self.nc)
-        res = grid_res(lo, hi, self.nc.res_init)
-        step0 = self.nc.step_ratio * float(np.min((hi - lo) / (np.asarray(res) - 1)))
-        self.field = VoxelField(lo, hi, res, self.nc.sh_degree, density_bias(self.nc.alpha_init, step0),
-                                self.nc.step_ratio, device)
         self.sampler = RaySampler(views, cfg.background, scene.background)
+        lo, hi = scene_box(scene, self.nc)
+        contraction = None
+        if self.nc.scene_contraction == "on":
+            contraction = ((lo + hi) / 2, float(np.max(hi - lo)) / 2)
+            lo, hi = np.full(3, -2.0), np.full(3, 2.0)
+        res = grid_res(lo, hi, self.nc.res_init, contraction is not None)
+        self.field = VoxelField(lo, hi, res, self.nc.sh_degree, 0.0, self.nc.step_ratio, device,
+                                contraction=contraction)
+        self.field.bias = density_bias(self.nc.alpha_init, self.field.step)
         if self.nc.background_model == "env" or (self.nc.background_model == "auto" and self._distant_background(scene)):
             from recon.nerf.env import EnvMap, up_frame
 
@@ -402,8 +420,11 @@ class NerfMethod(Method):
         lo, hi = self.field.lo.numpy(), self.field.hi.numpy()
         env = self.field.env
         bg = f"environment map {env.shape[0]}x{env.shape[1]}" if env is not None else "flat background"
-        return (f"voxel grid {'x'.join(map(str, self.field.res))} over box {np.round(lo, 3).tolist()} - "
-                f"{np.round(hi, 3).tolist()}, SH degree {self.nc.sh_degree}, {bg}, {len(self.sampler):,} training rays; "
+        ctr = self.field.contraction
+        where = (f"box {np.round(lo, 3).tolist()} - {np.round(hi, 3).tolist()}" if ctr is None else
+                 f"all of space (contracted; cube of radius {ctr[1]:.3g} about {np.round(ctr[0], 3).tolist()} "
+                 "at full resolution)")
+        return (f"voxel grid {'x'.join(map(str, self.field.res))} over {where}, SH degree {self.nc.sh_degree}, {bg}, {len(self.sampler):,} training rays; "
                 f"{'per-photo appearance; ' if self.appearance is not None else ''}"
                 f"{'Numba CPU kernels' if self.device.type == 'cpu' else 'PyTorch ops on ' + str(self.device)}")
 
@@ -419,6 +440,10 @@ class NerfMethod(Method):
         pts = torch.stack([X.reshape(-1), Y.reshape(-1), Z.reshape(-1)], -1)
         vis = torch.zeros(len(pts), dtype=torch.bool)
         rad = 0.87 * float(vs.max())
+        if f.contraction is not None:  # world centres; a cell at max-norm n spans about n^2 radii
+            n = pts.abs().amax(-1)
+            rad = rad * f.contraction[1] / (2.0 - n.clamp(1.0, 2.0 - 0.5 / f.far_n)) ** 2
+            pts = f.world_points(pts)
         sizes = [(v.width, v.height) for v in self.views.cameras]
         for k in range(len(self.sampler.c2w)):
             c2w, K = self.sampler.c2w[k], self.sampler.K[k]
@@ -525,7 +550,7 @@ class NerfMethod(Method):
         res = self.nc.res_init * (self.nc.res_final / self.nc.res_init) ** (self.upsamples / n)
         self._update_occupancy()
         with torch.no_grad():
-            if self.upsamples == 1 and self.nc.shrink_box:
+            if self.upsamples == 1 and self.nc.shrink_box and self.field.contraction is None:
                 # The box of the cells that became clearly opaque (3x the initial opacity): cells
                 # that rays only graze (the box's faces) still sit near the initial density.
                 kept = self.field.occ
@@ -534,7 +559,8 @@ class NerfMethod(Method):
                 self.field.occ = kept
             else:
                 lo, hi = self.field.lo.numpy(), self.field.hi.numpy()
-            self.field = self.field.resampled(lo, hi, grid_res(lo, hi, int(round(res))))
+            self.field = self.field.resampled(lo, hi, grid_res(lo, hi, int(round(res)),
+                                                                self.field.contraction is not None))
         self.visible = self._visible_cells()
         self._update_occupancy()
         self._make_optimizer()
@@ -594,8 +620,8 @@ def encode_field(field: VoxelField, provenance: dict[str, str]) -> bytes:
     """``nerf.npz``: the field's metadata and the values of the vertices of occupied cells (exact
     for rendering: no other vertex is read)."""
     ids = used_voxels(field)
-    # Version 2 only when the file holds a map, so a field without one still reads in older recon.
-    version = MODEL_VERSION if field.env is not None else 1
+    # The lowest version that holds what the file has, so older recon still reads what it can.
+    version = 3 if field.contraction is not None else 2 if field.env is not None else 1
     meta = {"format": MODEL_FORMAT, "version": version, **field.meta(), "provenance": dict(provenance)}
     buf = io.BytesIO()
     env = {}
@@ -620,7 +646,8 @@ def decode_field(path: Path, device="cpu") -> VoxelField:
     if int(meta.get("version", 0)) > MODEL_VERSION:
         raise ReconError(f"{path} has voxel-field version {meta.get('version')}; upgrade recon to read it")
     res = tuple(meta["res"])
-    f = VoxelField(meta["lo"], meta["hi"], res, meta["sh_degree"], meta["bias"], meta["step_ratio"])
+    f = VoxelField(meta["lo"], meta["hi"], res, meta["sh_degree"], meta["bias"], meta["step_ratio"],
+                   contraction=contraction_of(meta))
     f.density.fill_(-1e4)
     ids_t = torch.from_numpy(ids)
     f.density[ids_t] = torch.from_numpy(dens)

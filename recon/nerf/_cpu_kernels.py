@@ -69,15 +69,48 @@ def _box(o, d, lo, hi):
 
 
 @njit(inline="always", **OPTS)
-def _locate(o, d, t, lo, scale, nx, ny, nz):
-    """Cell ``(ix, iy, iz)`` and fractions of the point ``o + t d`` (clamped into the grid)."""
-    gx = min(max((o[0] + t * d[0] - lo[0]) * scale[0], F0), np.float32(nx - 1))
-    gy = min(max((o[1] + t * d[1] - lo[1]) * scale[1], F0), np.float32(ny - 1))
-    gz = min(max((o[2] + t * d[2] - lo[2]) * scale[2], F0), np.float32(nz - 1))
+def _cell(px, py, pz, lo, scale, nx, ny, nz):
+    """Cell ``(ix, iy, iz)`` and fractions of the grid-space point ``p`` (clamped into the grid)."""
+    gx = min(max((px - lo[0]) * scale[0], F0), np.float32(nx - 1))
+    gy = min(max((py - lo[1]) * scale[1], F0), np.float32(ny - 1))
+    gz = min(max((pz - lo[2]) * scale[2], F0), np.float32(nz - 1))
     ix = min(int(gx), nx - 2)
     iy = min(int(gy), ny - 2)
     iz = min(int(gz), nz - 2)
     return ix, iy, iz, gx - np.float32(ix), gy - np.float32(iy), gz - np.float32(iz)
+
+
+@njit(inline="always", **OPTS)
+def _locate(o, d, t, lo, scale, nx, ny, nz):
+    """Cell ``(ix, iy, iz)`` and fractions of the point ``o + t d`` (clamped into the grid)."""
+    return _cell(o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2], lo, scale, nx, ny, nz)
+
+
+@njit(inline="always", **OPTS)
+def _contract(o, d, t, cen, inv_r):
+    """The contracted coordinates ``(x, y, z)`` of the point ``o + t d`` and the max-norm ``n`` of its
+    normalised position ``u = (p - cen) / r``: ``u`` itself where ``n <= 1``, else ``(2 - 1/n) u / n``
+    (the cube ``[-1, 1]^3`` unchanged, all of space beyond it squeezed into ``[-2, 2]^3``)."""
+    ux = (o[0] + t * d[0] - cen[0]) * inv_r
+    uy = (o[1] + t * d[1] - cen[1]) * inv_r
+    uz = (o[2] + t * d[2] - cen[2]) * inv_r
+    n = max(abs(ux), max(abs(uy), abs(uz)))
+    if n > F1:
+        s = (np.float32(2.0) - F1 / n) / n
+        ux *= s
+        uy *= s
+        uz *= s
+    return ux, uy, uz, n
+
+
+@njit(inline="always", **OPTS)
+def _contract_start(o, d, near, offset, step, cen, inv_r):
+    """First sample distance of a ray through a contracted field: ``near`` plus ``offset`` of the
+    spacing there. Spacing at a sample of max-norm ``n``: ``step max(1, n)^2`` (uniform inside the
+    cube, uniform in ``1/n`` beyond it, i.e. about uniform in the contracted coordinates)."""
+    _, _, _, n = _contract(o, d, near, cen, inv_r)
+    m = max(F1, n)
+    return near + offset * step * m * m
 
 
 @njit(inline="always", **OPTS)
@@ -109,15 +142,19 @@ def _corners(base, ny, nz, c):
 
 @njit(**OPTS)
 def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density, feats, Y,
-                  step, bias, t_stop, out_c, out_d, out_t, out_n, store, slot0, st_base, st_frac, st_x, st_rgb,
-                  st_t, st_ray, r0, r1):
+                  step, bias, t_stop, contract, cen, inv_r, far_n, out_c, out_d, out_t, out_n, store, slot0,
+                  st_base, st_frac, st_x, st_rgb, st_t, st_ray, r0, r1):
     """Render rays ``r0..r1``: ``out_c [R, 3]`` colour without background, ``out_d [R]`` the
     accumulated ``sum w t``, ``out_t [R]`` final transmittance, ``out_n [R]`` samples that counted.
 
     With ``store`` (training), sample ``i`` of ray ``r`` is also written at slot ``slot0[r] + i`` (slots
     from :func:`ray_caps`): its lowest corner ``st_base``, fractions ``st_frac [S, 3]``, shifted raw
     density ``st_x`` (``raw + bias``), colour ``st_rgb [S, 3]``, distance ``st_t`` and ray ``st_ray``, so
-    the backward pass (:func:`grad_records`) needs no second pass through the grid."""
+    the backward pass (:func:`grad_records`) needs no second pass through the grid.
+
+    With ``contract`` the grid spans contracted space (:func:`_contract`, centre ``cen``, radius
+    ``1 / inv_r``): samples start at ``near`` (:func:`_contract_start`), advance by ``step max(1,
+    n)^2`` and stop where ``n`` reaches ``far_n``; each still counts as a segment of length ``step``."""
     nx, ny, nz = res[0], res[1], res[2]
     K = Y.shape[1]
     C3 = feats.shape[1]
@@ -127,8 +164,13 @@ def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density
     for r in range(r0, r1):
         o = origins[r]
         d = dirs[r]
-        t0, t1 = _box(o, d, lo, hi)
-        t0 = max(t0, near[r])
+        if contract:
+            t0, t1 = near[r], np.float32(3.0e38)
+            tc = _contract_start(o, d, near[r], offsets[r], step, cen, inv_r)
+        else:
+            t0, t1 = _box(o, d, lo, hi)
+            t0 = max(t0, near[r])
+            tc = F0
         T = F1
         c0 = F0
         c1 = F0
@@ -136,12 +178,21 @@ def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density
         dd = F0
         n = 0
         if t1 > t0:
-            imax = int(math.ceil((t1 - t0) / step - offsets[r])) + 1
+            imax = 1 << 30 if contract else int(math.ceil((t1 - t0) / step - offsets[r])) + 1
             for i in range(imax):
-                t = t0 + (np.float32(i) + offsets[r]) * step
-                if t >= t1:
-                    break
-                ix, iy, iz, fx, fy, fz = _locate(o, d, t, lo, scale, nx, ny, nz)
+                if contract:
+                    t = tc
+                    px, py, pz, nn = _contract(o, d, t, cen, inv_r)
+                    if nn >= far_n:
+                        break
+                    mm = max(F1, nn)
+                    tc = t + step * mm * mm
+                    ix, iy, iz, fx, fy, fz = _cell(px, py, pz, lo, scale, nx, ny, nz)
+                else:
+                    t = t0 + (np.float32(i) + offsets[r]) * step
+                    if t >= t1:
+                        break
+                    ix, iy, iz, fx, fy, fz = _locate(o, d, t, lo, scale, nx, ny, nz)
                 if occ[(ix * (ny - 1) + iy) * (nz - 1) + iz] == 0:
                     continue
                 _weights(fx, fy, fz, w)
@@ -199,11 +250,25 @@ def march_forward(origins, dirs, offsets, near, lo, hi, scale, res, occ, density
 
 
 @njit(**OPTS)
-def ray_caps(origins, dirs, offsets, near, lo, hi, step, caps, r0, r1):
-    """``caps[r]``: the number of sample positions of ray ``r`` inside the box, an upper bound of the
-    samples :func:`march_forward` counts (it loops over exactly these positions)."""
+def ray_caps(origins, dirs, offsets, near, lo, hi, step, contract, cen, inv_r, far_n, caps, r0, r1):
+    """``caps[r]``: the number of sample positions of ray ``r`` inside the box (contracted: before
+    ``far_n``), an upper bound of the samples :func:`march_forward` counts (it loops over exactly
+    these positions)."""
     for r in range(r0, r1):
-        t0, t1 = _box(origins[r], dirs[r], lo, hi)
+        o, d = origins[r], dirs[r]
+        if contract:
+            t = _contract_start(o, d, near[r], offsets[r], step, cen, inv_r)
+            k = 0
+            while True:
+                _, _, _, nn = _contract(o, d, t, cen, inv_r)
+                if nn >= far_n:
+                    break
+                mm = max(F1, nn)
+                t = t + step * mm * mm
+                k += 1
+            caps[r] = k
+            continue
+        t0, t1 = _box(o, d, lo, hi)
         t0 = max(t0, near[r])
         caps[r] = int(math.ceil((t1 - t0) / step - offsets[r])) + 1 if t1 > t0 else 0
 

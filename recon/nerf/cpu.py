@@ -60,6 +60,14 @@ def _geom(field: VoxelField):
             field.density.numpy(), field.feats.numpy())
 
 
+def _contraction_args(field: VoxelField):
+    """The kernels' ``contract, cen, inv_r, far_n`` of a field."""
+    if field.contraction is None:
+        return False, np.zeros(3, np.float32), np.float32(1.0), np.float32(0.0)
+    c, r = field.contraction
+    return True, np.asarray(c, np.float32), np.float32(1.0 / r), np.float32(field.far_n)
+
+
 class _Store:
     """Per-sample slots written by the training forward and read by its backward."""
 
@@ -98,9 +106,10 @@ def march(field: VoxelField, rays: Rays, Y: Tensor, t_stop: float, grads: Option
     nt = num_threads()
     chunks = _ranges(0, R, 8 * nt)
     step = np.float32(field.step)
+    ctr = _contraction_args(field)
     if grads is not None:
         caps = np.empty(R, np.int64)
-        run_chunks(KN.ray_caps, (o, d, off, near, lo, hi, step, caps), chunks, R * 4)
+        run_chunks(KN.ray_caps, (o, d, off, near, lo, hi, step, *ctr, caps), chunks, R * 4)
         slot0 = np.zeros(R, np.int64)
         if R > 1:
             np.cumsum(caps[:-1], out=slot0[1:])
@@ -108,7 +117,7 @@ def march(field: VoxelField, rays: Rays, Y: Tensor, t_stop: float, grads: Option
     else:
         slot0, st = np.zeros(1, np.int64), _NO_STORE
     args = (o, d, off, near, lo, hi, scale, res, occ, dens, feats, y, step, np.float32(field.bias),
-            np.float32(t_stop), C, D, T, n, grads is not None, slot0, st.base, st.frac, st.x, st.rgb, st.t, st.ray)
+            np.float32(t_stop), *ctr, C, D, T, n, grads is not None, slot0, st.base, st.frac, st.x, st.rgb, st.t, st.ray)
     run_chunks(KN.march_forward, args, chunks, R * 64)
     return (C, D, T, n) if grads is None else (C, D, T, n, slot0)
 

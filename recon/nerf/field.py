@@ -81,11 +81,18 @@ class VoxelField:
     ``step_ratio``: sample spacing in voxels; ``bias``: the density shift (:func:`density_bias`);
     ``env``: the background at infinity (:class:`recon.nerf.env.EnvMap`) or None (a flat background
     given at render time).
+
+    ``contraction``: None (the grid spans the world box ``[lo, hi]``), or ``(centre [3], radius)``
+    for an unbounded scene: the grid then spans contracted space ``[-2, 2]^3``, where the cube of
+    half-size ``radius`` about ``centre`` maps linearly onto ``[-1, 1]^3`` and everything beyond it
+    into the shell up to 2 (:func:`contract_points`; the kernels' ``_contract``). Densities are per
+    world unit inside the cube; samples beyond it are spaced ``max(1, n)^2`` times wider and count as
+    segments of the cube's step.
     """
 
     def __init__(self, lo, hi, res: tuple[int, int, int], sh_degree: int, bias: float, step_ratio: float = 0.5,
                  device: torch.device | str = "cpu", density: Optional[Tensor] = None,
-                 feats: Optional[Tensor] = None, occ: Optional[Tensor] = None, env=None):
+                 feats: Optional[Tensor] = None, occ: Optional[Tensor] = None, env=None, contraction=None):
         self.lo = torch.as_tensor(np.asarray(lo, np.float32)).clone()
         self.hi = torch.as_tensor(np.asarray(hi, np.float32)).clone()
         self.res = tuple(int(r) for r in res)
@@ -104,6 +111,10 @@ class VoxelField:
         self.occ = (torch.ones(self.num_cells, dtype=torch.uint8, device=self.device) if occ is None
                     else occ.to(self.device, torch.uint8).contiguous())
         self.env = env
+        self.contraction = None
+        if contraction is not None:
+            c, r = contraction
+            self.contraction = (np.asarray(c, np.float32).reshape(3).copy(), float(r))
 
     # ---- geometry ---------------------------------------------------------------------------------
     @property
@@ -132,8 +143,38 @@ class VoxelField:
 
     @property
     def step(self) -> float:
-        """Sample spacing along rays (world units)."""
-        return float(self.step_ratio * self.voxel_size.min())
+        """Sample spacing along rays (world units; for a contracted field, inside its cube)."""
+        radius = 1.0 if self.contraction is None else self.contraction[1]
+        return float(self.step_ratio * self.voxel_size.min()) * radius
+
+    @property
+    def far_n(self) -> float:
+        """Contracted fields: rays stop where the max-norm of the normalised position reaches this
+        (contracted radius within half a voxel of the grid's edge at 2)."""
+        return 2.0 / float(self.voxel_size.min())
+
+    def world_points(self, grid_pts: Tensor) -> Tensor:
+        """World positions ``[P, 3]`` of points given in the grid's space (the identity unless
+        contracted; points on the contracted grid's outer faces map to a finite far distance)."""
+        if self.contraction is None:
+            return grid_pts
+        c, r = self.contraction
+        n = grid_pts.abs().amax(-1, keepdim=True).clamp(max=2.0 - 0.5 / self.far_n)
+        s = torch.where(n > 1, 1.0 / ((2.0 - n) * n.clamp_min(1e-12)), torch.ones_like(n))
+        return grid_pts * s * r + torch.as_tensor(c, dtype=grid_pts.dtype)
+
+    def inner(self) -> "VoxelField":
+        """A contracted field's cube as an uncontracted field over the world box ``centre +- radius``
+        (same voxel size and values: meshes, point clouds and surface queries work on it); the field
+        itself when it is not contracted."""
+        if self.contraction is None:
+            return self
+        c, r = self.contraction
+        res = tuple(int(round((n - 1) / 2)) + 1 for n in self.res)
+        sub = self.resampled(np.full(3, -1.0, np.float32), np.full(3, 1.0, np.float32), res)
+        f = VoxelField(c - r, c + r, res, self.sh_degree, self.bias, self.step_ratio, self.device,
+                       density=sub.density, feats=sub.feats, env=self.env)
+        return f
 
     def occupied_fraction(self) -> float:
         return float(self.occ.float().mean())
@@ -160,7 +201,8 @@ class VoxelField:
         vol = F.grid_sample(self._as_volume(), grid, mode="bilinear", padding_mode="border", align_corners=True)
         flat = vol[0].reshape(vol.shape[1], -1).T.contiguous()
         return VoxelField(lo_t, hi_t, res, self.sh_degree, self.bias, self.step_ratio, self.device,
-                          density=flat[:, 0].contiguous(), feats=flat[:, 1:].contiguous(), env=self.env)
+                          density=flat[:, 0].contiguous(), feats=flat[:, 1:].contiguous(), env=self.env,
+                          contraction=self.contraction)
 
     def occupied_box(self, margin_cells: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """The box of the occupied cells grown by ``margin_cells`` (the whole box when none is)."""
@@ -195,8 +237,11 @@ class VoxelField:
 
     # ---- serialisation ----------------------------------------------------------------------------
     def meta(self) -> dict:
-        return {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "res": list(self.res), "sh_degree": self.sh_degree,
-                "bias": self.bias, "step_ratio": self.step_ratio}
+        m = {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "res": list(self.res), "sh_degree": self.sh_degree,
+             "bias": self.bias, "step_ratio": self.step_ratio}
+        if self.contraction is not None:
+            m["contraction"] = {"centre": self.contraction[0].tolist(), "radius": self.contraction[1]}
+        return m
 
     def state_dict(self) -> dict:
         return {**self.meta(), "density": self.density.detach().cpu().clone(),
@@ -211,10 +256,17 @@ class VoxelField:
 
             env = EnvMap.from_state(s["env"], device)
         return cls(s["lo"], s["hi"], tuple(s["res"]), s["sh_degree"], s["bias"], s["step_ratio"], device,
-                   density=s["density"], feats=s["feats"], occ=s["occ"], env=env)
+                   density=s["density"], feats=s["feats"], occ=s["occ"], env=env,
+                   contraction=contraction_of(s))
 
     def to(self, device) -> "VoxelField":
         return VoxelField.from_state(self.state_dict(), device)
+
+
+def contraction_of(meta: dict):
+    """``(centre, radius)`` from a field's :meth:`VoxelField.meta` (None: not contracted)."""
+    c = meta.get("contraction")
+    return None if c is None else (c["centre"], c["radius"])
 
 
 def render_rays(field: VoxelField, rays: Rays, Y: Tensor, t_stop: float, train: bool = False):

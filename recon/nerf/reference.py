@@ -27,6 +27,45 @@ def ray_box(origins: Tensor, dirs: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tens
     return t0, t1
 
 
+def contract_points(u: Tensor) -> tuple[Tensor, Tensor]:
+    """``(contracted [..., 3], n [...])`` of normalised positions ``u``: ``u`` where its max-norm
+    ``n <= 1``, else ``(2 - 1/n) u / n``."""
+    n = u.abs().amax(-1)
+    s = torch.where(n > 1, (2.0 - 1.0 / n.clamp_min(1e-12)) / n.clamp_min(1e-12), torch.ones_like(n))
+    return u * s[..., None], n
+
+
+def contracted_samples(field: VoxelField, o: Tensor, d: Tensor, near: Tensor, offsets: Tensor):
+    """``(t [R, S], contracted points [R, S, 3], valid [R, S])``: the sample distances of a
+    contracted field (the kernels' ``_contract_start`` and spacing), stepped for all rays at once; a
+    ray's samples end at its first one whose max-norm reaches ``far_n``."""
+    c, r = field.contraction
+    cen = torch.as_tensor(c, dtype=torch.float32, device=o.device)
+    step, far_n = float(field.step), float(field.far_n)
+
+    def at(t):
+        return contract_points((o + t[:, None] * d - cen) * (1.0 / r))
+
+    _, n0 = at(near)
+    m0 = n0.clamp_min(1.0)
+    t = near + offsets * step * m0 * m0  # the kernels' order of operations
+    ts, ps, alive, valid = [], [], torch.ones(len(o), dtype=torch.bool, device=o.device), []
+    while True:
+        p, n = at(t)
+        alive = alive & (n < far_n)
+        if not bool(alive.any()):
+            break
+        ts.append(t)
+        ps.append(p)
+        valid.append(alive)
+        m = n.clamp_min(1.0)
+        t = torch.where(alive, t + step * m * m, t)  # stopped rays stay put (finite points)
+    if not ts:
+        z = torch.zeros(len(o), 0, device=o.device)
+        return z, torch.zeros(len(o), 0, 3, device=o.device), z.bool()
+    return torch.stack(ts, 1), torch.stack(ps, 1), torch.stack(valid, 1)
+
+
 def render_reference(density: Tensor, feats: Tensor, field: VoxelField, rays: Rays, Y: Tensor, t_stop: float,
                      chunk_samples: int = 1 << 22):
     """``(C [R, 3], D [R], T [R])`` of ``rays`` through ``field``'s grid geometry and occupancy, with the
@@ -40,20 +79,25 @@ def render_reference(density: Tensor, feats: Tensor, field: VoxelField, rays: Ra
     step = field.step
     o, d = rays.origins.to(dev), rays.dirs.to(dev)
     R = o.shape[0]
-    t0, t1 = ray_box(o, d, lo, hi)
-    t0 = torch.maximum(t0, rays.near.to(dev))
-    hit = t1 > t0
-    off = rays.offsets.to(dev)
-    span = torch.where(hit, t1 - t0, torch.zeros_like(t0))
-    S = int(math.ceil(float(span.max()) / step)) + 2 if R and bool(hit.any()) else 0
     C = torch.zeros(R, 3, device=dev)
     D = torch.zeros(R, device=dev)
+    if field.contraction is not None:
+        t, p, valid = contracted_samples(field, o, d, rays.near.to(dev), rays.offsets.to(dev))
+        S = t.shape[1]
+    else:
+        t0, t1 = ray_box(o, d, lo, hi)
+        t0 = torch.maximum(t0, rays.near.to(dev))
+        hit = t1 > t0
+        off = rays.offsets.to(dev)
+        span = torch.where(hit, t1 - t0, torch.zeros_like(t0))
+        S = int(math.ceil(float(span.max()) / step)) + 2 if R and bool(hit.any()) else 0
+        if S:
+            i = torch.arange(S, device=dev, dtype=torch.float32)
+            t = t0[:, None] + (i[None] + off[:, None]) * step  # [R, S]
+            valid = hit[:, None] & (t < t1[:, None])
+            p = o[:, None] + t[..., None] * d[:, None]
     if S == 0:
         return C + density.sum() * 0, D, torch.ones(R, device=dev)
-    i = torch.arange(S, device=dev, dtype=torch.float32)
-    t = t0[:, None] + (i[None] + off[:, None]) * step  # [R, S]
-    valid = hit[:, None] & (t < t1[:, None])
-    p = o[:, None] + t[..., None] * d[:, None]
     top = torch.tensor([nx - 1, ny - 1, nz - 1], device=dev, dtype=torch.float32)
     g = torch.minimum(torch.clamp((p - lo) * scale, min=0.0), top)
     idx = torch.minimum(g.floor().long(), (top - 1).long())

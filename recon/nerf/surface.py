@@ -56,7 +56,7 @@ def normal_field(field: VoxelField) -> VoxelField:
     c = ((n + 1.0) * 0.5).clamp(1e-4, 1.0 - 1e-4)
     feats = torch.logit(c) / SH_Y00
     return VoxelField(field.lo, field.hi, field.res, 0, field.bias, field.step_ratio, field.device,
-                      density=field.density.detach(), feats=feats, occ=field.occ)
+                      density=field.density.detach(), feats=feats, occ=field.occ, contraction=field.contraction)
 
 
 def decode_normals(C: Tensor, T: Tensor) -> Tensor:
