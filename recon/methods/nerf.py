@@ -508,7 +508,7 @@ class NerfMethod(Method):
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         scale = self.nc.lr_final ** progress
         if self.appearance is not None:
-            self.appearance.step(centre=True)
+            self.appearance.step()
         if self.env_opt is not None:
             if progress >= self.nc.env_start:
                 self.env_opt.param_groups[0]["lr"] = self.nc.lr_env * scale

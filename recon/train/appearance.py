@@ -1,5 +1,6 @@
 """Per-image appearance (exposure / white balance) for any method: an affine colour map per
-training view, ``rgb' = rgb + rgb @ A[:, :3]^T + A[:, 3]``, starting at the identity."""
+training view, ``rgb' = rgb + rgb @ A[:, :3]^T + A[:, 3]``, starting at the identity and kept at
+zero mean over the views (the held-out protocol "mean appearance": docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,13 @@ class AppearanceModule:
         A = self.affine[vid]
         return rgb + torch.einsum("rij,rj->ri", A[:, :, :3], rgb) + A[:, :, 3]
 
-    def step(self, centre: bool = False) -> None:
-        """One Adam step; ``centre``: then subtract the maps' mean, so the uncorrected model renders
-        the training photos' average appearance (what held-out views and exports get)."""
+    def step(self) -> None:
+        """One Adam step, then the maps' mean is subtracted: the uncorrected model renders the
+        training photos' average appearance (what held-out views, videos and exports get)."""
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if centre:
-            with torch.no_grad():
-                self.affine -= self.affine.mean(0, keepdim=True)
+        with torch.no_grad():
+            self.affine -= self.affine.mean(0, keepdim=True)
 
     def state_dict(self) -> dict:
         return {"affine": self.affine.detach().cpu().clone(), "optimizer": self.optimizer.state_dict()}
