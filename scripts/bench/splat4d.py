@@ -5,6 +5,7 @@
     python scripts/bench/splat4d.py lego --run RUN [--static-minutes 14] [--out DIR]
     python scripts/bench/splat4d.py static [--minutes 6] [--steps 5000] [--threads 0] [--res 128] [--warmup 1000] [--out DIR]
     python scripts/bench/splat4d.py short --method splat4d|splat [--steps 1500] [--threads 1] [--background-key auto] [--set NAME=VALUE ...]
+    python scripts/bench/splat4d.py synth --scene dynamic-rig|dynamic [--views 160] [--res 128] [--steps 5000] [--minutes 12] [--threads 1] [--static] [--set NAME=VALUE ...] [--out DIR]
 
 ``timing``: one training step's forward + backward, split into the deformation and the
 rasterization (200x200 view of random Gaussians), for recon's control nodes (512 nodes x 25
@@ -27,6 +28,26 @@ result).
 for the same number of steps (``--steps``) within the same wall-time cap (``--minutes``): what the
 motion model's extra freedom costs when nothing moves. The warm-up must end well before the last
 step for the figure to mean anything (the table gives the steps each method reached).
+
+``synth``: the built-in synthetic dynamic scene with exact ground truth (issue 15's "synthetic
+dynamic scene" line): ``recon scene synth dynamic-rig`` (8 fixed cameras x ceil(views / 8) times,
+camera 0 held out at every time) or ``recon scene synth dynamic`` (monocular "teleporting" camera,
+every 8th view held out), trained in process by ``splat4d`` for ``--steps`` steps within
+``--minutes``. Scored: held-out PSNR/SSIM (each view at its own time) and the **object position
+error** of each moving object (the cube, id 4, and the moon, id 7). The object's Gaussians are
+picked by a mask vote: the model is moved to the time of each training view nearest time 0 (the
+rig: the 7 training cameras at time 0; monocular: the 8 training views nearest it), its Gaussian
+centres are projected into that view, and a centre votes only where it lies on the visible
+surface (its camera depth within 2 % of the extent of the ground-truth depth at its pixel); a
+Gaussian belongs to object k when it is opaque (opacity > 0.5), got at least 2 such votes (1 for
+a monocular capture) and at least 75 % of them name k in the object-id masks. For every
+ground-truth time t the centroid of those Gaussians in the learnt motion (``model.at(t)``) is
+compared with the centroid of their time-0 positions carried by the object's ground-truth
+transform (``object_transforms`` of transforms.json, from time 0 to t); the table gives the max
+and median over the times as % of the scene extent, the diagonal of ``scene.json``'s ``bbox``
+(all ground-truth geometry over all times), and, for scale, the same error of a model that does
+not move (time-0 positions at every time). ``--static`` also trains ``splat`` on the same split
+with the times dropped.
 """
 
 from __future__ import annotations
@@ -278,6 +299,145 @@ def bench_static(minutes: float, out: Path, steps: int = 5000, threads: int = 0,
     print(f"\nsplat4d - splat: {rows[1][4]['psnr'] - rows[0][4]['psnr']:+.2f} dB")
 
 
+def _object_vote(model, scene, root: Path, extent: float, monocular: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each Gaussian's object id by a vote of the object-id masks of the training views nearest
+    time 0 (0: no confident id), its opacity, and how many views voted (see the module doc)."""
+    from PIL import Image
+
+    doc = json.loads((root / "transforms.json").read_text())
+    masks = {(root / f["file_path"]).resolve(): root / f["object_mask_path"] for f in doc["frames"]}
+    depths = {(root / f["file_path"]).resolve(): root / f["depth_file_path"] for f in doc["frames"]}
+    train = sorted((f for f in scene.frames if f.split == "train"), key=lambda f: (f.time or 0.0, f.name))
+    t0 = train[0].time or 0.0
+    views = train[:8] if monocular else [f for f in train if (f.time or 0.0) == t0]
+    n = model.splats["means"].shape[0]
+    max_id = 16
+    votes = np.zeros((n, max_id), np.int32)
+    for f in views:
+        cam = f.camera
+        x = model.at(f.time)["means"].numpy().astype(np.float64)
+        uv, z = cam.project(x)
+        mask = np.asarray(Image.open(masks[Path(f.image_path).resolve()]))
+        depth = np.load(depths[Path(f.image_path).resolve()])
+        sy, sx = mask.shape[0] / cam.height, mask.shape[1] / cam.width
+        col = np.floor(uv[:, 0] * sx).astype(np.int64)
+        row = np.floor(uv[:, 1] * sy).astype(np.int64)
+        ok = (z > 0) & (col >= 0) & (col < mask.shape[1]) & (row >= 0) & (row < mask.shape[0])
+        idx = np.nonzero(ok)[0]
+        d = depth[row[idx], col[idx]]
+        on_surface = (d > 0) & (np.abs(z[idx] - d) < 0.02 * extent)
+        idx = idx[on_surface]
+        ids = mask[row[idx], col[idx]].astype(np.int64)
+        keep = ids < max_id
+        np.add.at(votes, (idx[keep], ids[keep]), 1)
+    total = votes.sum(1)
+    best = votes.argmax(1)
+    conf = votes[np.arange(n), best] >= 0.75 * np.maximum(total, 1)
+    enough = total >= (1 if monocular else 2)
+    opacity = torch.sigmoid(model.splats["opacities"]).numpy()
+    label = np.where(conf & enough & (opacity > 0.5), best, 0)
+    return label, opacity, len(views)
+
+
+def object_errors(model, scene, root: Path, monocular: bool) -> tuple[dict, float, int]:
+    """Per moving object: Gaussians picked, and centroid errors (max, median over the ground-truth
+    times, % of the extent) of the learnt motion and of a model that does not move."""
+    meta = json.loads((root / "scene.json").read_text())
+    extent = float(np.linalg.norm(np.subtract(meta["bbox"]["max"], meta["bbox"]["min"])))
+    doc = json.loads((root / "transforms.json").read_text())
+    gt = {}
+    for f in doc["frames"]:
+        gt.setdefault(round(float(f["time"]), 9), f["object_transforms"])
+    label, _, nviews = _object_vote(model, scene, root, extent, monocular)
+    x0 = model.at(0.0)["means"].numpy().astype(np.float64)
+    at = {t: model.at(t)["means"].numpy().astype(np.float64) for t in sorted(gt)}
+    out = {}
+    for obj in meta["objects"]:
+        if not obj["moving"]:
+            continue
+        k = int(obj["id"])
+        sel = label == k
+        if sel.sum() == 0:
+            out[obj["name"]] = {"id": k, "n": 0}
+            continue
+        errs, still = [], []
+        for t, tf in sorted(gt.items()):
+            G = np.asarray(tf[str(k)], np.float64)
+            want = (x0[sel] @ G[:3, :3].T + G[:3, 3]).mean(0)
+            errs.append(float(np.linalg.norm(at[t][sel].mean(0) - want)))
+            still.append(float(np.linalg.norm(x0[sel].mean(0) - want)))
+        e, s = 100 * np.array(errs) / extent, 100 * np.array(still) / extent
+        out[obj["name"]] = {"id": k, "n": int(sel.sum()), "max": float(e.max()), "median": float(np.median(e)),
+                            "worst_t": sorted(gt)[int(e.argmax())], "still_max": float(s.max()), "times": len(gt)}
+    return out, extent, nviews
+
+
+def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, threads: int, sets: list[str],
+                static: bool, out: Path) -> None:
+    import os
+
+    from recon.run import EVAL_BACKGROUND
+    from recon.scene.readers import load_scene
+
+    model = {}
+    for item in sets:
+        name, _, value = item.partition("=")
+        try:
+            model[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            model[name.replace("-", "_")] = value
+    scene_dir = out / f"{kind}-{views}-{res}"
+    subprocess.run([sys.executable, "-m", "recon.cli", "scene", "synth", kind, str(scene_dir), "--views", str(views),
+                    "--res", str(res)], check=True)
+    scene = load_scene(scene_dir, background=EVAL_BACKGROUND)
+    monocular = kind == "dynamic"
+    tag = "-".join([kind, str(views), str(res), str(steps)] + [f"{k}{v}" for k, v in sorted(model.items())])
+    load0 = os.getloadavg()
+    print(f"[bench] splat4d on {scene_dir} ({steps} steps, {minutes} min cap, load {load0[0]:.1f})", flush=True)
+    from recon.train.config import preset_config
+    from recon.train.trainer import Trainer
+
+    cfg = preset_config("splat4d", "fast")
+    cfg.steps, cfg.max_minutes, cfg.downscale, cfg.log_every_seconds, cfg.threads = steps, minutes, 1.0, 60.0, threads
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    t0 = time.perf_counter()
+    tr = Trainer(cfg, scene, out / f"synth-{tag}", log=lambda s: print("   ", s, flush=True))
+    res_t = tr.train()
+    secs = time.perf_counter() - t0
+    load1 = os.getloadavg()
+    method = tr.method
+    te = score(method.renderer(), scene, 1.0, "test")
+    errs, extent, nviews = object_errors(method._model(), scene, scene_dir, monocular)
+    rows = [("splat4d", res_t.steps, round(secs), method.num_primitives, te)]
+    if static:
+        print(f"[bench] splat on the same views with the times dropped ({steps} steps, {minutes} min cap)", flush=True)
+        rs, done, ss, ng = train_in_process("splat", drop_times(scene), out / f"synth-static-{tag}", minutes, steps,
+                                            threads)
+        rows.append(("splat (times dropped)", done, round(ss), ng, score(rs, scene, 1.0, "test")))
+    opts = "".join(f" --set {s}" for s in sets)
+    print(f"\ncommand: python scripts/bench/splat4d.py synth --scene {kind} --views {views} --res {res} --steps {steps} "
+          f"--minutes {minutes} --threads {threads}{' --static' if static else ''}{opts}")
+    print(f"scene: recon scene synth {kind} {scene_dir} --views {views} --res {res} "
+          f"({len([f for f in scene.frames if f.split == 'train'])} training / {te['views']} held-out views); "
+          f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end of training\n")
+    print("| method | options | steps | train s | Gaussians | held-out PSNR (dB) | SSIM |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, done, s, ng, sc in rows:
+        print(f"| {name} | {json.dumps(model) if model and name == 'splat4d' else '-'} | {done} | {s} | {ng:,} | "
+              f"{sc['psnr']:.2f} | {sc['ssim']:.4f} |")
+    print(f"\nobject position error, % of the extent {extent:.3f} (bbox diagonal); Gaussians voted from {nviews} "
+          f"training views nearest time 0; over {next(iter(errs.values())).get('times', 0)} ground-truth times\n")
+    print("| object | Gaussians | centroid error max (%) | median (%) | worst time | not moving: max (%) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, e in errs.items():
+        if e["n"] == 0:
+            print(f"| {name} (id {e['id']}) | 0 | - | - | - | - |")
+        else:
+            print(f"| {name} (id {e['id']}) | {e['n']:,} | {e['max']:.2f} | {e['median']:.2f} | {e['worst_t']:.3f} | "
+                  f"{e['still_max']:.2f} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="case", required=True)
@@ -303,8 +463,20 @@ def main() -> int:
     sh.add_argument("--background-key", default="auto")
     sh.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     sh.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
+    sy = sub.add_parser("synth")
+    sy.add_argument("--scene", choices=("dynamic-rig", "dynamic"), default="dynamic-rig")
+    sy.add_argument("--views", type=int, default=160)
+    sy.add_argument("--res", type=int, default=128)
+    sy.add_argument("--steps", type=int, default=5000)
+    sy.add_argument("--minutes", type=float, default=12.0)
+    sy.add_argument("--threads", type=int, default=1)
+    sy.add_argument("--static", action="store_true", help="also train splat on the same split (times dropped)")
+    sy.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    sy.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
     a = ap.parse_args()
-    if a.case == "timing":
+    if a.case == "synth":
+        bench_synth(a.scene, a.views, a.res, a.steps, a.minutes, a.threads, a.set, a.static, a.out)
+    elif a.case == "timing":
         bench_timing([int(s) for s in a.sizes.split(",")], a.threads)
     elif a.case == "short":
         bench_short(a.method, a.steps, a.threads, a.background_key, a.set, a.out)
