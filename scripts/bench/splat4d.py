@@ -5,7 +5,7 @@
     python scripts/bench/splat4d.py lego --run RUN [--static-minutes 14] [--out DIR]
     python scripts/bench/splat4d.py static [--minutes 6] [--steps 5000] [--threads 0] [--res 128] [--warmup 1000] [--out DIR]
     python scripts/bench/splat4d.py short --method splat4d|splat [--steps 1500] [--threads 1] [--background-key auto] [--set NAME=VALUE ...]
-    python scripts/bench/splat4d.py synth --scene dynamic-rig|dynamic [--views 160] [--res 128] [--steps 5000] [--minutes 12] [--threads 1] [--static] [--set NAME=VALUE ...] [--out DIR]
+    python scripts/bench/splat4d.py synth --scene dynamic-rig|dynamic [--views 160] [--res 128] [--steps 5000] [--minutes 12] [--threads 1] [--background-key auto] [--static] [--set NAME=VALUE ...] [--out DIR]
 
 ``timing``: one training step's forward + backward, split into the deformation and the
 rasterization (200x200 view of random Gaussians), for recon's control nodes (512 nodes x 25
@@ -406,7 +406,7 @@ def object_errors(model, scene, root: Path, monocular: bool) -> tuple[dict, floa
 
 
 def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, threads: int, sets: list[str],
-                static: bool, out: Path) -> None:
+                static: bool, out: Path, key: str = "auto") -> None:
     import os
 
     from recon.run import EVAL_BACKGROUND
@@ -424,7 +424,7 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
                     "--res", str(res)], check=True)
     scene = load_scene(scene_dir, background=EVAL_BACKGROUND)
     monocular = kind == "dynamic"
-    tag = "-".join([kind, str(views), str(res), str(steps)] + [f"{k}{v}" for k, v in sorted(model.items())])
+    tag = "-".join([kind, str(views), str(res), str(steps), key] + [f"{k}{v}" for k, v in sorted(model.items())])
     load0 = os.getloadavg()
     print(f"[bench] splat4d on {scene_dir} ({steps} steps, {minutes} min cap, load {load0[0]:.1f})", flush=True)
     from recon.train.config import preset_config
@@ -432,6 +432,7 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
 
     cfg = preset_config("splat4d", "fast")
     cfg.steps, cfg.max_minutes, cfg.downscale, cfg.log_every_seconds, cfg.threads = steps, minutes, 1.0, 60.0, threads
+    cfg.background_key = key
     for k, v in model.items():
         setattr(cfg.model, k, v)
     t0 = time.perf_counter()
@@ -446,18 +447,18 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
     if static:
         print(f"[bench] splat on the same views with the times dropped ({steps} steps, {minutes} min cap)", flush=True)
         rs, done, ss, ng = train_in_process("splat", drop_times(scene), out / f"synth-static-{tag}", minutes, steps,
-                                            threads)
+                                            threads, background_key=key)
         rows.append(("splat (times dropped)", done, round(ss), ng, score(rs, scene, 1.0, "test")))
     opts = "".join(f" --set {s}" for s in sets)
     print(f"\ncommand: python scripts/bench/splat4d.py synth --scene {kind} --views {views} --res {res} --steps {steps} "
-          f"--minutes {minutes} --threads {threads}{' --static' if static else ''}{opts}")
+          f"--minutes {minutes} --threads {threads} --background-key {key}{' --static' if static else ''}{opts}")
     print(f"scene: recon scene synth {kind} {scene_dir} --views {views} --res {res} "
           f"({len([f for f in scene.frames if f.split == 'train'])} training / {te['views']} held-out views); "
           f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end of training\n")
     print("| method | options | steps | train s | Gaussians | held-out PSNR (dB) | SSIM |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, done, s, ng, sc in rows:
-        print(f"| {name} | {json.dumps(model) if model and name == 'splat4d' else '-'} | {done} | {s} | {ng:,} | "
+        print(f"| {name} | key {key}{', ' + json.dumps(model) if model and name == 'splat4d' else ''} | {done} | {s} | {ng:,} | "
               f"{sc['psnr']:.2f} | {sc['ssim']:.4f} |")
     print(f"\nobject position error, % of the extent {extent:.3f} (bbox diagonal); Gaussians voted from {nviews} "
           f"training views nearest time 0, or the time-0 model's opaque Gaussians within 1 % of the extent of the "
@@ -507,12 +508,13 @@ def main() -> int:
     sy.add_argument("--steps", type=int, default=5000)
     sy.add_argument("--minutes", type=float, default=12.0)
     sy.add_argument("--threads", type=int, default=1)
+    sy.add_argument("--background-key", default="auto", help="recon train's --background-key")
     sy.add_argument("--static", action="store_true", help="also train splat on the same split (times dropped)")
     sy.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     sy.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
     a = ap.parse_args()
     if a.case == "synth":
-        bench_synth(a.scene, a.views, a.res, a.steps, a.minutes, a.threads, a.set, a.static, a.out)
+        bench_synth(a.scene, a.views, a.res, a.steps, a.minutes, a.threads, a.set, a.static, a.out, a.background_key)
     elif a.case == "timing":
         bench_timing([int(s) for s in a.sizes.split(",")], a.threads)
     elif a.case == "short":
