@@ -172,9 +172,8 @@ class VoxelField:
         c, r = self.contraction
         res = tuple(int(round((n - 1) / 2)) + 1 for n in self.res)
         sub = self.resampled(np.full(3, -1.0, np.float32), np.full(3, 1.0, np.float32), res)
-        f = VoxelField(c - r, c + r, res, self.sh_degree, self.bias, self.step_ratio, self.device,
-                       density=sub.density, feats=sub.feats, env=self.env)
-        return f
+        return VoxelField(c - r, c + r, res, self.sh_degree, self.bias, self.step_ratio, self.device,
+                          density=sub.density, feats=sub.feats, env=self.env)
 
     def occupied_fraction(self) -> float:
         return float(self.occ.float().mean())
