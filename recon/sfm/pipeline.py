@@ -186,6 +186,33 @@ def _resolve_options(options: Optional[SfmOptions], overrides: dict[str, Any]) -
     return opts
 
 
+def run_unless_current(out: Path, staging: Path, cache: Path, out_key: str, opts: SfmOptions, prog, log, what: str,
+                       t_start: float, run: Callable[[], dict], text: Callable[[dict], str] = text_report) -> Optional[dict]:
+    """The common end of :func:`process` and its multi-view branch: None when ``out`` already holds
+    the output of ``out_key`` (same inputs and options; ``--force`` reruns), else the report of
+    ``run()`` (which writes into ``staging``), with timings and peak memory added, written beside
+    the output and committed to ``out`` atomically; the staging folder goes if ``run`` fails."""
+    key_file = cache / "output.key"
+    if not opts.force and key_file.is_file() and key_file.read_text().strip() == out_key and (out / "transforms.json").is_file():
+        if log:
+            log(f"{out} is up to date (same {what} and options); use --force to recompute")
+        return None
+    try:
+        result = run()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result["timings_s"] = dict(prog.timings)
+    result["timings_s"]["total"] = time.perf_counter() - t_start
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb_after_stage"] = dict(prog.peak_mb)
+    write_json(staging / "sfm_report.json", result)
+    (staging / "sfm_report.txt").write_text(text(result))
+    _commit(staging, out)
+    key_file.write_text(out_key + "\n")
+    return result
+
+
 def process(
     scene_dir: Path | str,
     out_dir: Path | str | None = None,
@@ -271,25 +298,10 @@ def process(
         prog(f"{len(ing.images)} images" + (f" ({len(ing.videos)} video(s))" if ing.videos else ""))
     # One video alone also writes frame times and a time-ordered split (outputs made before that rerun).
     out_key = options_key(opts, extra=[PIPELINE_VERSION, ing.key] + (["video-times-1"] if video_times(ing) else []))
-    key_file = cache / "output.key"
-    if not opts.force and key_file.is_file() and key_file.read_text().strip() == out_key and (out / "transforms.json").is_file():
-        if log:
-            log(f"{out} is up to date (same images and options); use --force to recompute")
+    result = run_unless_current(out, staging, cache, out_key, opts, prog, log, "images", t_start,
+                                lambda: _run(scene, out, staging, cache, ing, opts, prog, command))
+    if result is None:
         return out
-
-    try:
-        result = _run(scene, out, staging, cache, ing, opts, prog, command)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    result["timings_s"] = dict(prog.timings)
-    result["timings_s"]["total"] = time.perf_counter() - t_start
-    result["peak_rss_mb"] = _peak_rss_mb()
-    result["peak_rss_mb_after_stage"] = dict(prog.peak_mb)
-    write_json(staging / "sfm_report.json", result)
-    (staging / "sfm_report.txt").write_text(text_report(result))
-    _commit(staging, out)
-    key_file.write_text(out_key + "\n")
     if log:
         log(
             f"done: {result['images_registered']}/{result['images_total']} images registered, "

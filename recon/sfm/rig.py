@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -114,7 +113,7 @@ def process_rig(
 ) -> Path:
     """The multi-view branch of :func:`recon.sfm.pipeline.process` (called by it with the output
     folder, its staging and cache folders made and the options resolved)."""
-    from recon.sfm.pipeline import PIPELINE_VERSION, _commit, _peak_rss_mb
+    from recon.sfm.pipeline import PIPELINE_VERSION, run_unless_current
 
     if int(opts.rig_slices) < 1:
         raise ReconError(f"--rig-slices must be at least 1, got {opts.rig_slices}")
@@ -131,23 +130,11 @@ def process_rig(
         prog(f"note: ignoring {len(ing.ignored)} file(s) that are not videos ({', '.join(Path(p).name for p in ing.ignored[:3])})")
     offsets = {c.name: c.offset_s for c in ing.clips}
     out_key = options_key(opts, extra=[PIPELINE_VERSION, "rig", RIG_OUTPUT_VERSION, ing.key, opts.rig_slices, offsets])
-    key_file = cache / "output.key"
-    if not opts.force and key_file.is_file() and key_file.read_text().strip() == out_key and (out / "transforms.json").is_file():
-        if log:
-            log(f"{out} is up to date (same clips, offsets and options); use --force to recompute")
+    result = run_unless_current(out, staging, cache, out_key, opts, prog, log, "clips, offsets", t_start,
+                                lambda: _run(scene, out, staging, cache, ing, opts, prog, command),
+                                lambda r: text_report(r) + _rig_text(r["rig"]))
+    if result is None:
         return out
-    try:
-        result = _run(scene, out, staging, cache, ing, opts, prog, command)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    result["timings_s"] = dict(prog.timings)
-    result["timings_s"]["total"] = time.perf_counter() - t_start
-    result["peak_rss_mb"] = _peak_rss_mb()
-    write_json(staging / "sfm_report.json", result)
-    (staging / "sfm_report.txt").write_text(text_report(result) + _rig_text(result["rig"]))
-    _commit(staging, out)
-    key_file.write_text(out_key + "\n")
     if log:
         rig = result["rig"]
         log(f"done: {rig['cameras_registered']}/{len(rig['cameras'])} cameras registered "
