@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from recon.errors import ReconError
+from recon.io_utils import atomic_write_text
 from recon.scene.cameras import intrinsics_from_fov
 from recon.scene.conventions import opencv_to_opengl
 from scenes.dataset import _round, build
@@ -50,37 +51,20 @@ def render_video(name: str, out_path: str | os.PathLike, seconds: float = 10.0, 
     K = intrinsics_from_fov(recipe.fov_x, width, height)  # square pixels, centred
     c2ws, times = recipe.path(n)
     renderer = Renderer(recipe, ss=ss)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.mp4")
     frames = []
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream("libx264", rate=int(fps))
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(int(crf)), "preset": "medium"}
-            for i in range(n):
-                tm = 0.0 if times is None else float(times[i])
-                img = renderer.render(K, c2ws[i], width, height, tm).rgb
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(packet)
-                fr = {"frame_index": i, "transform_matrix": _round(opencv_to_opengl(c2ws[i]))}
-                if times is not None:
-                    fr["time"] = float(f"{tm:.12g}")
-                frames.append(fr)
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    for i in range(n):
+        fr = {"frame_index": i, "transform_matrix": _round(opencv_to_opengl(c2ws[i]))}
+        if times is not None:
+            fr["time"] = float(f"{float(times[i]):.12g}")
+        frames.append(fr)
+    imgs = (renderer.render(K, c2ws[i], width, height, 0.0 if times is None else float(times[i])).rgb for i in range(n))
+    _encode(av, out, imgs, fps, width, height, crf)
     cams = {
         "camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
         "cy": float(K[1, 2]), "w": width, "h": height, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
         "fps": int(fps), "video": out.name, "scene": recipe.name, "seed": recipe.seed, "frames": frames,
     }
-    side = out.with_name(out.stem + ".transforms.json")
-    tmpj = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-    tmpj.write_text(json.dumps(cams, indent=2) + "\n")
-    os.replace(tmpj, side)
+    atomic_write_text(out.with_name(out.stem + ".transforms.json"), json.dumps(cams, indent=2) + "\n")
     return out
 
 
@@ -211,7 +195,5 @@ def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMER
         "cameras": cams, "events": events,
     }
     for path, body in ((out / OFFSETS_FILE, {c["video"]: c["offset_s"] for c in cams}), (gt_path, gt)):
-        tmpj = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmpj.write_text(json.dumps(body, indent=1) + "\n")
-        os.replace(tmpj, path)
+        atomic_write_text(path, json.dumps(body, indent=1) + "\n")
     return out
