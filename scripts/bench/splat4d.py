@@ -243,10 +243,8 @@ def bench_lego(run: Path, static_minutes: float, out: Path, threads: int) -> Non
               f"{va['ssim']:.4f} |")
 
 
-def bench_short(method: str, steps: int, threads: int, key: str, sets: list[str], out: Path) -> None:
-    from recon.run import EVAL_BACKGROUND
-    from recon.scene.readers import load_scene
-
+def parse_sets(sets: list[str]) -> dict:
+    """``--set NAME=VALUE`` items as method options (JSON values, else strings)."""
     model = {}
     for item in sets:
         name, _, value = item.partition("=")
@@ -254,6 +252,14 @@ def bench_short(method: str, steps: int, threads: int, key: str, sets: list[str]
             model[name.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
             model[name.replace("-", "_")] = value
+    return model
+
+
+def bench_short(method: str, steps: int, threads: int, key: str, sets: list[str], out: Path) -> None:
+    from recon.run import EVAL_BACKGROUND
+    from recon.scene.readers import load_scene
+
+    model = parse_sets(sets)
     scene = load_scene(DATA / "dnerf_lego_tiny", background=EVAL_BACKGROUND)
     sc = drop_times(scene) if method == "splat" else scene
     tag = "-".join([method, key] + [f"{k}{v}" for k, v in sorted(model.items())])
@@ -412,13 +418,7 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
     from recon.run import EVAL_BACKGROUND
     from recon.scene.readers import load_scene
 
-    model = {}
-    for item in sets:
-        name, _, value = item.partition("=")
-        try:
-            model[name.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            model[name.replace("-", "_")] = value
+    model = parse_sets(sets)
     scene_dir = out / f"{kind}-{views}-{res}"
     subprocess.run([sys.executable, "-m", "recon.cli", "scene", "synth", kind, str(scene_dir), "--views", str(views),
                     "--res", str(res)], check=True)
