@@ -14,8 +14,8 @@ from PIL import Image
 
 import scenes
 from recon.eval.evaluate import evaluate
-from recon.methods.nerf import NerfConfig
 from recon.scene.readers import load_scene
+from recon.testing.runs import small_nerf_config
 from recon.train.config import TrainConfig
 from recon.train.trainer import Trainer
 
@@ -45,10 +45,7 @@ def exposed(tmp_path_factory):
 
 
 def _cfg(steps: int, appearance: bool) -> TrainConfig:
-    m = NerfConfig(sh_degree=1, res_init=32, res_final=56, upsample_at=(0.15, 0.35), rays_per_batch=2048,
-                   appearance=appearance)
-    return TrainConfig(method="nerf", steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9,
-                       threads=2, model=m)
+    return small_nerf_config(steps, appearance=appearance)
 
 
 def test_appearance_undoes_exposure_changes(exposed, tmp_path):

@@ -15,10 +15,11 @@ from PIL import Image
 
 import scenes
 from recon.eval.evaluate import evaluate
-from recon.methods.nerf import NerfConfig, decode_field, encode_field
+from recon.methods.nerf import decode_field, encode_field
 from recon.nerf.env import EnvMap, up_frame
 from recon.nerf.field import camera_rays
 from recon.scene.readers import load_scene
+from recon.testing.runs import small_nerf_config
 from recon.train.config import TrainConfig
 from recon.train.trainer import Trainer
 
@@ -61,10 +62,7 @@ def sky_scene(tmp_path_factory):
 
 
 def _cfg(steps: int, background_model: str) -> TrainConfig:
-    m = NerfConfig(sh_degree=1, res_init=32, res_final=56, upsample_at=(0.15, 0.35), rays_per_batch=2048,
-                   background_model=background_model)
-    return TrainConfig(method="nerf", steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9,
-                       threads=2, model=m)
+    return small_nerf_config(steps, background_model=background_model)
 
 
 def test_environment_map_learns_the_distant_scene(sky_scene, tmp_path):

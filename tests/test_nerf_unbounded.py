@@ -10,9 +10,10 @@ import torch
 
 import scenes
 from recon.eval.evaluate import evaluate
-from recon.methods.nerf import NerfConfig, decode_field, encode_field
+from recon.methods.nerf import decode_field, encode_field
 from recon.nerf.field import Rays, render_rays, sh_basis
 from recon.scene.readers import load_scene
+from recon.testing.runs import small_nerf_config
 from recon.train.config import TrainConfig
 from recon.train.trainer import Trainer
 
@@ -30,10 +31,7 @@ def room(tmp_path_factory):
 
 
 def _cfg(steps: int, contraction: str) -> TrainConfig:
-    m = NerfConfig(sh_degree=1, res_init=32, res_final=56, upsample_at=(0.15, 0.35), rays_per_batch=2048,
-                   scene_contraction=contraction, box=TABLE_BOX)
-    return TrainConfig(method="nerf", steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9,
-                       threads=2, model=m)
+    return small_nerf_config(steps, scene_contraction=contraction, box=TABLE_BOX)
 
 
 def test_contraction_models_what_lies_beyond_the_box(room, tmp_path):

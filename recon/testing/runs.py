@@ -76,3 +76,16 @@ def make_run(folder: Path, n: int = 4000, sh_degree: int = 0, cameras: int = 8, 
     (folder / "cameras.json").write_text(json.dumps(ring_cameras(cameras), indent=1))
     (folder / "config.json").write_text(json.dumps({"method": "splat", "synthetic": "recon.testing.runs.make_run"}))
     return folder
+
+
+def small_nerf_config(steps: int, **model: Any):
+    """A :class:`recon.train.config.TrainConfig` for short NeRF tests on 32-64 px scenes: SH degree
+    1, a 32^3 -> 56^3 grid upsampled at 15 % and 35 %, 2,048 rays per step, no checkpoints or logs;
+    ``model`` sets further :class:`recon.methods.nerf.NerfConfig` options."""
+    from recon.methods.nerf import NerfConfig
+    from recon.train.config import TrainConfig
+
+    m = NerfConfig(**{"sh_degree": 1, "res_init": 32, "res_final": 56, "upsample_at": (0.15, 0.35),
+                      "rays_per_batch": 2048, **model})
+    return TrainConfig(method="nerf", steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9,
+                       threads=2, model=m)
