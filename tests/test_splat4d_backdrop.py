@@ -84,7 +84,7 @@ def black_scene(tmp_path_factory):
     return root
 
 
-def test_auto_detects_blender_backdrop_only(black_scene, tmp_path):
+def test_auto_keys_blender_and_declared_backdrops_only(black_scene, tmp_path):
     sc = load_scene(black_scene, background=(1.0, 1.0, 1.0))
     assert sc.background == (0.0, 0.0, 0.0)  # the reader's baked background
     assert detect_backdrop(sc, sc.indices("train")) == (0.0, 0.0, 0.0)
@@ -101,6 +101,17 @@ def test_auto_detects_blender_backdrop_only(black_scene, tmp_path):
     assert apply_backdrop_key(ns, "auto", ns.indices("train"), log=lambda s: None)["key"] is None
     assert apply_backdrop_key(ns, "black", ns.indices("train"), log=lambda s: None)["key"] == [0.0, 0.0, 0.0]
     assert ns.background == (0.0, 0.0, 0.0) and ns.alpha(0) is not None
+    # A nerfstudio folder that declares its backdrop (recon's synthetic scenes write background_color):
+    # auto keys it, after checking the images' borders really are that colour.
+    (tmp_path / "transforms.json").write_text(json.dumps(dict(doc, background_color=[0, 0, 0])))
+    ns = load_scene(tmp_path / "transforms.json")
+    assert ns.declared_backdrop == (0.0, 0.0, 0.0)
+    assert apply_backdrop_key(ns, "auto", ns.indices("train"), log=lambda s: None)["key"] == [0.0, 0.0, 0.0]
+    assert ns.alpha(0) is not None and 0.05 < ns.alpha(0).mean() < 0.8
+    # Declared white over images on black: the check finds no white border, nothing is keyed.
+    (tmp_path / "transforms.json").write_text(json.dumps(dict(doc, background_color=[1, 1, 1])))
+    ns = load_scene(tmp_path / "transforms.json")
+    assert apply_backdrop_key(ns, "auto", ns.indices("train"), log=lambda s: None)["key"] is None
 
 
 @pytest.mark.skipif(not LEGO.is_dir(), reason="../shared/data/dnerf_lego_tiny is not here")

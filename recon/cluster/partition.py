@@ -237,7 +237,7 @@ def write_block_scene(scene, plan: Plan, block: Block, points: np.ndarray, folde
     frames = [scene.frames[i] for i in block.frames]
     pts = points[inside(plan.ground(points), block.expanded)]
     sub = Scene(frames=frames, root=folder, format=scene.format, points=pts if len(pts) else None,
-                background=scene.background, time_source=scene.time_source)
+                background=scene.background, declared_backdrop=scene.declared_backdrop, time_source=scene.time_source)
     folder.mkdir(parents=True, exist_ok=True)
     return write_transforms_json(sub, folder / "transforms.json").parent
 

@@ -76,8 +76,11 @@ class SplatConfig:
     """gsplat's antialiased (mip) rasterization; every renderer of the run honours it."""
     max_gaussians: int = 1_000_000
     """Cap on the number of Gaussians (MCMC's cap_max; the default strategy prunes the faintest)."""
-    opacity_reg: float = 0.0
-    """Weight of the mean-opacity regulariser (MCMC recipe: 0.01)."""
+    opacity_reg: float = 0.01
+    """Weight of the mean-opacity regulariser (MCMC's recipe; 0 turns it off): Gaussians no training view
+    needs fade and are pruned instead of floating in front of held-out cameras. On by default since
+    measured on real captures at the fast preset: sceaux 14.83 -> 15.59 dB, fox 31.94 -> 32.14 dB,
+    lego -0.08 dB, a static turntable +1.3 to +3.0 dB (docs/benchmarks.md)."""
     scale_reg: float = 0.0
     """Weight of the mean-scale regulariser (MCMC recipe: 0.01)."""
     appearance: bool = False
@@ -237,9 +240,8 @@ class SplatMethod(Method):
 
     def describe_init(self) -> str:
         note = self.shell_note
-        if self.sc.strategy == "mcmc" and self.sc.opacity_reg == 0 and self.sc.scale_reg == 0:
-            note += ("; --strategy mcmc without gsplat's MCMC regularisers (--preset mcmc sets them, or give "
-                    "--opacity-reg/--scale-reg)")
+        if self.sc.strategy == "mcmc" and self.sc.scale_reg == 0:
+            note += "; --strategy mcmc without gsplat's MCMC scale regulariser (--preset mcmc sets --scale-reg 0.01)"
         return self.init_source + note
 
     # ---- set-up -------------------------------------------------------------------------------

@@ -44,9 +44,6 @@ from recon.scene.scene import Scene
 class Splat4DConfig(SplatConfig):
     """Gaussian splat options (as ``splat``) plus the motion model's."""
 
-    opacity_reg: float = 0.01
-    """Weight of the mean-opacity regulariser (splat's option; on by default here: Gaussians no view needs
-    fade and are pruned. Measured on D-NeRF lego, 1,500 steps: val 20.75 -> 22.31 dB, test 24.56 -> 24.64 dB)."""
     num_nodes: int = 512
     """Control nodes that carry the motion (fewer than Gaussians: all of them when there are fewer)."""
     node_knn: int = 4

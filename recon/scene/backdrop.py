@@ -26,7 +26,14 @@ DEFAULT_TOLERANCE = 4.0 / 255.0
 SOFT_FACTOR = 3.0
 AUTO_FORMATS = ("blender", "dnerf")
 """Formats ``--background-key auto`` keys: renders saved as RGB on an exact black or white backdrop.
+Other folders are keyed by ``auto`` only when they declare a backdrop (``Scene.declared_backdrop``:
+a nerfstudio ``transforms.json`` with ``background_color``, as recon's synthetic scenes write).
 Photos of a studio backdrop are never exactly one colour: ask for their key by name."""
+
+
+def auto_keyed(scene) -> bool:
+    """Whether ``--background-key auto`` looks for a backdrop in ``scene`` (:data:`AUTO_FORMATS`)."""
+    return scene.format in AUTO_FORMATS or getattr(scene, "declared_backdrop", None) is not None
 
 
 def key_alpha(rgb: np.ndarray, colour: Sequence[float], tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
@@ -80,7 +87,8 @@ def detect_backdrop(scene, frames: list[int], probe: int = 3, tolerance: float =
 
 def resolve_key(mode: str, scene, frames: list[int]) -> Optional[tuple[float, float, float]]:
     """The backdrop colour ``--background-key mode`` asks for on ``scene`` (``None``: no key): ``auto``
-    detects it (:func:`detect_backdrop`) on Blender/D-NeRF folders only (:data:`AUTO_FORMATS`)."""
+    detects it (:func:`detect_backdrop`) on Blender/D-NeRF folders and folders that declare a backdrop
+    (:func:`auto_keyed`)."""
     if mode not in KEY_MODES:
         raise ReconError(f"--background-key {mode}: choose one of {', '.join(KEY_MODES)}")
     if mode == "none":
@@ -89,9 +97,12 @@ def resolve_key(mode: str, scene, frames: list[int]) -> Optional[tuple[float, fl
         return (0.0, 0.0, 0.0)
     if mode == "white":
         return (1.0, 1.0, 1.0)
-    if scene.format not in AUTO_FORMATS or scene.background_key is not None:
+    if not auto_keyed(scene) or scene.background_key is not None:
         return scene.background_key
-    return detect_backdrop(scene, frames)
+    found = detect_backdrop(scene, frames)
+    if scene.format not in AUTO_FORMATS and found != scene.declared_backdrop:
+        return None  # the images' border disagrees with the declared backdrop: leave them as they are
+    return found
 
 
 def apply_backdrop_key(scene, mode: str, frames: list[int], log: Callable[[str], None] = print) -> dict:

@@ -140,11 +140,11 @@ def scene_info(path: Path | str) -> dict[str, Any]:
         init = None
     backdrop = None
     if scene.has_poses and scene.indices("train"):
-        from recon.scene.backdrop import AUTO_FORMATS, detect_backdrop
+        from recon.scene.backdrop import auto_keyed, detect_backdrop
 
         colour = detect_backdrop(scene, scene.indices("train"))
         if colour is not None:
-            backdrop = {"colour": list(colour), "keyed_by_default": scene.format in AUTO_FORMATS}
+            backdrop = {"colour": list(colour), "keyed_by_default": auto_keyed(scene)}
     return {
         "path": str(scene.root),
         "format": scene.format,

@@ -249,13 +249,13 @@ def load_scene(
     return scene
 
 
-def _check_background(bg: Any) -> tuple[float, float, float]:
+def _check_background(bg: Any, what: str = "background") -> tuple[float, float, float]:
     try:
         vals = tuple(float(v) for v in bg)
     except (TypeError, ValueError):
-        raise ReconError(f"background must be three numbers in [0, 1], got {bg!r}") from None
+        raise ReconError(f"{what} must be three numbers in [0, 1], got {bg!r}") from None
     if len(vals) != 3 or not all(0.0 <= v <= 1.0 for v in vals):
-        raise ReconError(f"background must be three numbers in [0, 1], got {bg!r}")
+        raise ReconError(f"{what} must be three numbers in [0, 1], got {bg!r}")
     return vals  # type: ignore[return-value]
 
 
@@ -475,10 +475,14 @@ def read_nerfstudio(json_path: Path, background: Optional[tuple[float, float, fl
     if meta.get("ply_file_path"):
         ply = _resolve(root, meta["ply_file_path"])
         points, colors = read_ply_points(ply)
+    declared = None
+    if meta.get("background_color") is not None:
+        declared = _check_background(meta["background_color"], f"{json_path} background_color")
     return Scene(
         frames=frames,
         root=root,
         format="nerfstudio",
+        declared_backdrop=declared,
         points=points,
         point_colors=colors,
         background=background,

@@ -112,6 +112,9 @@ class Scene:
     """``(near, far)`` scene depths the content lies between, when the format gives them (LLFF bounds)."""
     background_key: Optional[tuple[float, float, float]] = None
     """Backdrop colour of RGB images keyed to alpha (:mod:`recon.scene.backdrop`; ``None``: no key)."""
+    declared_backdrop: Optional[tuple[float, float, float]] = None
+    """The plain backdrop colour the format declares for its RGB images (a nerfstudio
+    ``background_color``, as recon's synthetic scenes write); ``--background-key auto`` then keys them."""
     time_source: Optional[str] = None
     """Where the frames' times come from when they are not a dynamic capture's own: ``"video"``
     for one video's frame times (``recon process VIDEO``), which static methods ignore (the subject
