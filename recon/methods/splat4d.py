@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -79,6 +79,16 @@ class Splat4DConfig(SplatConfig):
     warmup_rig_views: int = 3
     """Rigs: when at least this many training views share the first time, the warm-up trains on those
     views only (0: always on every view)."""
+    time_curriculum: Literal["auto", "on", "off"] = "auto"
+    """Train the motion forward in time, as a tracker does: after the warm-up the training times open
+    from the first to the last over ``--curriculum-fraction`` of the motion's training, half of the
+    views come from the two newest open times, and keyframes not reached yet hold the newest one's
+    motion, so each new time starts from the previous time's solution instead of from no motion (an
+    object that moves more than its own size between times is otherwise lost). auto: on for
+    multi-view rigs (when the warm-up trains on the first time's views), off for monocular captures."""
+    curriculum_fraction: float = 0.5
+    """Fraction of the motion's training (after the warm-up) over which the time curriculum opens the
+    times; the rest trains on every time."""
 
     def validate(self) -> None:
         super().validate()
@@ -100,6 +110,10 @@ class Splat4DConfig(SplatConfig):
             bad("motion_ramp_steps", "must be >= 0")
         if self.warmup_rig_views < 0:
             bad("warmup_rig_views", "must be >= 0")
+        if self.time_curriculum not in ("auto", "on", "off"):
+            bad("time_curriculum", "choose auto, on or off")
+        if not (math.isfinite(self.curriculum_fraction) and 0.0 < self.curriculum_fraction <= 1.0):
+            bad("curriculum_fraction", "must be in (0, 1]")
         for name in ("lr_node_pos", "lr_node_trans", "lr_node_rot", "lr_node_scale", "lr_node_radius",
                      "smooth_weight", "rigid_weight"):
             v = getattr(self, name)
@@ -146,6 +160,13 @@ class Splat4DMethod(SplatMethod):
             first = [k for t, k in timed if t == t0]
             if len(first) >= self.dc.warmup_rig_views and len(first) < len(times):
                 self.warm_views = first
+        # The time curriculum: each training view's time, and the distinct times in order.
+        self.view_times = [None if t is None else round(float(t), 6) for t in times]
+        self.distinct_times = sorted({t for t in self.view_times if t is not None})
+        mode = self.dc.time_curriculum
+        self.curriculum = len(self.distinct_times) > 1 and (mode == "on" or (mode == "auto" and bool(self.warm_views)))
+        self._progress = 0.0  # training progress at the last step (the curriculum follows it)
+        self._curriculum_open = False
 
     def describe_init(self) -> str:
         text = super().describe_init()
@@ -155,13 +176,40 @@ class Splat4DMethod(SplatMethod):
             text += "; the training views carry no times: every view is time 0 (a static model with extra freedom)"
         elif self.warm_views:
             text += f" on the {len(self.warm_views)} views of the first time (a multi-view rig)"
+        if self.curriculum:
+            text += (f"; time curriculum: the {len(self.distinct_times)} times open in order over "
+                     f"{self.dc.curriculum_fraction:g} of the motion's training")
         return text
 
+    def frontier(self) -> Optional[float]:
+        """The newest time the curriculum has opened (``None``: every time is open)."""
+        if not self.curriculum or self._motion_p0 is None:
+            return None
+        p0 = min(self._motion_p0, 0.999)
+        f = (self._progress - p0) / (self.dc.curriculum_fraction * (1.0 - p0))
+        if f >= 1.0:
+            return None
+        ts = self.distinct_times
+        return ts[min(int(max(f, 0.0) * len(ts)), len(ts) - 1)]
+
     def sample(self, step: int, gen: torch.Generator) -> Batch:
-        """A training view; during a rig's warm-up, one of the first time's views."""
+        """A training view; during a rig's warm-up, one of the first time's views; during the time
+        curriculum, half from the two newest open times and half from every open time."""
         if self.warm_views and step < self.dc.warmup_steps and not self.sampler.order:
             perm = torch.randperm(len(self.warm_views), generator=gen).tolist()
             self.sampler.order = [self.warm_views[i] for i in perm]
+        elif step >= self.dc.warmup_steps:
+            tf = self.frontier()
+            if tf is not None:
+                i = self.distinct_times.index(tf)
+                newest = set(self.distinct_times[max(i - 1, 0):i + 1])
+                recent = [k for k, t in enumerate(self.view_times) if t in newest]
+                if torch.rand(1, generator=gen).item() >= 0.5:
+                    recent = [k for k, t in enumerate(self.view_times) if t is None or t <= tf]
+                self.sampler.order = [recent[int(torch.randint(len(recent), (1,), generator=gen))]]
+            elif self.curriculum and self.sampler.order and self._curriculum_open:
+                self.sampler.order = []  # the curriculum just ended: a fresh permutation of every view
+        self._curriculum_open = self.frontier() is not None
         return super().sample(step, gen)
 
     # ---- the motion -------------------------------------------------------------------------------
@@ -228,6 +276,7 @@ class Splat4DMethod(SplatMethod):
         return terms
 
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
+        self._progress = float(progress)
         if self.node_opt is not None:
             # The motion's learning rates decay to 1 % over the steps it trains (from the warm-up's end).
             if self._motion_p0 is None:
@@ -258,6 +307,15 @@ class Splat4DMethod(SplatMethod):
                 with torch.no_grad():
                     for n, v in held.items():
                         getattr(self.nodes, n)[:, idle] = v
+            tf = self.frontier()
+            if tf is not None:  # keyframes after the newest open time hold its motion
+                u = min(max(tf, 0.0), 1.0) * (self.nodes.keyframes - 1)
+                j = min(int(math.ceil(u - 1e-9)), self.nodes.keyframes - 1)
+                if j + 1 < self.nodes.keyframes:
+                    with torch.no_grad():
+                        for n in ("trans", "rot", "dscale"):
+                            x = getattr(self.nodes, n)
+                            x[:, j + 1:] = x[:, j:j + 1]
         n_before = self.num_primitives
         super().after_backward(step, out, progress)
         if self.nodes is not None and (self.num_primitives != n_before or (step + 1) % self.dc.rebind_every == 0):
@@ -278,10 +336,14 @@ class Splat4DMethod(SplatMethod):
             "nodes": self.nodes.tensors(), "optimizer": self.node_opt.state_dict(),
             "binding": self.binding.detach().cpu().clone(), "progress0": self._motion_p0,
         }
+        state["curriculum"] = {"progress": self._progress, "open": self._curriculum_open}
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
+        c = state.get("curriculum") or {}
+        self._progress = float(c.get("progress", 0.0))
+        self._curriculum_open = bool(c.get("open", False))
         m = state.get("motion")
         if m is None:
             self.nodes = self.node_opt = self.binding = None
