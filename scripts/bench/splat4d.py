@@ -405,6 +405,7 @@ def object_errors(model, scene, root: Path, monocular: bool) -> tuple[dict, floa
                 per.append(float(np.median(np.linalg.norm(at[t][sel] - want, axis=1))))
             e, s = 100 * np.array(errs) / extent, 100 * np.array(still) / extent
             row[f"per_{how}"] = 100 * max(per) / extent
+            row[f"times_{how}"] = [(t, float(v)) for t, v in zip(sorted(gt), e)]
             row.update({f"max_{how}": float(e.max()), f"median_{how}": float(np.median(e)),
                         f"worst_t_{how}": sorted(gt)[int(e.argmax())], f"still_max_{how}": float(s.max())})
         out[obj["name"]] = row
@@ -474,6 +475,10 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
                 print(f"| {name} (id {e['id']}) | {what} | {e[f'n_{how}']:,} | {e[f'max_{how}']:.2f} | "
                       f"{e[f'median_{how}']:.2f} | {e[f'worst_t_{how}']:.3f} | {e[f'still_max_{how}']:.2f} | "
                       f"{e[f'per_{how}']:.2f} |")
+    print("\ncentroid error at each ground-truth time (time: % of the extent), GT-mesh selection:")
+    for name, e in errs.items():
+        if e.get("times_mesh"):
+            print(f"- {name}: " + ", ".join(f"{t:.2f}: {v:.1f}" for t, v in e["times_mesh"]))
 
 
 def main() -> int:
