@@ -99,7 +99,7 @@ def rig_scene(tmp_path_factory):
 def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     m = Splat4DConfig(sh_degree=0, init_num_points=1500, refine_start=60, refine_every=50, reset_every=10_000,
                       refine_stop_fraction=0.6, max_gaussians=4_000, warmup_steps=100, num_nodes=64,
-                      rebind_every=50, lr_node_trans=0.04, lr_node_rot=0.02, keyframes=TIMES)
+                      rebind_every=50, lr_node_trans=0.01, lr_node_rot=0.01, keyframes=TIMES)
     cfg = TrainConfig(method="splat4d", steps=800, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=m)
     tr = Trainer(cfg, rig_scene, tmp_path / "rig4d", log=lambda s: None)
     assert len(tr.method.warm_views) == CAMS - 1  # the warm-up trains the first time's 7 training views
@@ -137,14 +137,16 @@ def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     # opacity regulariser on by default (7 Dec): centroid at most 0.42 %, median per-Gaussian up to
     # 4.3 %, held-out camera 23.90 dB (one run, heavily loaded machine). With the time curriculum (on
     # for rigs by default, 7 Dec): centroid at most 1.15 %, median per-Gaussian up to 2.43 %, held-out
-    # camera 24.10 dB (one run).
+    # camera 24.10 dB (one run). With the curriculum's full-rate motion and velocity extrapolation the
+    # test's learning rates (then 0.04 / 0.02) diverged at the last time (25.7 % there); at 0.01 / 0.01:
+    # centroid at most 0.80 %, median per-Gaussian up to 2.13 %, held-out camera 24.05 dB (one run).
     assert max(errs) < 0.02 * extent
     assert res["psnr"] > 20.5
 
 
 def test_time_curriculum_opens_times_in_order(rig_scene, tmp_path):
     """--time-curriculum (auto: on for rigs): after the warm-up, views come only from times already
-    opened, half of them from the two newest; keyframes not reached yet hold the newest one's motion;
+    opened, half of them from the two newest; keyframes not reached yet continue the newest one's motion;
     after --curriculum-fraction of the motion's training every time is open."""
     m = Splat4DConfig(sh_degree=0, init_num_points=800, refine_start=10_000, max_gaussians=2_000, warmup_steps=20,
                       num_nodes=16, keyframes=TIMES, curriculum_fraction=0.6)
@@ -166,7 +168,9 @@ def test_time_curriculum_opens_times_in_order(rig_scene, tmp_path):
         if tf is not None and meth.nodes is not None:
             j = int(round(tf * (TIMES - 1)))
             tr_ = meth.nodes.trans.detach()
-            held.append(bool(torch.equal(tr_[:, j + 1:], tr_[:, j:j + 1].expand_as(tr_[:, j + 1:]))))
+            v = tr_[:, j:j + 1] - tr_[:, j - 1:j] if j > 0 else torch.zeros_like(tr_[:, :1])
+            m_ = torch.arange(1, TIMES - j, dtype=torch.float32).view(1, -1, 1)
+            held.append(bool(torch.allclose(tr_[:, j + 1:], tr_[:, j:j + 1] + m_ * v, atol=1e-6)))
 
     meth.sample, meth.after_backward = rec_sample, rec_after
     tr.train()

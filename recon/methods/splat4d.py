@@ -82,10 +82,11 @@ class Splat4DConfig(SplatConfig):
     time_curriculum: Literal["auto", "on", "off"] = "auto"
     """Train the motion forward in time, as a tracker does: after the warm-up the training times open
     from the first to the last over ``--curriculum-fraction`` of the motion's training, half of the
-    views come from the two newest open times, and keyframes not reached yet hold the newest one's
-    motion, so each new time starts from the previous time's solution instead of from no motion (an
-    object that moves more than its own size between times is otherwise lost). auto: on for
-    multi-view rigs (when the warm-up trains on the first time's views), off for monocular captures."""
+    views come from the two newest open times, keyframes not reached yet continue the newest one's
+    motion at its last velocity, and the motion's learning rates decay only after the curriculum, so
+    each new time starts from the previous times' solution instead of from no motion (an object that
+    moves more than its own size between times is otherwise lost). auto: on for multi-view rigs
+    (when the warm-up trains on the first time's views), off for monocular captures."""
     curriculum_fraction: float = 0.5
     """Fraction of the motion's training (after the warm-up) over which the time curriculum opens the
     times; the rest trains on every time."""
@@ -275,6 +276,21 @@ class Splat4DMethod(SplatMethod):
                 terms["rigid"] = self.dc.rigid_weight * self.nodes.rigidity(t, self.scene_scale)
         return terms
 
+    def _extrapolate(self, tf: float) -> None:
+        """Keyframes after the newest open time ``tf`` continue its motion: translations and
+        rotations at the velocity of its last keyframe interval (constant when there is none yet),
+        scale offsets held."""
+        kf = self.nodes.keyframes
+        j = min(int(math.ceil(min(max(tf, 0.0), 1.0) * (kf - 1) - 1e-9)), kf - 1)
+        if j + 1 >= kf:
+            return
+        steps = torch.arange(1, kf - j, dtype=torch.float32, device=self.device).view(1, -1, 1)
+        with torch.no_grad():
+            for n in ("trans", "rot", "dscale"):
+                x = getattr(self.nodes, n)
+                v = x[:, j:j + 1] - x[:, j - 1:j] if (j > 0 and n != "dscale") else torch.zeros_like(x[:, j:j + 1])
+                x[:, j + 1:] = x[:, j:j + 1] + steps * v
+
     def after_backward(self, step: int, out: RenderOutput, progress: float) -> None:
         self._progress = float(progress)
         if self.node_opt is not None:
@@ -282,6 +298,10 @@ class Splat4DMethod(SplatMethod):
             if self._motion_p0 is None:
                 self._motion_p0 = float(progress)
             p0 = min(self._motion_p0, 0.999)
+            if self.curriculum:
+                # Under the time curriculum the motion keeps its full rate while times open (a tracker
+                # must move each new time's keyframe as far as the scene moved) and decays after.
+                p0 = min(p0 + self.dc.curriculum_fraction * (1.0 - p0), 0.999)
             decay = 0.01 ** (max(float(progress) - p0, 0.0) / (1.0 - p0))
             ramp = self.dc.motion_ramp_steps
             if ramp > 0:
@@ -308,14 +328,8 @@ class Splat4DMethod(SplatMethod):
                     for n, v in held.items():
                         getattr(self.nodes, n)[:, idle] = v
             tf = self.frontier()
-            if tf is not None:  # keyframes after the newest open time hold its motion
-                u = min(max(tf, 0.0), 1.0) * (self.nodes.keyframes - 1)
-                j = min(int(math.ceil(u - 1e-9)), self.nodes.keyframes - 1)
-                if j + 1 < self.nodes.keyframes:
-                    with torch.no_grad():
-                        for n in ("trans", "rot", "dscale"):
-                            x = getattr(self.nodes, n)
-                            x[:, j + 1:] = x[:, j:j + 1]
+            if tf is not None:
+                self._extrapolate(tf)
         n_before = self.num_primitives
         super().after_backward(step, out, progress)
         if self.nodes is not None and (self.num_primitives != n_before or (step + 1) % self.dc.rebind_every == 0):
