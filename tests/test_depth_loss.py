@@ -68,8 +68,10 @@ def test_depth_supervision_improves_held_out_depth(scene, tmp_path):
     def cfg(kind: str) -> TrainConfig:
         sp = SplatConfig(sh_degree=0, init_num_points=4000, refine_start=100, refine_every=50, reset_every=10_000,
                          refine_stop_fraction=0.7, max_gaussians=20_000)
+        # No backdrop key: like a real capture, nothing but the photos (and the depth) says where empty
+        # space is. (Keyed, the plain run's held-out depth error is already 0.059: 7 Dec.)
         return TrainConfig(steps=300, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=sp,
-                           depth_loss=kind, depth_weight=0.5)
+                           depth_loss=kind, depth_weight=0.5, background_key="none")
 
     plain = Trainer(cfg("none"), scene, tmp_path / "plain", log=lambda s: None)
     plain.train()

@@ -45,6 +45,9 @@ def scene_dir(tmp_path_factory):
 def _cfg(steps: int, **kw) -> TrainConfig:
     sp = SplatConfig(sh_degree=0, init_num_points=3000, refine_start=60, refine_every=40, reset_every=10_000,
                      refine_stop_fraction=0.7, max_gaussians=12_000)
+    # The edit recolours whole images, backdrop included: train them as they are (no backdrop key; the
+    # turntable declares its white backdrop, which --background-key auto would key to alpha).
+    kw.setdefault("background_key", "none")
     return TrainConfig(steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, threads=1, model=sp, **kw)
 
 

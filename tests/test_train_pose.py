@@ -27,7 +27,10 @@ def _cfg(steps: int, pose_opt: bool = True, **kw) -> TrainConfig:
         sh_degree=0, init_num_points=4000, refine_start=100, refine_every=50, reset_every=10_000,
         refine_stop_fraction=0.7, max_gaussians=20_000, pose_opt=pose_opt, **kw,
     )
-    return TrainConfig(steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=sp)
+    # As the measurement below was made: the images as they are (no backdrop key; the turntable declares
+    # its white backdrop, which --background-key auto keys since 7 Dec).
+    return TrainConfig(steps=steps, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=sp,
+                       background_key="none")
 
 
 def _rot_deg(A: np.ndarray, B: np.ndarray) -> float:

@@ -121,8 +121,8 @@ def dynamic_run(tmp_path_factory):
     assert cli([str(root), "--method", "splat4d", "--out", str(run), "--steps", "400", "--threads", "1",
                 "--sh-degree", "0", "--init-points", "random", "--init-num-points", "1500", "--refine-start", "60",
                 "--refine-every", "50", "--reset-every", "10000", "--refine-stop-fraction", "0.6",
-                "--max-gaussians", "4000", "--warmup-steps", "100", "--num-nodes", "64", "--lr-node-trans", "0.04",
-                "--lr-node-rot", "0.02", "--rebind-every", "50", "--keyframes", str(TIMES),
+                "--max-gaussians", "4000", "--warmup-steps", "100", "--num-nodes", "64", "--lr-node-trans", "0.01",
+                "--lr-node-rot", "0.01", "--rebind-every", "50", "--keyframes", str(TIMES),
                 "--checkpoint-every", "0", "--log-every-seconds", "1e9", "--eval-views", "1"]) == 0
     return run
 
