@@ -283,6 +283,8 @@ CASES: list[Case] = [
     c("train-zero-rotation", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2"], ["transforms.json", "rotation"],
       setup=lambda p: _edit_transforms(p, lambda d: d["frames"][2].__setitem__(
           "transform_matrix", [[0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1]]))),
+    c("train-bad-background-color", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2"],
+      ["transforms.json", "background_color"], setup=lambda p: _edit_transforms(p, lambda d: d.__setitem__("background_color", "red"))),
     c("train-camera-angle-x", lambda p: ["train", str(p.scene), "--out", str(p.tmp / "r"), "--steps", "2"], ["camera_angle_x"],
       setup=lambda p: _edit_transforms(p, lambda d: (d.pop("fl_x"), d.pop("fl_y"), d.__setitem__("camera_angle_x", 4.0)))),
     # ---------------- eval
