@@ -100,7 +100,8 @@ def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     m = Splat4DConfig(sh_degree=0, init_num_points=1500, refine_start=60, refine_every=50, reset_every=10_000,
                       refine_stop_fraction=0.6, max_gaussians=4_000, warmup_steps=100, num_nodes=64,
                       rebind_every=50, lr_node_trans=0.01, lr_node_rot=0.01, keyframes=TIMES)
-    cfg = TrainConfig(method="splat4d", steps=800, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=m)
+    cfg = TrainConfig(method="splat4d", steps=800, downscale=1.0, checkpoint_every=0, log_every_seconds=1e9, model=m,
+                      threads=1)  # one thread: the same figures on every machine (two threads reached 3.67 % at t = 1 once)
     tr = Trainer(cfg, rig_scene, tmp_path / "rig4d", log=lambda s: None)
     assert len(tr.method.warm_views) == CAMS - 1  # the warm-up trains the first time's 7 training views
     tr.train()
@@ -140,6 +141,8 @@ def test_rig_recovers_the_moving_object(rig_scene, tmp_path):
     # camera 24.10 dB (one run). With the curriculum's full-rate motion and velocity extrapolation the
     # test's learning rates (then 0.04 / 0.02) diverged at the last time (25.7 % there); at 0.01 / 0.01:
     # centroid at most 0.80 %, median per-Gaussian up to 2.13 %, held-out camera 24.05 dB (one run).
+    # With one thread (deterministic): centroid 1.44 % at t = 1 (0.71 % or less before), per-Gaussian up
+    # to 2.32 %, 24.58 dB. The last time is the weakest: it opens last and trains least.
     assert max(errs) < 0.02 * extent
     assert res["psnr"] > 20.5
 
