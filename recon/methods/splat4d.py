@@ -162,12 +162,14 @@ class Splat4DMethod(SplatMethod):
             if len(first) >= self.dc.warmup_rig_views and len(first) < len(times):
                 self.warm_views = first
         # The time curriculum: each training view's time, and the distinct times in order.
-        self.view_times = [None if t is None else round(float(t), 6) for t in times]
-        self.distinct_times = sorted({t for t in self.view_times if t is not None})
+        view_times = [None if t is None else round(float(t), 6) for t in times]
+        self.distinct_times = sorted({t for t in view_times if t is not None})
+        # Training views (numbers k) at each distinct time, and those without a time (always open).
+        self.views_at = [[k for k, t in enumerate(view_times) if t == u] for u in self.distinct_times]
+        self.untimed = [k for k, t in enumerate(view_times) if t is None]
         mode = self.dc.time_curriculum
         self.curriculum = len(self.distinct_times) > 1 and (mode == "on" or (mode == "auto" and bool(self.warm_views)))
         self._progress = 0.0  # training progress at the last step (the curriculum follows it)
-        self._curriculum_open = False
 
     def describe_init(self) -> str:
         text = super().describe_init()
@@ -203,14 +205,10 @@ class Splat4DMethod(SplatMethod):
             tf = self.frontier()
             if tf is not None:
                 i = self.distinct_times.index(tf)
-                newest = set(self.distinct_times[max(i - 1, 0):i + 1])
-                recent = [k for k, t in enumerate(self.view_times) if t in newest]
-                if torch.rand(1, generator=gen).item() >= 0.5:
-                    recent = [k for k, t in enumerate(self.view_times) if t is None or t <= tf]
-                self.sampler.order = [recent[int(torch.randint(len(recent), (1,), generator=gen))]]
-            elif self.curriculum and self.sampler.order and self._curriculum_open:
-                self.sampler.order = []  # the curriculum just ended: a fresh permutation of every view
-        self._curriculum_open = self.frontier() is not None
+                older = 0 if torch.rand(1, generator=gen).item() >= 0.5 else max(i - 1, 0)
+                pool = sorted([k for ks in self.views_at[older:i + 1] for k in ks] + (self.untimed if older == 0 else []))
+                # One view at a time (popped at once), so the sampler's own permutation resumes after.
+                self.sampler.order = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
         return super().sample(step, gen)
 
     # ---- the motion -------------------------------------------------------------------------------
@@ -350,14 +348,13 @@ class Splat4DMethod(SplatMethod):
             "nodes": self.nodes.tensors(), "optimizer": self.node_opt.state_dict(),
             "binding": self.binding.detach().cpu().clone(), "progress0": self._motion_p0,
         }
-        state["curriculum"] = {"progress": self._progress, "open": self._curriculum_open}
+        state["curriculum"] = {"progress": self._progress}
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         c = state.get("curriculum") or {}
         self._progress = float(c.get("progress", 0.0))
-        self._curriculum_open = bool(c.get("open", False))
         m = state.get("motion")
         if m is None:
             self.nodes = self.node_opt = self.binding = None
