@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from recon.errors import ReconError
 from recon.io_utils import atomic_write_text
 from recon.scene.cameras import intrinsics_from_fov
@@ -75,20 +77,68 @@ sparse for SfM to pose from 256-384 px frames; sixteen registers every camera at
 
 OFFSETS_FILE = "offsets.json"
 GROUND_TRUTH_FILE = "ground_truth.json"
+AUDIO_RATE = 16000
+"""Sample rate of the rig clips' sound (``render_rig_videos(audio=True)``)."""
+AUDIO_CHUNK = 1024  # samples per encoded audio frame (AAC's frame size)
+FLASH_BLEND = 0.7
+"""How far the flash frame is blended toward white (``render_rig_videos(flash_frame=N)``)."""
 
 
-def _encode(av, path: Path, images, fps: int, width: int, height: int, crf: int) -> None:
+def event_sound(seed: int, seconds: float, rate_hz: float = 5.0) -> list[tuple[float, float, float, float]]:
+    """The rig event's soundtrack, deterministic from ``seed``: short tone bursts (clicks and
+    chirps a stage would hear) at irregular times, as ``(time_s, frequency_hz, width_s,
+    amplitude)``; :func:`sound_at` samples it. About ``rate_hz`` bursts per second, at least 40
+    ms apart, 600-3000 Hz, 2-6 ms wide, amplitude 0.2-0.6, so a cross-correlation of two
+    recordings has one clear peak."""
+    rng = np.random.default_rng([int(seed), 15])
+    n = max(3, int(round(seconds * rate_hz)))
+    times: list[float] = []
+    for t in np.sort(rng.uniform(0.0, seconds, 4 * n)):
+        if len(times) < n and (not times or t - times[-1] >= 0.04):
+            times.append(float(t))
+    return [(t, float(rng.uniform(600, 3000)), float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.2, 0.6)))
+            for t in times]
+
+
+def sound_at(bursts, t: np.ndarray) -> np.ndarray:
+    """The soundtrack of :func:`event_sound` at event seconds ``t`` ``[S]`` (float32 ``[S]``):
+    each burst a Gaussian-windowed sine, so any start time samples it exactly."""
+    t = np.asarray(t, dtype=np.float64)
+    out = np.zeros(t.shape, np.float64)
+    for tc, f, w, a in bursts:
+        lo, hi = np.searchsorted(t, [tc - 5 * w, tc + 5 * w])
+        d = t[lo:hi] - tc
+        out[lo:hi] += a * np.exp(-0.5 * (d / w) ** 2) * np.sin(2 * np.pi * f * d)
+    return out.astype(np.float32)
+
+
+def _encode(av, path: Path, images, fps: int, width: int, height: int, crf: int, audio=None) -> None:
+    """H.264 frames ``images`` (uint8 ``[H, W, 3]``) to ``path``; with ``audio = (samples [S] float32
+    in [-1, 1], rate)`` also a mono AAC track whose first sample is at the first frame's time."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
     try:
         with av.open(str(tmp), mode="w") as container:
             stream = container.add_stream("libx264", rate=int(fps))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.options = {"crf": str(int(crf)), "preset": "medium"}
+            astream = None
+            if audio is not None:
+                astream = container.add_stream("aac", rate=int(audio[1]))
+                astream.layout = "mono"
             for img in images:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
+            if astream is not None:
+                samples = np.ascontiguousarray(audio[0], dtype=np.float32)
+                for s in range(0, len(samples), AUDIO_CHUNK):
+                    frame = av.AudioFrame.from_ndarray(samples[None, s:s + AUDIO_CHUNK].copy(), format="fltp", layout="mono")
+                    frame.sample_rate, frame.pts = int(audio[1]), s
+                    for packet in astream.encode(frame):
+                        container.mux(packet)
+                for packet in astream.encode():
+                    container.mux(packet)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -97,7 +147,8 @@ def _encode(av, path: Path, images, fps: int, width: int, height: int, crf: int)
 
 def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMERAS, seconds: float = 2.0,
                       fps: int = 12, res: int = 256, height: int | None = None, seed: int = 0, ss: int = 2,
-                      crf: int = 18, start_frames=None) -> Path:
+                      crf: int = 18, start_frames=None, flash_frame: int | None = None, audio: bool = False,
+                      write_offsets: bool = True) -> Path:
     """Render the ``dynamic-rig`` event as one H.264 clip per fixed camera (a synchronised
     multi-view video set), with exact ground truth; returns ``out_dir``.
 
@@ -113,11 +164,22 @@ def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMER
     * ``camJJ.mp4``: the clips;
     * ``offsets.json``: ``{"camJJ.mp4": s / fps}``, each clip's start in event seconds, which
       ``recon process`` reads to align the clips (its presence marks the folder as a synchronised
-      multi-view capture);
+      multi-view capture); not written with ``write_offsets=False`` (a set for ``recon process
+      --sync audio|flash`` to align by itself);
     * ``ground_truth.json``: the intrinsics (OPENCV, no distortion), each camera's clip, offset and
       OpenGL camera-to-world ``transform_matrix`` (as ``transforms.json``), and per event frame its
       seconds, scene ``time`` and the moving objects' ``object_transforms`` (world transform from
-      the time-0 pose, as ``recon scene synth`` writes them).
+      the time-0 pose, as ``recon scene synth`` writes them); ``flash_frame`` and ``audio`` (the
+      sound's rate and bursts) when asked for.
+
+    Cues to align the clips by (all cameras see and hear the same event):
+
+    * ``flash_frame = N``: at event frame ``N`` (exactly that frame) every camera's image is
+      blended :data:`FLASH_BLEND` (70 %) toward white, as a photo flash would light the stage;
+    * ``audio``: each clip carries a mono AAC track (:data:`AUDIO_RATE`) of the event's sound
+      (:func:`event_sound`, from ``seed``) from the clip's own start, its sample ``k`` at event
+      second ``s / fps + k / rate``, plus independent noise per camera (standard deviation 0.005,
+      as different microphones would add).
 
     Args:
         out_dir: the output folder.
@@ -128,9 +190,10 @@ def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMER
         ss: silhouette supersampling factor.
         crf: libx264 constant rate factor.
         start_frames: per camera, the event frame its clip starts at (default all 0).
+        flash_frame: the event frame of the flash (default none).
+        audio: give each clip a sound track of the event.
+        write_offsets: write ``offsets.json``.
     """
-    import numpy as np
-
     try:
         import av
     except ImportError:
@@ -148,6 +211,8 @@ def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMER
     starts = [0] * cameras if start_frames is None else [int(s) for s in start_frames]
     if len(starts) != cameras or any(not 0 <= s <= n - 2 for s in starts):
         raise ReconError(f"start_frames must give each of the {cameras} cameras a start in 0..{n - 2}, got {list(starts)}")
+    if flash_frame is not None and not 0 <= int(flash_frame) <= n - 1:
+        raise ReconError(f"--flash-frame must be an event frame in 0..{n - 1} ({n} frames: --seconds x --fps), got {flash_frame}")
     out = Path(out_dir)
     if out.suffix.lower() == ".mp4":
         raise ReconError(f"{out}: the rig's video set is a folder (one clip per camera); give a folder name")
@@ -171,11 +236,24 @@ def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMER
     c2ws = stage_rig(cameras)
     renderer = Renderer(recipe, ss=ss)
     times = np.arange(n) / (n - 1)
+    bursts = event_sound(seed, n / fps) if audio else None
+    noise = np.random.default_rng([int(seed), 15, 1])
+
+    def frame(j: int, i: int) -> np.ndarray:
+        rgb = renderer.render(K, c2ws[j], width, height, float(times[i])).rgb
+        if flash_frame is not None and i == int(flash_frame):
+            rgb = np.round(rgb.astype(np.float32) * (1 - FLASH_BLEND) + 255.0 * FLASH_BLEND).astype(np.uint8)
+        return rgb
+
     cams = []
     for j in range(cameras):
         name = f"cam{j:02d}.mp4"
-        imgs = (renderer.render(K, c2ws[j], width, height, float(times[i])).rgb for i in range(starts[j], n))
-        _encode(av, out / name, imgs, fps, width, height, crf)
+        imgs = (frame(j, i) for i in range(starts[j], n))
+        track = None
+        if bursts is not None:
+            t = starts[j] / fps + np.arange(int(round((n - starts[j]) / fps * AUDIO_RATE))) / AUDIO_RATE
+            track = (np.clip(sound_at(bursts, t) + noise.normal(0.0, 0.005, len(t)).astype(np.float32), -1, 1), AUDIO_RATE)
+        _encode(av, out / name, imgs, fps, width, height, crf, audio=track)
         cams.append({"video": name, "offset_s": starts[j] / fps, "first_event_frame": starts[j],
                      "frames": n - starts[j], "transform_matrix": _round(opencv_to_opengl(c2ws[j]))})
     events = []
@@ -194,6 +272,14 @@ def render_rig_videos(out_dir: str | os.PathLike, cameras: int = RIG_VIDEO_CAMER
                       "first_event_frame + k, at offset_s + k / fps event seconds; time = event_frame / (event_frames - 1)",
         "cameras": cams, "events": events,
     }
-    for path, body in ((out / OFFSETS_FILE, {c["video"]: c["offset_s"] for c in cams}), (gt_path, gt)):
-        atomic_write_text(path, json.dumps(body, indent=1) + "\n")
+    if flash_frame is not None:
+        gt["flash_frame"] = int(flash_frame)
+    if bursts is not None:
+        gt["audio"] = {"rate": AUDIO_RATE, "codec": "aac", "noise_std": 0.005,
+                       "bursts": [{"time_s": b[0], "frequency_hz": b[1], "width_s": b[2], "amplitude": b[3]} for b in bursts]}
+    if write_offsets:
+        atomic_write_text(out / OFFSETS_FILE, json.dumps({c["video"]: c["offset_s"] for c in cams}, indent=1) + "\n")
+    else:
+        (out / OFFSETS_FILE).unlink(missing_ok=True)  # an earlier set's offsets would mark the folder
+    atomic_write_text(gt_path, json.dumps(gt, indent=1) + "\n")
     return out
