@@ -84,19 +84,18 @@ FLASH_BLEND = 0.7
 """How far the flash frame is blended toward white (``render_rig_videos(flash_frame=N)``)."""
 
 
-def event_sound(seed: int, seconds: float, rate_hz: float = 5.0) -> list[tuple[float, float, float, float]]:
+def event_sound(seed: int, seconds: float, rate_hz: float = 6.0) -> list[tuple[float, float, float, float]]:
     """The rig event's soundtrack, deterministic from ``seed``: short tone bursts (clicks and
     chirps a stage would hear) at irregular times, as ``(time_s, frequency_hz, width_s,
-    amplitude)``; :func:`sound_at` samples it. About ``rate_hz`` bursts per second, at least 40
-    ms apart, 600-3000 Hz, 2-6 ms wide, amplitude 0.2-0.6, so a cross-correlation of two
-    recordings has one clear peak."""
+    amplitude)``; :func:`sound_at` samples it. ``rate_hz`` bursts per second (at least 3), one
+    in each equal stretch of the event at a random place, 600-3000 Hz, 2-6 ms wide, amplitude
+    0.2-0.6, so a cross-correlation of two recordings has one clear peak."""
     rng = np.random.default_rng([int(seed), 15])
     n = max(3, int(round(seconds * rate_hz)))
-    times: list[float] = []
-    for t in np.sort(rng.uniform(0.0, seconds, 4 * n)):
-        if len(times) < n and (not times or t - times[-1] >= 0.04):
-            times.append(float(t))
-    return [(t, float(rng.uniform(600, 3000)), float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.2, 0.6)))
+    # One burst at a random place in each of n equal stretches (kept off their ends): spread over
+    # the whole event, irregular intervals (no two lags line up several bursts).
+    times = (np.arange(n) + rng.uniform(0.15, 0.85, n)) * (seconds / n)
+    return [(float(t), float(rng.uniform(600, 3000)), float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.2, 0.6)))
             for t in times]
 
 

@@ -2,15 +2,18 @@
 
 A clip's frame ``i`` shows the event at ``i / fps + offset`` seconds, where ``offset`` is the
 clip's start in event time (from ``offsets.json`` in the folder or ``--offsets FILE``: a JSON
-object mapping clip file names to seconds; clips it does not name start at 0). The clips are
+object mapping clip file names to seconds; clips it does not name start at 0; or found from the
+clips' sound or a flash, ``--sync audio|flash``, :mod:`recon.capture.sync`). The clips are
 sampled on one grid of event times over the interval every clip covers, at the lowest frame rate
 of the set, and each clip contributes, for each grid time, its frame nearest to it (within half of
 its frame period). Frames go to ``work_dir/rig-<key>/images/<clip>_t<k>.jpg`` (``k``: the grid
-index) with a ``manifest.json``; ``<key>`` hashes the clip files, the offsets and the sampling, so
-a re-run with the same inputs reuses the folder without decoding anything.
+index) with a ``manifest.json``; ``<key>`` hashes the clip files, the offsets (with ``--sync``:
+the method, since the offsets follow from the clips) and the sampling, so a re-run with the same
+inputs reuses the folder without decoding anything (found offsets are kept in the manifest).
 
 What makes a folder a multi-view capture is the caller's choice (``recon process --multi-view``,
-``--offsets`` or an ``offsets.json`` beside the clips); :func:`rig_request` decides it.
+``--offsets``, ``--sync audio|flash`` or an ``offsets.json`` beside the clips); :func:`rig_request`
+decides it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class RigIngest:
         fps: the grid's frame rate (the lowest clip frame rate).
         ignored: other files in the folder (not videos).
         key: the cache key.
+        sync: how the offsets were found (:meth:`recon.capture.sync.SyncResult.to_json`), None
+            when they were given.
     """
 
     image_dir: Path
@@ -89,6 +94,7 @@ class RigIngest:
     fps: float
     ignored: list[str] = field(default_factory=list)
     key: str = ""
+    sync: Optional[dict] = None
 
     def frame(self, clip: int, k: int) -> RigFrame:
         return self.frames[clip * len(self.grid_s) + k]
@@ -99,10 +105,11 @@ class RigIngest:
         return [float(f"{(t - lo) / (hi - lo):.9g}") for t in self.grid_s]
 
 
-def rig_request(scene: Path, multi_view: bool, offsets: Optional[Path]) -> bool:
+def rig_request(scene: Path, multi_view: bool, offsets: Optional[Path], sync: str = "offsets") -> bool:
     """Whether ``scene`` is to be processed as synchronised multi-view video: asked for
-    (``multi_view`` or an ``offsets`` file), or a folder holding ``offsets.json``."""
-    if multi_view or offsets is not None:
+    (``multi_view``, an ``offsets`` file or ``sync`` "audio"/"flash"), or a folder holding
+    ``offsets.json``."""
+    if multi_view or offsets is not None or sync != "offsets":
         return True
     return Path(scene).is_dir() and (Path(scene) / OFFSETS_FILE).is_file()
 
@@ -193,6 +200,7 @@ def ingest_rig(
     exclude: tuple[Path, ...] = (),
     jpeg_quality: int = 95,
     log: Optional[Callable[[str], None]] = None,
+    sync: str = "offsets",
 ) -> RigIngest:
     """Extract the frames of the synchronised clips in ``scene`` (see the module docstring).
 
@@ -206,9 +214,13 @@ def ingest_rig(
         sample_fps: time samples per second instead of a count.
         exclude: folders not to read media from (the output folder).
         log: one-line progress messages.
+        sync: "offsets" (given, or all 0), or "audio"/"flash": find them from the clips
+            (:func:`recon.capture.sync.sync_clips`); then an offsets file is refused (given
+            offsets and found ones would disagree silently).
 
     Raises :class:`ReconError` (one line) for: not a folder, fewer than two videos, photos beside
-    the videos, an unreadable or empty clip, offsets naming unknown files, clips that do not overlap.
+    the videos, an unreadable or empty clip, offsets naming unknown files, clips that do not overlap,
+    offsets given with ``sync``, a clip ``sync`` cannot place.
     """
     from PIL import Image
 
@@ -227,7 +239,19 @@ def ingest_rig(
         found = f"found {len(videos)} ({videos[0].name})" if videos else "found none"
         raise ReconError(f"{scene}: multi-view video needs at least 2 video files, one per fixed camera; {found}")
     off_path = Path(offsets_file) if offsets_file is not None else scene / OFFSETS_FILE
-    offsets = read_offsets(off_path, videos) if off_path.is_file() or offsets_file is not None else {v.name: 0.0 for v in videos}
+    found = None
+    if sync not in ("offsets", "audio", "flash"):
+        raise ReconError(f"--sync must be offsets, audio or flash, got {sync!r}")
+    if sync != "offsets":
+        from recon.capture.sync import SYNC_VERSION
+
+        if offsets_file is not None or off_path.is_file():
+            raise ReconError(f"{off_path}: clip offsets given and --sync {sync} asked to find them; use one: "
+                             + ("drop --offsets" if offsets_file is not None else f"move {OFFSETS_FILE} out of the folder")
+                             + f", or drop --sync {sync}")
+        offsets = {"sync": sync, "version": SYNC_VERSION}  # the key's: the offsets follow from the clips
+    else:
+        offsets = read_offsets(off_path, videos) if off_path.is_file() or offsets_file is not None else {v.name: 0.0 for v in videos}
     n_times = None if total_frames is None else max(2, int(total_frames) // len(videos))
     sampling = {"n_times": n_times, "fps": sample_fps, "quality": jpeg_quality}
     key = _key(videos, offsets, sampling)
@@ -236,10 +260,20 @@ def ingest_rig(
     if manifest.is_file():
         try:
             res = _load(manifest)
+            if res.sync is not None:
+                from recon.capture.sync import SyncResult
+
+                say(SyncResult.from_json(res.sync).describe() + " (found earlier)")
             say(f"reusing {len(res.frames)} extracted frames from {out}")
             return res
         except (KeyError, TypeError, ValueError):
             pass
+    if sync != "offsets":
+        from recon.capture.sync import sync_clips
+
+        found = sync_clips(videos, sync)  # type: ignore[arg-type]
+        offsets = found.offsets
+        say(found.describe())
     ignored_names = [str(p) for p in ignored if p.name != OFFSETS_FILE]
 
     clips: list[RigClip] = []
@@ -301,9 +335,11 @@ def ingest_rig(
     late = [f"{c.name} {c.offset_s:+g} s" for c in clips if c.offset_s]
     say(f"{len(frames)} frames extracted" + (f"; offsets: {', '.join(late[:6])}" + (" ..." if len(late) > 6 else "") if late else ""))
     res = RigIngest(image_dir=out / "images", clips=clips, grid_s=grid, frames=frames, fps=fps,
-                    ignored=ignored_names, key=key)
+                    ignored=ignored_names, key=key, sync=found.to_json() if found is not None else None)
     body = {"version": RIG_VERSION, "key": key, "fps": fps, "grid_s": grid, "ignored": ignored_names,
             "clips": [asdict(c) for c in clips], "frames": [asdict(f) for f in frames]}
+    if res.sync is not None:
+        body["sync"] = res.sync
     (tmp / "manifest.json").write_text(json.dumps(body, indent=1))
     os.replace(tmp, out)
     return res
@@ -319,4 +355,4 @@ def _load(path: Path) -> RigIngest:
         if not (image_dir / f.name).is_file():
             raise ValueError(f"missing {f.name}")
     return RigIngest(image_dir=image_dir, clips=[RigClip(**c) for c in d["clips"]], grid_s=list(d["grid_s"]),
-                     frames=frames, fps=float(d["fps"]), ignored=list(d["ignored"]), key=d["key"])
+                     frames=frames, fps=float(d["fps"]), ignored=list(d["ignored"]), key=d["key"], sync=d.get("sync"))

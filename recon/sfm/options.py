@@ -48,6 +48,12 @@ class SfmOptions:
             (default 60 times per clip) and --video-fps time samples per second.
         offsets: JSON file of each clip's start in event seconds (``{"cam1.mp4": 0.5}``; default
             the folder's ``offsets.json``, else all 0).
+        sync: multi-view: where the clips' offsets come from: "offsets" (--offsets FILE or the
+            folder's ``offsets.json``, else all 0), "audio" (cross-correlating the clips' sound: a
+            clap or a slate every camera hears) or "flash" (the frame in which every camera sees
+            a flash). audio and flash imply ``multi_view`` and refuse given offsets (use one or
+            the other); found offsets are printed, kept with the extracted frames and written
+            where given ones are (``sfm_report.json``, ``transforms.json``).
         rig_slices: multi-view: time samples SfM solves the fixed cameras on (the sharpest of
             each of that many stretches of the event).
         num_threads: threads for COLMAP (-1: all cores).
@@ -77,6 +83,7 @@ class SfmOptions:
     recursive: bool = False
     multi_view: bool = False
     offsets: Optional[Path] = None
+    sync: Literal["offsets", "audio", "flash"] = "offsets"
     rig_slices: int = 1
     num_threads: int = -1
     seed: int = 0
@@ -87,7 +94,7 @@ class SfmOptions:
 # Fields that change no output (so they are left out of cache keys).
 # The multi-view fields are keyed by recon.sfm.rig itself (with the offsets' values), so adding
 # them left the keys of earlier single-camera outputs unchanged.
-_NOT_IN_KEY = {"verbose", "force", "num_threads", "multi_view", "offsets", "rig_slices"}
+_NOT_IN_KEY = {"verbose", "force", "num_threads", "multi_view", "offsets", "sync", "rig_slices"}
 
 
 def options_key(opts: SfmOptions, fields: Optional[set[str]] = None, extra: object = None) -> str:

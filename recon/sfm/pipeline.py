@@ -278,7 +278,7 @@ def process(
     t_start = time.perf_counter()
     from recon.capture.multiview import rig_request
 
-    if rig_request(scene, opts.multi_view, opts.offsets):  # synchronised clips of fixed cameras
+    if rig_request(scene, opts.multi_view, opts.offsets, opts.sync):  # synchronised clips of fixed cameras
         from recon.sfm.rig import process_rig
 
         return process_rig(scene, out, staging, cache, opts, prog, log, command, t_start, created)

@@ -120,7 +120,7 @@ def process_rig(
     with prog.stage("ingest"):
         try:
             ing = ingest_rig(scene, cache, opts.offsets, total_frames=opts.video_frames, sample_fps=opts.video_fps,
-                             exclude=(out,), log=prog)
+                             exclude=(out,), log=prog, sync=opts.sync)
         except BaseException:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
@@ -152,6 +152,8 @@ def _rig_text(rig: dict) -> str:
         spread = (f", {c['slice_images_used']}/{c['slice_images']} slice poses used, within "
                   f"{c['rotation_spread_deg']:.3f} deg / {c['centre_spread']:.4g} units" if c["registered"] and c["slice_images"] > 1 else "")
         L.append(f"  {c['video']}: {c['fps']:g} fps, offset {c['offset_s']:g} s, {state}{spread}")
+    if rig.get("sync"):
+        L.append(f"  offsets found by {rig['sync']['method']}: " + "; ".join(f"{c['name']} {c['detail']}" for c in rig["sync"]["clips"]))
     L.append(f"  times: {rig['times']} samples over {rig['first_s']:.3f}-{rig['last_s']:.3f} s at {rig['fps']:g} fps; "
              f"SfM slices {rig['slices']}")
     L.append("  sparse/0 and distorted/sparse/0 hold the solved slice images; images/ and transforms.json every frame")
@@ -334,6 +336,7 @@ def _write_outputs(scene, staging, rec, urec, ing: RigIngest, opts: SfmOptions, 
         "source": TIME_SOURCE,
         "videos": [c.name for c in ing.clips],
         "offsets_s": {c.name: c.offset_s for c in ing.clips},
+        **({"offsets_by": ing.sync["method"]} if ing.sync else {}),
         "fps": ing.fps,
         "times": T,
         "first_s": ing.grid_s[0],
@@ -397,6 +400,8 @@ def _write_outputs(scene, staging, rec, urec, ing: RigIngest, opts: SfmOptions, 
         "slices": slices, "slice_times_s": [ing.grid_s[k] for k in slices],
         "held_out": held_txt,
     }
+    if ing.sync:
+        rig["sync"] = ing.sync
     if command is None:
         from recon.sfm.options import SfmOptions as _O
 
