@@ -172,13 +172,15 @@ def time_grid(clips: list[RigClip], n_times: Optional[int], sample_fps: Optional
     end = min(c.offset_s + (c.frames - 1) / c.fps for c in clips)
     first = min(clips, key=lambda c: c.offset_s + (c.frames - 1) / c.fps)
     last = max(clips, key=lambda c: c.offset_s)
-    if end - start < 1.0 / fps - 1e-9:
+    if end - start < 0.99 / fps:
         raise ReconError(
             f"the clips share {max(end - start, 0.0):.3f} s of event time (clip {last.name} starts at {last.offset_s:g} s, "
             f"{first.name} ends at {first.offset_s + (first.frames - 1) / first.fps:.3f} s): at least 2 frames "
             "must overlap; check the offsets"
         )
-    n_all = int(math.floor((end - start) * fps + 1e-6)) + 1
+    # A hundredth of a frame of slack: offsets found from sound are off by fractions of a
+    # millisecond, which must not cost the last sample (each clip's frame nearest to it is used).
+    n_all = int(math.floor((end - start) * fps + 0.01)) + 1
     if sample_fps is not None:
         if not sample_fps > 0:
             raise ReconError(f"--video-fps must be > 0, got {sample_fps}")

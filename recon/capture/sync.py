@@ -77,8 +77,8 @@ class ClipSync:
 
 @dataclass
 class SyncResult:
-    """What :func:`sync_clips` found: ``method``, ``reference`` (the clip lags are measured
-    against) and per clip (file-name order) a :class:`ClipSync`."""
+    """What :func:`sync_clips` found: ``method``, ``reference`` (the clip audio lags are measured
+    against; empty for a flash) and per clip (file-name order) a :class:`ClipSync`."""
 
     method: str
     reference: str
@@ -219,6 +219,12 @@ def _xcorr(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
     return np.concatenate([c[nfft - (len(b) - 1):], c[: len(a)]]), -(len(b) - 1)
 
 
+def _dot_at(a: np.ndarray, b: np.ndarray, lag: int) -> float:
+    """``sum_t a[t + lag] b[t]`` over the ``t`` where both are defined."""
+    t0, t1 = max(0, -lag), min(len(b), len(a) - lag)
+    return float(np.dot(a[t0 + lag: t1 + lag], b[t0:t1])) if t1 > t0 else 0.0
+
+
 def _parabolic(c: np.ndarray, i: int) -> float:
     if 0 < i < len(c) - 1:
         den = c[i - 1] - 2 * c[i] + c[i + 1]
@@ -244,14 +250,14 @@ def audio_lag(ref: np.ndarray, x: np.ndarray, ref_env: np.ndarray | None = None,
     ratio = peak / second if second > 1e-12 else math.inf
     lag = (i + lo + _parabolic(c, i)) * ENVELOPE_HOP
     # Refine at one sample on the energy envelopes near the coarse lag (an onset's timing
-    # depends on the noise that masks it; the envelope's symmetric peak does not).
-    g, glo = _xcorr(energy_envelope(ref), energy_envelope(x))
-    a = max(int(math.floor(lag - REFINE_S * AUDIO_RATE)) - glo, 0)
-    b = min(int(math.ceil(lag + REFINE_S * AUDIO_RATE)) - glo + 1, len(g))
-    if b - a >= 3:
-        j = a + int(np.argmax(g[a:b]))
-        if a < j < b - 1:
-            lag = j + glo + _parabolic(g, j)
+    # depends on the noise that masks it; the envelope's symmetric peak does not): a dot
+    # product per candidate lag, so long clips need no full-rate FFT.
+    ga, gb = energy_envelope(ref), energy_envelope(x)
+    lags = np.arange(int(math.floor(lag - REFINE_S * AUDIO_RATE)), int(math.ceil(lag + REFINE_S * AUDIO_RATE)) + 1)
+    g = np.array([_dot_at(ga, gb, int(L)) for L in lags])
+    j = int(np.argmax(g))
+    if 0 < j < len(g) - 1 and g[j] > 0:
+        lag = float(lags[j]) + _parabolic(g, j)
     return float(lag), peak, ratio
 
 
