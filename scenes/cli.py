@@ -1,8 +1,9 @@
 """``recon scene``: built-in ground-truth scenes.
 
-    recon scene synth NAME OUT [--views 60] [--res 256] [--seed 0] [--video-seconds 10]
+    recon scene synth NAME OUT [--views 60] [--res 256] [--seed 0] [--video-seconds 10] [--cameras 8]
     recon scene video NAME OUT.mp4 [--seconds 10] [--fps 24] [--res 256]
     recon scene video dynamic-rig OUT [--cameras 16] [--seconds 2] [--fps 12] [--res 384]
+        [--start-frames S0 S1 ...] [--flash-frame N] [--audio] [--no-offsets-file]
     recon scene list
 """
 
@@ -46,6 +47,9 @@ class Synth:
     """If > 0, also render OUT/video.mp4 of this many seconds along the scene's smooth path."""
     fps: int = 24
     """Frame rate of the video."""
+    cameras: Optional[int] = None
+    """dynamic-rig only: fixed cameras of the capture stage (default 8); view i is camera i % cameras
+    at time step i // cameras."""
 
 
 @dataclass
@@ -70,6 +74,15 @@ class Video:
     """Frame height in pixels (even); 0 = same as res."""
     seed: int = 0
     """Seed for textures."""
+    start_frames: tuple[int, ...] = ()
+    """dynamic-rig only: the event frame each camera's clip starts at, one per camera (default all 0):
+    clips that start late, as unsynchronised cameras do (their offsets go to offsets.json and ground_truth.json)."""
+    flash_frame: Optional[int] = None
+    """dynamic-rig only: at this event frame every camera's image is blended 70 % toward white (a flash to align by: recon process --sync flash)."""
+    audio: bool = False
+    """dynamic-rig only: each clip carries a mono AAC track of the event's sound from its own start (clicks at irregular times, from the seed, plus noise per camera; recon process --sync audio)."""
+    offsets_file: bool = True
+    """dynamic-rig only: write offsets.json (--no-offsets-file: leave the offsets to be found, e.g. by recon process --sync audio|flash)."""
 
 
 @dataclass
@@ -98,14 +111,25 @@ def main(
             from scenes.video import RIG_VIDEO_CAMERAS, render_rig_videos
 
             k = RIG_VIDEO_CAMERAS if cmd.cameras is None else cmd.cameras
+            if cmd.start_frames and len(cmd.start_frames) != k:
+                from recon.errors import ReconError
+
+                raise ReconError(f"--start-frames gives {len(cmd.start_frames)} start(s) for {k} cameras; give one per camera")
             p = render_rig_videos(cmd.out, cameras=k, seconds=2.0 if cmd.seconds is None else cmd.seconds,
-                                  fps=12 if cmd.fps is None else cmd.fps, res=cmd.res, height=cmd.height or None, seed=cmd.seed)
-            print(f"wrote {p}: {k} clips, offsets.json, ground_truth.json ({time.perf_counter() - t0:.1f} s)")
+                                  fps=12 if cmd.fps is None else cmd.fps, res=cmd.res, height=cmd.height or None, seed=cmd.seed,
+                                  start_frames=cmd.start_frames or None, flash_frame=cmd.flash_frame, audio=cmd.audio,
+                                  write_offsets=cmd.offsets_file)
+            extras = "".join([", a flash" if cmd.flash_frame is not None else "", ", sound" if cmd.audio else ""])
+            print(f"wrote {p}: {k} clips{extras}, " + ("offsets.json, " if cmd.offsets_file else "")
+                  + f"ground_truth.json ({time.perf_counter() - t0:.1f} s)")
             return 0
-        if cmd.cameras is not None:
+        rig_only = [o for o, on in (("--cameras", cmd.cameras is not None), ("--start-frames", bool(cmd.start_frames)),
+                                    ("--flash-frame", cmd.flash_frame is not None), ("--audio", cmd.audio),
+                                    ("--no-offsets-file", not cmd.offsets_file)) if on]
+        if rig_only:
             from recon.errors import ReconError
 
-            raise ReconError(f"--cameras applies to the dynamic-rig scene (one clip per fixed camera), not {cmd.name!r}")
+            raise ReconError(f"{rig_only[0]} applies to the dynamic-rig scene (one clip per fixed camera), not {cmd.name!r}")
         from scenes.video import render_video
 
         p = render_video(cmd.name, cmd.out, seconds=10.0 if cmd.seconds is None else cmd.seconds,
@@ -120,7 +144,7 @@ def main(
     out = synth(cmd.name, cmd.out, views=cmd.views, res=cmd.res, seed=cmd.seed, ss=cmd.ss,
                 textured_mesh=cmd.textured_mesh, force=cmd.force, progress=True,
                 also=("video.mp4",) if cmd.video_seconds > 0 else (),
-                distortion=cmd.distortion if any(cmd.distortion) else None)
+                distortion=cmd.distortion if any(cmd.distortion) else None, cameras=cmd.cameras)
     if before is not None and index.is_file() and index.stat().st_mtime_ns == before:
         print(f"{out} is up to date (same scene, seed and options; --force re-renders)")
     else:

@@ -18,6 +18,7 @@ machine-dependent is written. The folder is built next to ``out_dir`` and rename
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -31,7 +32,7 @@ from PIL import Image
 from recon.errors import ReconError
 from recon.scene.cameras import intrinsics_from_fov
 from recon.scene.conventions import opencv_to_opengl
-from scenes.recipes import RECIPES, Recipe
+from scenes.recipes import RECIPES, RIG_CAMERAS, Recipe, rig_views
 from scenes.render import Renderer, TextureAtlas
 
 FORMAT_VERSION = 2  # 2: object masks under object_mask_path (mask_path means "ignore these pixels")
@@ -205,7 +206,7 @@ def write_marker(folder: Path, entries) -> None:
 
 def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256, seed: int = 0, ss: int = 2,
           textured_mesh: bool = False, force: bool = False, progress: bool = False,
-          also: tuple[str, ...] = (), distortion=None) -> Path:
+          also: tuple[str, ...] = (), distortion=None, cameras: int | None = None) -> Path:
     """Render built-in scene ``name`` into ``out_dir`` and return the folder.
 
     Args:
@@ -225,6 +226,8 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
             CLI's ``video.mp4``): refused if someone else's file has that name, recorded as own.
         distortion: OPENCV ``(k1, k2, p1, p2)`` of the lens the views are rendered through (written
             to ``transforms.json``; images, masks and depth all follow it). ``None``: a pinhole lens.
+        cameras: ``dynamic-rig`` only: fixed cameras of the capture stage (``None``: the recipe's
+            :data:`scenes.recipes.RIG_CAMERAS`).
     """
     if views < 1:
         raise ReconError(f"--views must be at least 1, got {views}")
@@ -241,7 +244,16 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
         distortion = [float(v) for v in distortion]
         if len(distortion) != 4 or not all(np.isfinite(distortion)) or max(abs(v) for v in distortion) > 1.0:
             raise ReconError(f"--distortion {distortion}: give four OPENCV coefficients k1 k2 p1 p2, each in [-1, 1]")
+    if cameras is not None:
+        if name != "dynamic-rig":
+            raise ReconError(f"--cameras applies to the dynamic-rig scene (a capture stage of fixed cameras), not {name!r}")
+        if not 2 <= cameras <= 1000:
+            raise ReconError(f"--cameras must be between 2 and 1000 (a multi-view rig), got {cameras}")
+        if cameras == RIG_CAMERAS:
+            cameras = None  # the default layout: the same configuration (and bytes) as without the option
     cfg = _config(name, seed, views, res, ss, textured_mesh, distortion)
+    if cameras is not None:
+        cfg["cameras"] = int(cameras)
     own: set[str] = set()
     present: set[str] = set()
     if out.exists() or out.is_symlink():
@@ -276,6 +288,8 @@ def synth(name: str, out_dir: str | os.PathLike, views: int = 60, res: int = 256
             raise ReconError(f"{out / clash[0]}: not written by `recon scene synth`; it would be overwritten: "
                              "move it or pick another folder")
     recipe = build(name, seed)
+    if cameras is not None:  # the cached recipe is shared: a copy with the other stage
+        recipe = dataclasses.replace(recipe, rig=lambda n: rig_views(n, cameras))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}.tmp-", dir=out.parent))
     try:

@@ -225,17 +225,19 @@ def dynamic_rig(seed: int = 0) -> Recipe:
     ``i // K`` of ``T = ceil(N / K)``, times evenly spaced over [0, 1])."""
     base = dynamic(seed)
 
-    def rig(n):
-        k = RIG_CAMERAS
-        steps = max(1, -(-n // k))
-        cams = stage_rig(k)
-        idx = np.arange(n)
-        times = (idx // k) / max(steps - 1, 1)
-        return cams[idx % k], times
-
     base.name = "dynamic-rig"
-    base.rig = rig
+    base.rig = lambda n: rig_views(n, RIG_CAMERAS)
     return base
+
+
+def rig_views(n: int, k: int = RIG_CAMERAS) -> tuple[np.ndarray, np.ndarray]:
+    """Views of the ``dynamic-rig`` stage with ``k`` fixed cameras: ``(c2w [n, 4, 4], times [n])``, view
+    ``i`` = camera ``i % k`` at time step ``i // k`` of ``ceil(n / k)``, times evenly spread over [0, 1]."""
+    steps = max(1, -(-n // k))
+    cams = stage_rig(k)
+    idx = np.arange(n)
+    times = (idx // k) / max(steps - 1, 1)
+    return cams[idx % k], times
 
 
 # ---------------------------------------------------------------------------------- room --

@@ -191,6 +191,17 @@ class RestoreModel(SpandrelModel):
     name = "restore"
 
 
+def _pipeline_folder(name: str, arg: Optional[str]) -> Path:
+    """The local diffusers pipeline folder a generator was given (``name:FOLDER``), checked."""
+    if not arg:
+        raise ReconError(f"{name}: needs a pipeline folder: {name}:FOLDER (saved with save_pretrained; nothing is downloaded)")
+    p = Path(arg).expanduser()
+    if not (p / "model_index.json").is_file():
+        raise ReconError(f"{name}: {p} is not a diffusers pipeline folder (no model_index.json); "
+                         "pass a local folder saved with save_pretrained")
+    return p
+
+
 class DiffusersInpaint:
     """Inpainting with a diffusers pipeline from a local folder (save_pretrained layout): a generator."""
 
@@ -203,13 +214,7 @@ class DiffusersInpaint:
     def __init__(self, arg: Optional[str] = None, prompt: str = "", negative: str = "", steps: str = "20",
                  guidance: str = "7.5", strength: str = "1.0", seed: str = "0", device: str = "auto",
                  dilate: str = "2") -> None:
-        if not arg:
-            raise ReconError("sd-inpaint: needs a pipeline folder: sd-inpaint:FOLDER (saved with save_pretrained; nothing is downloaded)")
-        p = Path(arg).expanduser()
-        if not (p / "model_index.json").is_file():
-            raise ReconError(f"sd-inpaint: {p} is not a diffusers pipeline folder (no model_index.json); "
-                             "pass a local folder saved with save_pretrained")
-        self.model_file = p
+        self.model_file = _pipeline_folder("sd-inpaint", arg)
         try:
             self.steps, self.seed, self.dilate = int(steps), int(seed), int(dilate)
             self.guidance, self.strength = float(guidance), float(strength)
@@ -290,13 +295,7 @@ class DiffusersEdit:
     def __init__(self, arg: Optional[str] = None, prompt: str = "", negative: str = "", steps: str = "20",
                  guidance: str = "7.5", image_guidance: str = "1.5", strength: str = "0.6", seed: str = "0",
                  device: str = "auto") -> None:
-        if not arg:
-            raise ReconError("sd-edit: needs a pipeline folder: sd-edit:FOLDER (saved with save_pretrained; nothing is downloaded)")
-        p = Path(arg).expanduser()
-        if not (p / "model_index.json").is_file():
-            raise ReconError(f"sd-edit: {p} is not a diffusers pipeline folder (no model_index.json); "
-                             "pass a local folder saved with save_pretrained")
-        self.model_file = p
+        self.model_file = _pipeline_folder("sd-edit", arg)
         try:
             self.steps, self.seed = int(steps), int(seed)
             self.guidance, self.image_guidance, self.strength = float(guidance), float(image_guidance), float(strength)

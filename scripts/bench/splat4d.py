@@ -5,7 +5,7 @@
     python scripts/bench/splat4d.py lego --run RUN [--static-minutes 14] [--out DIR]
     python scripts/bench/splat4d.py static [--minutes 6] [--steps 5000] [--threads 0] [--res 128] [--warmup 1000] [--out DIR]
     python scripts/bench/splat4d.py short --method splat4d|splat [--steps 1500] [--threads 1] [--background-key auto] [--set NAME=VALUE ...]
-    python scripts/bench/splat4d.py synth --scene dynamic-rig|dynamic [--views 160] [--res 128] [--steps 5000] [--minutes 12] [--threads 1] [--background-key auto] [--static] [--set NAME=VALUE ...] [--out DIR]
+    python scripts/bench/splat4d.py synth --scene dynamic-rig|dynamic [--views 160] [--res 128] [--cameras 8] [--steps 5000] [--minutes 12] [--threads 1] [--background-key auto] [--static] [--set NAME=VALUE ...] [--out DIR]
 
 ``timing``: one training step's forward + backward, split into the deformation and the
 rasterization (200x200 view of random Gaussians), for recon's control nodes (512 nodes x 25
@@ -413,19 +413,20 @@ def object_errors(model, scene, root: Path, monocular: bool) -> tuple[dict, floa
 
 
 def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, threads: int, sets: list[str],
-                static: bool, out: Path, key: str = "auto") -> None:
+                static: bool, out: Path, key: str = "auto", cameras: Optional[int] = None) -> None:
     import os
 
     from recon.run import EVAL_BACKGROUND
     from recon.scene.readers import load_scene
 
     model = parse_sets(sets)
-    scene_dir = out / f"{kind}-{views}-{res}"
+    rig_opt = [] if cameras is None else ["--cameras", str(cameras)]
+    scene_dir = out / f"{kind}-{views}-{res}{'' if cameras is None else f'-k{cameras}'}"
     subprocess.run([sys.executable, "-m", "recon.cli", "scene", "synth", kind, str(scene_dir), "--views", str(views),
-                    "--res", str(res)], check=True)
+                    "--res", str(res)] + rig_opt, check=True)
     scene = load_scene(scene_dir, background=EVAL_BACKGROUND)
     monocular = kind == "dynamic"
-    tag = "-".join([kind, str(views), str(res), str(steps), key] + [f"{k}{v}" for k, v in sorted(model.items())])
+    tag = "-".join([kind, str(views), str(res)] + ([f"k{cameras}"] if cameras else []) + [str(steps), key] + [f"{k}{v}" for k, v in sorted(model.items())])
     load0 = os.getloadavg()
     print(f"[bench] splat4d on {scene_dir} ({steps} steps, {minutes} min cap, load {load0[0]:.1f})", flush=True)
     from recon.train.config import preset_config
@@ -451,9 +452,10 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
                                             threads, background_key=key)
         rows.append(("splat (times dropped)", done, round(ss), ng, score(rs, scene, 1.0, "test")))
     opts = "".join(f" --set {s}" for s in sets)
-    print(f"\ncommand: python scripts/bench/splat4d.py synth --scene {kind} --views {views} --res {res} --steps {steps} "
+    print(f"\ncommand: python scripts/bench/splat4d.py synth --scene {kind} --views {views} --res {res} "
+          f"{' '.join(rig_opt + [''])}--steps {steps} "
           f"--minutes {minutes} --threads {threads} --background-key {key}{' --static' if static else ''}{opts}")
-    print(f"scene: recon scene synth {kind} {scene_dir} --views {views} --res {res} "
+    print(f"scene: recon scene synth {kind} {scene_dir} --views {views} --res {res} {' '.join(rig_opt + [''])}"
           f"({len([f for f in scene.frames if f.split == 'train'])} training / {te['views']} held-out views); "
           f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end of training\n")
     print("| method | options | steps | train s | Gaussians | held-out PSNR (dB) | SSIM |")
@@ -510,6 +512,7 @@ def main() -> int:
     sy.add_argument("--scene", choices=("dynamic-rig", "dynamic"), default="dynamic-rig")
     sy.add_argument("--views", type=int, default=160)
     sy.add_argument("--res", type=int, default=128)
+    sy.add_argument("--cameras", type=int, default=None, help="dynamic-rig: fixed cameras of the stage (default 8)")
     sy.add_argument("--steps", type=int, default=5000)
     sy.add_argument("--minutes", type=float, default=12.0)
     sy.add_argument("--threads", type=int, default=1)
@@ -519,7 +522,7 @@ def main() -> int:
     sy.add_argument("--out", type=Path, default=Path("bench-runs/splat4d"))
     a = ap.parse_args()
     if a.case == "synth":
-        bench_synth(a.scene, a.views, a.res, a.steps, a.minutes, a.threads, a.set, a.static, a.out, a.background_key)
+        bench_synth(a.scene, a.views, a.res, a.steps, a.minutes, a.threads, a.set, a.static, a.out, a.background_key, a.cameras)
     elif a.case == "timing":
         bench_timing([int(s) for s in a.sizes.split(",")], a.threads)
     elif a.case == "short":
