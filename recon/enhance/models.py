@@ -214,7 +214,7 @@ class DiffusersInpaint:
     def __init__(self, arg: Optional[str] = None, prompt: str = "", negative: str = "", steps: str = "20",
                  guidance: str = "7.5", strength: str = "1.0", seed: str = "0", device: str = "auto",
                  dilate: str = "2") -> None:
-        self.model_file = _pipeline_folder("sd-inpaint", arg)
+        self.model_file = p = _pipeline_folder("sd-inpaint", arg)
         try:
             self.steps, self.seed, self.dilate = int(steps), int(seed), int(dilate)
             self.guidance, self.strength = float(guidance), float(strength)
@@ -295,7 +295,7 @@ class DiffusersEdit:
     def __init__(self, arg: Optional[str] = None, prompt: str = "", negative: str = "", steps: str = "20",
                  guidance: str = "7.5", image_guidance: str = "1.5", strength: str = "0.6", seed: str = "0",
                  device: str = "auto") -> None:
-        self.model_file = _pipeline_folder("sd-edit", arg)
+        self.model_file = p = _pipeline_folder("sd-edit", arg)
         try:
             self.steps, self.seed = int(steps), int(seed)
             self.guidance, self.image_guidance, self.strength = float(guidance), float(image_guidance), float(strength)
