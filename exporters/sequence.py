@@ -200,7 +200,7 @@ def transform_model(model, idx: np.ndarray, T: np.ndarray, sh_degree: Optional[i
         "dscale": torch.from_numpy(t["dscale"].astype(np.float32)),
         "graph": model.nodes.graph.detach().cpu().clone(),
     }
-    nodes = ControlNodes.from_tensors(new)
+    nodes = ControlNodes.from_tensors(new, interp=model.nodes.interp)
     return DeformedSplats(canon, nodes, model.binding[torch.as_tensor(idx, dtype=torch.long)], model.with_scale)
 
 
@@ -223,11 +223,14 @@ def write_deformation(model, idx: np.ndarray, T: np.ndarray, folder: Path, frame
         "gaussians": moved.num_primitives,
         "nodes": None if nodes is None else nodes.num_nodes,
         "keyframes": None if nodes is None else nodes.keyframes,
+        "interp": None if nodes is None else nodes.interp,
         "with_scale": moved.with_scale,
         "times": [float(t) for t in times],
         "frame": frame,
         "model": {
-            "time": "normalised t in [0, 1]; keyframe k at t = k / (keyframes - 1), linear in between",
+            "time": "normalised t in [0, 1]; keyframe k at t = k / (keyframes - 1), interpolated in between as "
+                    "'interp' says (linear, or cubic: uniform Catmull-Rom, end segments with the missing "
+                    "neighbour extrapolated linearly)",
             "node_motion": "q_j(t) = normalize((1, 0, 0, 0) + rot[j](t)) (wxyz), T_j(t) = trans[j](t), "
                            "dS_j(t) = dscale[j](t)",
             "weights": "w_j = softmax over the Gaussian's nodes binding[i] of -|x - pos_j|^2 / (2 exp(log_radius_j)^2)",

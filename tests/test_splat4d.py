@@ -105,15 +105,32 @@ def test_dynamic_scene_smoke(dyn_scene, tmp_path):
     assert res4["psnr"] > res0["psnr"] + 6.0
 
 
-def _nodes64(m=5, kf=4, seed=0) -> ControlNodes:
+def _nodes64(m=5, kf=4, seed=0, interp="linear") -> ControlNodes:
     g = torch.Generator().manual_seed(seed)
-    nodes = ControlNodes(torch.rand(m, 3, generator=g), kf).double()
+    nodes = ControlNodes(torch.rand(m, 3, generator=g), kf, interp=interp).double()
     with torch.no_grad():
         nodes.trans.normal_(0, 0.2, generator=g)
         nodes.rot.normal_(0, 0.3, generator=g)
         nodes.dscale.normal_(0, 0.1, generator=g)
         nodes.log_radius.add_(0.3)
     return nodes
+
+
+def test_warmup_window_trains_the_early_views_first(dyn_scene, tmp_path):
+    """--warmup-window F on a monocular capture: the warm-up draws only the training views in the
+    first F of the time range, and the time curriculum (auto) then opens the later times in order."""
+    tr = Trainer(_cfg4d(200, warmup_window=0.25), dyn_scene, tmp_path / "ww", log=lambda s: None)
+    meth = tr.method
+    times = [dyn_scene.frames[i].time for i in meth.views.indices]
+    early = sorted(k for k, t in enumerate(times) if t <= 0.25 + 1e-9)
+    assert meth.warm_views == early and 3 <= len(early) < len(times)
+    assert meth.curriculum and "first 0.25 of the time range" in meth.describe_init()
+    gen = torch.Generator().manual_seed(0)
+    drawn = {meth.sample(s, gen).index for s in range(40)}
+    assert drawn <= set(early) and len(drawn) == len(early)
+    # The default (0): every view warms up and a monocular capture trains without the curriculum.
+    plain = Trainer(_cfg4d(200), dyn_scene, tmp_path / "plain", log=lambda s: None).method
+    assert plain.warm_views == [] and not plain.curriculum
 
 
 def test_auto_keyframes_follow_the_views_per_time():
@@ -138,8 +155,38 @@ def test_deformation_identity_at_zero_offsets():
     assert torch.allclose(m2, x, atol=1e-6) and torch.allclose(q2, q, atol=1e-6) and torch.equal(s2, s)
 
 
-def test_deformation_gradients_match_finite_differences():
-    nodes = _nodes64()
+def test_cubic_keyframes_follow_curved_motion():
+    """Catmull-Rom keyframes: exact at the keyframes, a quadratic motion exactly everywhere, and an
+    orbit sampled at 20 keyframes within 0.3 % of its radius (linear cuts the chords: 1.4 %)."""
+    def orbit(kf, interp):
+        n = ControlNodes(torch.zeros(1, 3), kf, interp=interp)
+        with torch.no_grad():
+            a = torch.arange(kf) * 2 * math.pi / (kf - 1)
+            n.trans[0] = torch.stack([a.cos(), a.sin(), torch.zeros(kf)], -1)
+        ts = torch.linspace(0, 1, 401)
+        got = torch.stack([n.at_time(float(t))[1][0].detach() for t in ts])
+        want = torch.stack([(2 * math.pi * ts).cos(), (2 * math.pi * ts).sin(), torch.zeros(401)], -1)
+        return float((got - want).norm(dim=-1).max())
+
+    lin, cub = orbit(20, "linear"), orbit(20, "cubic")
+    assert lin > 0.013 and cub < 0.003, (lin, cub)
+    assert orbit(8, "cubic") < 0.5 * orbit(8, "linear")
+    n = ControlNodes(torch.zeros(2, 3), 5, interp="cubic")
+    with torch.no_grad():
+        n.trans[:, :, 0] = (torch.arange(5) / 4.0) ** 2
+    for t in (0.0, 0.03, 0.25, 0.5, 0.61, 0.97, 1.0):
+        assert abs(float(n.at_time(t)[1][0, 0].detach()) - t * t) < 1e-6
+    for kf in (2, 3, 4, 7):
+        n = ControlNodes(torch.zeros(1, 3), kf, interp="cubic")
+        for t in torch.linspace(0, 1, 53).tolist():
+            bl = n.blend(t)
+            assert abs(sum(w for _, w in bl) - 1.0) < 1e-9 and len(bl) <= 4
+        assert n.keyframes_at(1 / (kf - 1)) == [1]  # at a keyframe: that keyframe alone
+
+
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+def test_deformation_gradients_match_finite_differences(interp):
+    nodes = _nodes64(kf=5 if interp == "cubic" else 4, interp=interp)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(6, 3, generator=g, dtype=torch.float64).requires_grad_(True)
     q = torch.randn(6, 4, generator=g, dtype=torch.float64).requires_grad_(True)
@@ -152,7 +199,8 @@ def test_deformation_gradients_match_finite_differences():
         return functional_call(nodes, dict(zip(names, node_params)), (x, q, s, idx, 0.43))
 
     inputs = (x, q, s) + tuple(getattr(nodes, n).detach().clone().requires_grad_(True) for n in names)
-    # A time between keyframes 1 and 2 of 4 (0.43 * 3 = 1.29): both keyframes get gradients.
+    # A time between keyframes 1 and 2 of 4 (0.43 * 3 = 1.29): both keyframes get gradients (cubic,
+    # 5 keyframes: 0.43 * 4 = 1.72, keyframes 0-3).
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
 
     def reg(trans, rot):
@@ -228,3 +276,31 @@ def test_resume_is_exact_and_saved_run_renders_the_same(dyn_scene, tmp_path):
     # a renderer that ignored the time would give 0).
     r0 = loaded.render(cam, time=0.0).rgb
     assert float((r0 - loaded.render(cam, time=1.0).rgb).abs().max()) > 2e-3
+
+
+def test_cubic_deformation_file_round_trips(tmp_path):
+    """A cubic model is written as deformation version 2 with its interpolation, read back the same,
+    and renders in between keyframes as the trained model does; linear models stay version 1."""
+    from safetensors import safe_open
+
+    from recon.deform import model as deform_model
+
+    g = torch.Generator().manual_seed(3)
+    splats = {"means": torch.rand(40, 3, generator=g), "quats": torch.randn(40, 4, generator=g),
+              "scales": torch.full((40, 3), -2.5), "opacities": torch.full((40,), 2.0),
+              "sh0": torch.rand(40, 1, 3, generator=g), "shN": torch.zeros(40, 0, 3)}
+    for interp, version in (("cubic", "2"), ("linear", "1")):
+        nodes = ControlNodes(torch.rand(6, 3, generator=g), 5, interp=interp)
+        with torch.no_grad():
+            nodes.trans.normal_(0, 0.2, generator=g)
+        model = deform_model.DeformedSplats(splats, nodes, nodes.bind(splats["means"], 2), with_scale=True)
+        run = tmp_path / interp
+        run.mkdir()
+        arts = deform_model.save(model, run)
+        with safe_open(str(run / arts["deformation"]), framework="pt") as f:
+            meta = f.metadata()
+        assert meta["version"] == version and meta.get("interp", "linear") == interp
+        back = deform_model.load(run, arts)
+        assert back.nodes.interp == interp
+        for t in (0.1, 0.37, 0.8):
+            assert torch.allclose(back.at(t)["means"], model.at(t)["means"], atol=1e-6)

@@ -5,7 +5,9 @@ Files (written by :func:`save`, read by :func:`load`)::
     canonical.ply            the canonical Gaussians (Inria layout, :mod:`recon.models.splats_io`)
     deformation.safetensors  the nodes (pos, log_radius, trans, rot, dscale, graph) and each
                              Gaussian's node indices ``binding [N, k]``; metadata: format, version,
-                             keyframes, with_scale
+                             keyframes, with_scale, and (version 2) interp: "cubic" when the
+                             keyframes are interpolated by a Catmull-Rom spline (absent: linear,
+                             written as version 1)
 
 The canonical PLY alone is a valid (static) splat file; the model at time ``t`` is
 ``DeformedSplats.at(t)``.
@@ -20,13 +22,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from recon.deform.nodes import ControlNodes
+from recon.deform.nodes import INTERPOLATIONS, ControlNodes
 from recon.errors import ReconError
 
 CANONICAL_FILE = "canonical.ply"
 DEFORMATION_FILE = "deformation.safetensors"
 DEFORMATION_FORMAT = "recon-control-nodes"
-DEFORMATION_VERSION = 1
+DEFORMATION_VERSION = 2
 
 
 class DeformedSplats:
@@ -118,8 +120,11 @@ def save(model: DeformedSplats, run_dir: Path, comments: Optional[list[str]] = N
     if model.nodes is not None:
         tensors = {k: v.contiguous() for k, v in model.nodes.tensors().items()}
         tensors["binding"] = model.binding.cpu().contiguous()
-        meta = {"format": DEFORMATION_FORMAT, "version": str(DEFORMATION_VERSION),
+        cubic = model.nodes.interp != "linear"  # version 1 files (and readers) know linear keyframes only
+        meta = {"format": DEFORMATION_FORMAT, "version": str(DEFORMATION_VERSION if cubic else 1),
                 "keyframes": str(model.nodes.keyframes), "with_scale": json.dumps(model.with_scale)}
+        if cubic:
+            meta["interp"] = model.nodes.interp
         with atomic_path(run_dir / DEFORMATION_FILE) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         out["deformation"] = DEFORMATION_FILE
@@ -154,5 +159,8 @@ def load(run_dir: Path, artifacts: dict[str, str]) -> DeformedSplats:
     missing = sorted({"pos", "log_radius", "trans", "rot", "dscale", "graph", "binding"} - set(tensors))
     if missing:
         raise ReconError(f"{path}: missing tensors {', '.join(missing)}")
-    nodes = ControlNodes.from_tensors(tensors)
+    interp = meta.get("interp", "linear")
+    if interp not in INTERPOLATIONS:
+        raise ReconError(f"{path}: keyframe interpolation {interp!r} is not one of {', '.join(INTERPOLATIONS)}: upgrade recon")
+    nodes = ControlNodes.from_tensors(tensors, interp=interp)
     return DeformedSplats(splats, nodes, tensors["binding"], json.loads(meta.get("with_scale", "true")))

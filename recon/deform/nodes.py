@@ -2,7 +2,9 @@
 
 ``M`` nodes sit in the canonical space, each with a radius and a rigid motion keyframed at ``K``
 evenly spaced times in [0, 1] (translation ``[3]``, a rotation as an unnormalised quaternion offset
-from identity ``[4]``, and a log-scale offset ``[3]``), linearly interpolated in between. Each
+from identity ``[4]``, and a log-scale offset ``[3]``), interpolated in between (``interp``:
+``"linear"``, or ``"cubic"``: a uniform Catmull-Rom spline through the keyframes, C1, exact at them,
+its end segments continuing the parabola through the end's three keyframes). Each
 Gaussian is bound to its ``k`` nearest nodes; at time ``t`` it moves by the blend of their motions
 (linear blend skinning, weights ``softmax(-|x - p_j|^2 / (2 r_j^2))`` over its nodes)::
 
@@ -28,6 +30,9 @@ import numpy as np
 import torch
 
 from recon.models.quaternions import quat_mul, quat_to_rotmat
+
+INTERPOLATIONS = ("linear", "cubic")
+"""How node motions are interpolated between keyframes (:meth:`ControlNodes.blend`)."""
 
 
 def farthest_point_sample(points: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
@@ -69,8 +74,11 @@ class ControlNodes(torch.nn.Module):
     """
 
     def __init__(self, pos: torch.Tensor, keyframes: int, radius: Optional[torch.Tensor] = None,
-                 graph_k: int = 6):
+                 graph_k: int = 6, interp: str = "linear"):
         super().__init__()
+        if interp not in INTERPOLATIONS:
+            raise ValueError(f"interp must be one of {INTERPOLATIONS}, got {interp!r}")
+        self.interp = interp
         pos = torch.as_tensor(pos, dtype=torch.float32)
         m = pos.shape[0]
         kf = max(int(keyframes), 1)
@@ -100,7 +108,7 @@ class ControlNodes(torch.nn.Module):
 
     @classmethod
     def from_gaussians(cls, means: torch.Tensor, opacities: torch.Tensor, num_nodes: int, keyframes: int,
-                       seed: int = 0) -> "ControlNodes":
+                       seed: int = 0, interp: str = "linear") -> "ControlNodes":
         """Nodes spread over the Gaussians ``means [N, 3]`` that are visible (sigmoid of the logits
         ``opacities [N]`` above 0.1; all of them when fewer than ``num_nodes`` are)."""
         pts = means.detach().cpu().numpy()
@@ -108,7 +116,7 @@ class ControlNodes(torch.nn.Module):
         if vis.sum() >= num_nodes:
             pts = pts[vis]
         sel = farthest_point_sample(pts, num_nodes, seed)
-        return cls(torch.as_tensor(pts[sel], dtype=torch.float32), keyframes)
+        return cls(torch.as_tensor(pts[sel], dtype=torch.float32), keyframes, interp=interp)
 
     def update_graph(self) -> None:
         """Recompute each node's ``G`` nearest other nodes (after the nodes moved)."""
@@ -121,21 +129,48 @@ class ControlNodes(torch.nn.Module):
         self.graph = torch.as_tensor(knn(p, p, g + 1)[:, 1:], device=self.pos.device)
 
     # ---- motion -----------------------------------------------------------------------------------
+    def blend(self, t: float) -> list[tuple[int, float]]:
+        """``[(keyframe, weight), ...]`` whose weighted sum of keyframe values is the motion at time
+        ``t`` (clamped to [0, 1]); only non-zero weights. Linear: the one or two keyframes around
+        ``t``. Cubic (uniform Catmull-Rom): up to four, with the missing neighbour of an end segment
+        continuing the parabola through the end's three keyframes (``k_{-1} = 3 k_0 - 3 k_1 + k_2``;
+        the line through them when there are two), so a quadratic motion is reproduced exactly."""
+        kf = self.keyframes
+        if kf == 1:
+            return [(0, 1.0)]
+        u = min(max(float(t), 0.0), 1.0) * (kf - 1)
+        i0 = min(int(math.floor(u)), kf - 2)
+        f = u - i0
+        if self.interp == "linear" or f == 0.0:
+            w = {i0: 1.0 - f, i0 + 1: f}
+        else:
+            f2, f3 = f * f, f * f * f
+            wm, w0 = 0.5 * (-f3 + 2 * f2 - f), 0.5 * (3 * f3 - 5 * f2 + 2)
+            w1, w2 = 0.5 * (-3 * f3 + 4 * f2 + f), 0.5 * (f3 - f2)
+            # A missing neighbour beyond an end keyframe continues the parabola through the end's
+            # three keyframes (k_{-1} = 3 k_0 - 3 k_1 + k_2; with two keyframes the line through them).
+            terms = [(i0, w0), (i0 + 1, w1)]
+            for k, wk, step in ((i0 - 1, wm, 1), (i0 + 2, w2, -1)):
+                e = 0 if step == 1 else kf - 1  # the end keyframe next to the missing one
+                if 0 <= k < kf:
+                    terms.append((k, wk))
+                elif kf >= 3:
+                    terms += [(e, 3 * wk), (e + step, -3 * wk), (e + 2 * step, wk)]
+                else:
+                    terms += [(e, 2 * wk), (e + step, -wk)]
+            w = {}
+            for k, wk in terms:
+                w[k] = w.get(k, 0.0) + wk
+        return [(k, v) for k, v in sorted(w.items()) if v != 0.0]
+
     def at_time(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Node motions at time ``t`` (clamped to [0, 1]): unit quaternions ``[M, 4]``,
-        translations ``[M, 3]`` and log-scale offsets ``[M, 3]``, linear between keyframes."""
-        kf = self.keyframes
-        t = min(max(float(t), 0.0), 1.0)
-        if kf == 1:
-            i0, f = 0, 0.0
-            tr, ro, ds = self.trans[:, 0], self.rot[:, 0], self.dscale[:, 0]
-        else:
-            u = t * (kf - 1)
-            i0 = min(int(math.floor(u)), kf - 2)
-            f = u - i0
-            tr = self.trans[:, i0] * (1 - f) + self.trans[:, i0 + 1] * f
-            ro = self.rot[:, i0] * (1 - f) + self.rot[:, i0 + 1] * f
-            ds = self.dscale[:, i0] * (1 - f) + self.dscale[:, i0 + 1] * f
+        translations ``[M, 3]`` and log-scale offsets ``[M, 3]``, interpolated between keyframes
+        (:meth:`blend`)."""
+        bl = self.blend(t)
+        tr = sum(w * self.trans[:, k] for k, w in bl)
+        ro = sum(w * self.rot[:, k] for k, w in bl)
+        ds = sum(w * self.dscale[:, k] for k, w in bl)
         ident = torch.zeros_like(ro)
         ident[:, 0] = 1.0
         q = ident + ro
@@ -143,13 +178,8 @@ class ControlNodes(torch.nn.Module):
         return q, tr, ds
 
     def keyframes_at(self, t: float) -> list[int]:
-        """The keyframes whose values :meth:`at_time` blends at time ``t`` (one or two)."""
-        kf = self.keyframes
-        if kf == 1:
-            return [0]
-        u = min(max(float(t), 0.0), 1.0) * (kf - 1)
-        i0 = min(int(math.floor(u)), kf - 2)
-        return [i0] if u - i0 == 0.0 else [i0, i0 + 1]
+        """The keyframes whose values :meth:`at_time` blends at time ``t`` (one to four)."""
+        return [k for k, _ in self.blend(t)]
 
     def bind(self, means: torch.Tensor, k: int) -> torch.Tensor:
         """Indices ``[N, k]`` (long) of each Gaussian's ``k`` nearest nodes (no gradient)."""
@@ -226,9 +256,10 @@ class ControlNodes(torch.nn.Module):
                 "dscale": self.dscale.detach().cpu().clone(), "graph": self.graph.detach().cpu().clone()}
 
     @classmethod
-    def from_tensors(cls, t: dict[str, torch.Tensor], graph_k: int = 6) -> "ControlNodes":
-        """The inverse of :meth:`tensors`."""
-        nodes = cls(t["pos"], int(t["trans"].shape[1]), radius=torch.exp(t["log_radius"].float()), graph_k=graph_k)
+    def from_tensors(cls, t: dict[str, torch.Tensor], graph_k: int = 6, interp: str = "linear") -> "ControlNodes":
+        """The inverse of :meth:`tensors` (``interp`` is stored beside them, in the file's metadata)."""
+        nodes = cls(t["pos"], int(t["trans"].shape[1]), radius=torch.exp(t["log_radius"].float()), graph_k=graph_k,
+                    interp=interp)
         with torch.no_grad():
             nodes.log_radius.copy_(t["log_radius"])
             nodes.trans.copy_(t["trans"])

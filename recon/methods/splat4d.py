@@ -51,6 +51,10 @@ class Splat4DConfig(SplatConfig):
     keyframes: int = 0
     """Keyframes of each node's motion over time [0, 1] (0: one per 10 training views, at most half the
     distinct training times, 2-64)."""
+    keyframe_interp: Literal["linear", "cubic"] = "linear"
+    """How each node's motion is interpolated between keyframes: linear, or cubic (a Catmull-Rom
+    spline through the keyframes: curved paths such as an orbit or a swing are followed between
+    keyframes instead of cut short along the chord)."""
     warmup_steps: int = 1000
     """Static warm-up: steps that train the canonical Gaussians before the motion starts."""
     deform_scale: bool = True
@@ -76,6 +80,11 @@ class Splat4DConfig(SplatConfig):
     motion_ramp_steps: int = 100
     """Steps over which the motion's learning rates ramp up linearly after the warm-up (Adam's first
     steps are full-size steps in noisy directions: without a ramp they tear the fresh model apart)."""
+    warmup_window: float = 0.0
+    """Monocular captures (fewer than ``--warmup-rig-views`` views at the first time): the warm-up
+    trains on the views in the first this fraction of the time range only (at least 3 views), so a
+    fast-moving object is still where those views saw it instead of averaged away over the sequence
+    (0: every view)."""
     warmup_rig_views: int = 3
     """Rigs: when at least this many training views share the first time, the warm-up trains on those
     views only (0: always on every view)."""
@@ -90,6 +99,9 @@ class Splat4DConfig(SplatConfig):
     curriculum_fraction: float = 0.5
     """Fraction of the motion's training (after the warm-up) over which the time curriculum opens the
     times; the rest trains on every time."""
+    curriculum_balance: bool = False
+    """After the time curriculum, half of the views come from the time that has trained least so far
+    (the last times open last and would otherwise end with the fewest steps)."""
 
     def validate(self) -> None:
         super().validate()
@@ -109,8 +121,12 @@ class Splat4DConfig(SplatConfig):
             bad("rebind_every", "must be at least 1")
         if self.motion_ramp_steps < 0:
             bad("motion_ramp_steps", "must be >= 0")
+        if not (math.isfinite(self.warmup_window) and 0.0 <= self.warmup_window <= 1.0):
+            bad("warmup_window", "must be in [0, 1]")
         if self.warmup_rig_views < 0:
             bad("warmup_rig_views", "must be >= 0")
+        if self.keyframe_interp not in ("linear", "cubic"):
+            bad("keyframe_interp", "choose linear or cubic")
         if self.time_curriculum not in ("auto", "on", "off"):
             bad("time_curriculum", "choose auto, on or off")
         if not (math.isfinite(self.curriculum_fraction) and 0.0 < self.curriculum_fraction <= 1.0):
@@ -161,15 +177,25 @@ class Splat4DMethod(SplatMethod):
             first = [k for t, k in timed if t == t0]
             if len(first) >= self.dc.warmup_rig_views and len(first) < len(times):
                 self.warm_views = first
+        if timed and not self.warm_views and self.dc.warmup_window > 0:
+            t0, t1 = min(t for t, _ in timed), max(t for t, _ in timed)
+            order = sorted(timed)
+            early = [k for t, k in order if t <= t0 + self.dc.warmup_window * (t1 - t0)]
+            if len(early) < 3:
+                early = [k for _, k in order[:3]]
+            if len(early) < len(times):
+                self.warm_views = sorted(early)
         # The time curriculum: each training view's time, and the distinct times in order.
         view_times = [None if t is None else round(float(t), 6) for t in times]
         self.distinct_times = sorted({t for t in view_times if t is not None})
         # Training views (numbers k) at each distinct time, and those without a time (always open).
         self.views_at = [[k for k, t in enumerate(view_times) if t == u] for u in self.distinct_times]
+        self._time_index = {u: i for i, u in enumerate(self.distinct_times)}
         self.untimed = [k for k, t in enumerate(view_times) if t is None]
         mode = self.dc.time_curriculum
         self.curriculum = len(self.distinct_times) > 1 and (mode == "on" or (mode == "auto" and bool(self.warm_views)))
         self._progress = 0.0  # training progress at the last step (the curriculum follows it)
+        self._time_steps = [0] * len(self.distinct_times)  # motion-phase steps drawn at each time
 
     def describe_init(self) -> str:
         text = super().describe_init()
@@ -177,6 +203,8 @@ class Splat4DMethod(SplatMethod):
                  f"{self.dc.warmup_steps} static warm-up steps")
         if not self.has_time:
             text += "; the training views carry no times: every view is time 0 (a static model with extra freedom)"
+        elif self.warm_views and self.dc.warmup_window > 0 and len(self.views_at[0]) < self.dc.warmup_rig_views:
+            text += f" on the {len(self.warm_views)} views in the first {self.dc.warmup_window:g} of the time range"
         elif self.warm_views:
             text += f" on the {len(self.warm_views)} views of the first time (a multi-view rig)"
         if self.curriculum:
@@ -209,7 +237,16 @@ class Splat4DMethod(SplatMethod):
                 pool = sorted([k for ks in self.views_at[older:i + 1] for k in ks] + (self.untimed if older == 0 else []))
                 # One view at a time (popped at once), so the sampler's own permutation resumes after.
                 self.sampler.order = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
-        return super().sample(step, gen)
+            elif self.curriculum and self.dc.curriculum_balance and torch.rand(1, generator=gen).item() < 0.5:
+                i = min(range(len(self._time_steps)), key=lambda j: (self._time_steps[j], j))
+                pool = self.views_at[i]
+                self.sampler.order = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
+        batch = super().sample(step, gen)
+        if step >= self.dc.warmup_steps and self.distinct_times and batch.time is not None:
+            t = round(float(batch.time), 6)
+            if t in self._time_index:
+                self._time_steps[self._time_index[t]] += 1
+        return batch
 
     # ---- the motion -------------------------------------------------------------------------------
     def _node_lrs(self) -> dict[str, float]:
@@ -225,7 +262,8 @@ class Splat4DMethod(SplatMethod):
     def _start_motion(self) -> None:
         """End of the warm-up: place the nodes on the canonical Gaussians and bind them."""
         self.nodes = ControlNodes.from_gaussians(self.params["means"], self.params["opacities"], self.dc.num_nodes,
-                                                 self.num_keyframes, seed=self.cfg.seed).to(self.device)
+                                                 self.num_keyframes, seed=self.cfg.seed,
+                                                 interp=self.dc.keyframe_interp).to(self.device)
         self.node_opt = self._make_node_opt()
         self._rebind()
 
@@ -347,19 +385,23 @@ class Splat4DMethod(SplatMethod):
         state["motion"] = None if self.nodes is None else {
             "nodes": self.nodes.tensors(), "optimizer": self.node_opt.state_dict(),
             "binding": self.binding.detach().cpu().clone(), "progress0": self._motion_p0,
+            "interp": self.nodes.interp,
         }
-        state["curriculum"] = {"progress": self._progress}
+        state["curriculum"] = {"progress": self._progress, "time_steps": list(self._time_steps)}
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         c = state.get("curriculum") or {}
         self._progress = float(c.get("progress", 0.0))
+        counts = c.get("time_steps")
+        if counts is not None and len(counts) == len(self.distinct_times):
+            self._time_steps = [int(v) for v in counts]
         m = state.get("motion")
         if m is None:
             self.nodes = self.node_opt = self.binding = None
             return
-        self.nodes = ControlNodes.from_tensors(m["nodes"]).to(self.device)
+        self.nodes = ControlNodes.from_tensors(m["nodes"], interp=m.get("interp", "linear")).to(self.device)
         self.node_opt = self._make_node_opt()
         self.node_opt.load_state_dict(m["optimizer"])
         self.binding = m["binding"].to(self.device)
@@ -369,7 +411,7 @@ class Splat4DMethod(SplatMethod):
     def _model(self) -> deform_model.DeformedSplats:
         nodes = None
         if self.nodes is not None:
-            nodes = ControlNodes.from_tensors(self.nodes.tensors())
+            nodes = ControlNodes.from_tensors(self.nodes.tensors(), interp=self.nodes.interp)
         return deform_model.DeformedSplats(
             {k: v.detach().cpu() for k, v in self.params.items()}, nodes,
             None if self.binding is None else self.binding.cpu(), self.dc.deform_scale)

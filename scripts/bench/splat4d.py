@@ -176,18 +176,23 @@ def bench_timing(sizes: list[int], threads: int, reps: int = 5) -> None:
 
 
 # ---- quality ----------------------------------------------------------------------------------------
-def score(renderer, scene, downscale: float, split: str) -> dict:
-    """Mean PSNR/SSIM of ``renderer`` on ``split`` (each view at its own time)."""
-    from recon.eval.evaluate import evaluate
+def score(renderer, scene, downscale: float, split: str, grid: Optional[Path] = None) -> dict:
+    """Mean PSNR/SSIM of ``renderer`` on ``split`` (each view at its own time), and each view's PSNR
+    (``per_view``: name, PSNR); ``grid``: also save the render grid of the first 8 views there."""
+    from recon.eval.evaluate import evaluate, save_grid
 
     sc = copy.copy(scene)
     sc.frames = [copy.copy(f) for f in scene.frames]
     for f in sc.frames:
         if f.split in ("test", "val") and f.split != split:
             f.split = "unused"
-    r = evaluate(renderer, sc, downscale, log=lambda s: None)
+    r = evaluate(renderer, sc, downscale, log=lambda s: None, keep_renders=8 if grid else 0)
     assert r["split"] == split, r["split"]
-    return {"psnr": r["psnr"], "ssim": r["ssim"], "views": r["eval_views"]}
+    if grid is not None:
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(r["_samples"], grid)
+    per = [(v["name"], v["psnr"]) for v in r["per_view"]]
+    return {"psnr": r["psnr"], "ssim": r["ssim"], "views": r["eval_views"], "per_view": per}
 
 
 def train_in_process(method: str, scene, out: Path, minutes: Optional[float], steps: int = 5000, threads: int = 0,
@@ -443,7 +448,7 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
     secs = time.perf_counter() - t0
     load1 = os.getloadavg()
     method = tr.method
-    te = score(method.renderer(), scene, 1.0, "test")
+    te = score(method.renderer(), scene, 1.0, "test", grid=out / f"synth-{tag}" / "heldout-grid.png")
     errs, extent, nviews = object_errors(method._model(), scene, scene_dir, monocular)
     rows = [("splat4d", res_t.steps, round(secs), method.num_primitives, te)]
     if static:
@@ -477,6 +482,8 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
                 print(f"| {name} (id {e['id']}) | {what} | {e[f'n_{how}']:,} | {e[f'max_{how}']:.2f} | "
                       f"{e[f'median_{how}']:.2f} | {e[f'worst_t_{how}']:.3f} | {e[f'still_max_{how}']:.2f} | "
                       f"{e[f'per_{how}']:.2f} |")
+    print(f"\nheld-out PSNR per view (grid of the first 8: {out / f'synth-{tag}' / 'heldout-grid.png'}): "
+          + ", ".join(f"{n.split('/')[-1]} {p:.1f}" for n, p in te["per_view"]))
     print("\ncentroid error at each ground-truth time (time: % of the extent), GT-mesh selection:")
     for name, e in errs.items():
         if e.get("times_mesh"):
