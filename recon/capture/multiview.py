@@ -29,6 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from recon.capture.sync import stream_damaged
 from recon.errors import ReconError
 
 RIG_VERSION = 1
@@ -324,10 +325,10 @@ def ingest_rig(
                                           time_s=float(idx / c.fps + c.offset_s), sharpness=sharp)
                 if idx >= max(want):
                     break
+        except ReconError:
+            raise
         except Exception as e:
-            if isinstance(e, ReconError):
-                raise
-            raise ReconError(f"{c.source}: video stream damaged ({' '.join(str(e).split())[:160]})") from None
+            raise stream_damaged(c.source, "video stream damaged", e) from None
         finally:
             container.close()
         missing = [k for k in range(len(grid)) if k not in got]

@@ -57,6 +57,11 @@ FLASH_SIDE = 64  # frames are decoded with their long side at most this many pix
 _ADVICE = "give the clips' offsets in offsets.json (or --offsets FILE) instead"
 
 
+def stream_damaged(path, what: str, e: Exception, tail: str = "") -> ReconError:
+    """One line for a clip whose stream failed to decode: ``PATH: WHAT (the decoder's message)TAIL``."""
+    return ReconError(f"{path}: {what} ({' '.join(str(e).split())[:160]}){tail}")
+
+
 @dataclass
 class ClipSync:
     """One clip's offset and how sure it is.
@@ -165,10 +170,10 @@ def read_audio(path: Path, rate: int = AUDIO_RATE) -> tuple[np.ndarray, float]:
                     chunks.append(f.to_ndarray().reshape(-1))
             for f in resampler.resample(None):
                 chunks.append(f.to_ndarray().reshape(-1))
+        except ReconError:
+            raise
         except Exception as e:
-            if isinstance(e, ReconError):
-                raise
-            raise ReconError(f"{path}: audio stream damaged ({' '.join(str(e).split())[:160]}); {_ADVICE}") from None
+            raise stream_damaged(path, "audio stream damaged", e, f"; {_ADVICE}") from None
     finally:
         container.close()
     x = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
@@ -311,10 +316,10 @@ def frame_luminance(path: Path, side: int = FLASH_SIDE) -> np.ndarray:
         for frame in container.decode(st):
             g = frame.reformat(width=sw, height=sh, format="gray").to_ndarray()
             out.append(float(g[:sh, :sw].mean()) / 255.0)
+    except ReconError:
+        raise
     except Exception as e:
-        if isinstance(e, ReconError):
-            raise
-        raise ReconError(f"{path}: video stream damaged after {len(out)} frames ({' '.join(str(e).split())[:160]})") from None
+        raise stream_damaged(path, f"video stream damaged after {len(out)} frames", e) from None
     finally:
         container.close()
     return np.asarray(out, np.float64)
