@@ -238,14 +238,21 @@ def _parabolic(c: np.ndarray, i: int) -> float:
     return 0.0
 
 
-def audio_lag(ref: np.ndarray, x: np.ndarray, ref_env: np.ndarray | None = None, env: np.ndarray | None = None
-              ) -> tuple[float, float, float]:
+def envelopes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(onset_envelope(x), energy_envelope(x))``: what :func:`audio_lag` compares, computed once
+    per clip."""
+    return onset_envelope(x), energy_envelope(x)
+
+
+def audio_lag(ref: np.ndarray, x: np.ndarray, ref_envs: tuple[np.ndarray, np.ndarray] | None = None,
+              envs: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float, float]:
     """``(lag, peak, ratio)``: ``x`` ``[S]`` (at :data:`AUDIO_RATE`) sounds like ``ref`` ``[R]``
     ``lag`` samples later in ``ref`` (``x[t] ~ ref[t + lag]``, fractional); ``peak``: the onset
     envelopes' normalised correlation there (1: identical); ``ratio``: the peak over the best
-    other lag more than :data:`AUDIO_EXCLUDE_S` away (how unambiguous it is)."""
-    er = onset_envelope(ref) if ref_env is None else ref_env
-    e = onset_envelope(x) if env is None else env
+    other lag more than :data:`AUDIO_EXCLUDE_S` away (how unambiguous it is). ``ref_envs`` /
+    ``envs``: their :func:`envelopes`, when already computed."""
+    er, ga = envelopes(ref) if ref_envs is None else ref_envs
+    e, gb = envelopes(x) if envs is None else envs
     c, lo = _xcorr(er, e)
     i = int(np.argmax(c))
     peak = float(c[i])
@@ -257,7 +264,6 @@ def audio_lag(ref: np.ndarray, x: np.ndarray, ref_env: np.ndarray | None = None,
     # Refine at one sample on the energy envelopes near the coarse lag (an onset's timing
     # depends on the noise that masks it; the envelope's symmetric peak does not): a dot
     # product per candidate lag, so long clips need no full-rate FFT.
-    ga, gb = energy_envelope(ref), energy_envelope(x)
     lags = np.arange(int(math.floor(lag - REFINE_S * AUDIO_RATE)), int(math.ceil(lag + REFINE_S * AUDIO_RATE)) + 1)
     g = np.array([_dot_at(ga, gb, int(L)) for L in lags])
     j = int(np.argmax(g))
@@ -272,10 +278,10 @@ def _audio_sync(clips: list[Path]) -> SyncResult:
         x, start = read_audio(p)
         if len(x) < AUDIO_RATE // 10:
             raise ReconError(f"{p}: {len(x) / AUDIO_RATE:.3f} s of audio, too short to align by sound; {_ADVICE}")
-        env = onset_envelope(x)
-        if not np.any(env):
+        envs = envelopes(x)
+        if not np.any(envs[0]):
             raise ReconError(f"{p}: its audio is silent (or a constant tone), nothing to align by; use --sync flash, or {_ADVICE}")
-        sounds[p] = (x, start, env)
+        sounds[p] = (x, start, envs)
     ref = clips[0]
     xr, sr0, er = sounds[ref]
     rel = {ref.name: 0.0}
