@@ -193,9 +193,10 @@ def test_inpaint_fills_alpha_of_rgba_frames(tmp_path):
             B.Inpaint(**bad)
 
 
-def test_alpha_loss_is_off_by_default_and_measures_coverage(synth):
+def test_alpha_loss_measures_coverage_and_follows_the_background(synth):
     """--alpha-weight (the retraining half of remove-and-retrain): weight * mean |alpha - target|
-    over used pixels, nothing for views without alpha, and no term at all by default."""
+    over used pixels, nothing for views without alpha; by default 0.1 where splats train on the
+    scene's background (--background auto), off with random backgrounds or for nerf."""
     from recon.methods.base import Batch, RenderOutput
     from recon.train.config import TrainConfig
     from recon.train.losses import AlphaLoss
@@ -214,10 +215,19 @@ def test_alpha_loss_is_off_by_default_and_measures_coverage(synth):
     assert float(AlphaLoss(1.0)(out, b, 0)) == 0.0
     sc = load_scene(synth)
     idx = sc.indices("train")
+    assert sc.background is None  # RGB images stored on no colour: random backgrounds, no alpha term
     assert default_terms(TrainConfig(), sc, idx) == []
+    sc.background = (1.0, 1.0, 1.0)
+    auto = default_terms(TrainConfig(), sc, idx)
+    assert len(auto) == 1 and isinstance(auto[0], AlphaLoss) and auto[0].weight == pytest.approx(0.1)
+    assert default_terms(TrainConfig(background="random"), sc, idx) == []
+    assert default_terms(TrainConfig(method="nerf"), sc, idx) == []
+    assert default_terms(TrainConfig(), sc, idx, has_alpha=False) == []  # RGB views: nothing to compare
+    assert default_terms(TrainConfig(alpha_weight=0.0), sc, idx) == []
     terms = default_terms(TrainConfig(alpha_weight=0.25), sc, idx)
     assert len(terms) == 1 and isinstance(terms[0], AlphaLoss) and terms[0].weight == 0.25
-    assert TrainConfig().hash() == TrainConfig(alpha_weight=0.0).hash() != TrainConfig(alpha_weight=0.25).hash()
+    assert TrainConfig().hash() == TrainConfig(alpha_weight=None).hash() != TrainConfig(alpha_weight=0.25).hash()
+    assert TrainConfig(alpha_weight=0.0).hash() != TrainConfig().hash()
 
 
 def test_rgba_scene_with_a_background_round_trips_through_the_stage(tmp_path):

@@ -41,6 +41,30 @@ def test_key_alpha_keeps_dark_parts_inside_the_object():
     assert np.allclose(key_alpha(w, (1.0, 1.0, 1.0)), a, atol=1e-5)
 
 
+def test_key_alpha_mattes_the_anti_aliased_rim():
+    """An edge pixel that blends the object with the backdrop gets the blend's alpha (within 0.02), so
+    random backgrounds do not ask for a rim of backdrop colour; an object colour too close to the
+    backdrop to tell stays opaque."""
+    white = np.ones(3, np.float32)
+    obj = np.array([0.2, 0.5, 0.8], np.float32)
+    img = np.ones((30, 30, 3), np.float32)
+    img[8:22, 8:22] = obj
+    cover = np.array([0.3, 0.55, 0.8, 0.1], np.float32)
+    for a, col in zip(cover, (7, 22)):
+        img[8:22, col] = a * obj + (1 - a) * white
+    img[7, 9:21] = 0.55 * obj + 0.45 * white  # the top rim
+    a = key_alpha(img, (1.0, 1.0, 1.0))
+    assert a[0, 0] == 0.0 and np.all(a[9:21, 9:21] == 1.0)
+    assert np.allclose(a[10:20, 7], 0.3, atol=0.02) and np.allclose(a[10:20, 22], 0.55, atol=0.02)
+    assert np.allclose(a[7, 10:20], 0.55, atol=0.02)
+    # A pale object on white: the rim cannot be told from the backdrop's colour, and stays opaque.
+    pale = np.ones((30, 30, 3), np.float32)
+    pale[8:22, 8:22] = 0.92
+    pale[8:22, 7] = 0.94
+    b = key_alpha(pale, (1.0, 1.0, 1.0))
+    assert np.all(b[8:22, 7:22] == 1.0)
+
+
 def _gt() -> dict:
     """A small scene: a ring of coloured blobs around a dark-grey centre block."""
     rng = np.random.default_rng(0)

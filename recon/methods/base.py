@@ -114,6 +114,9 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     dynamic: ClassVar[bool] = False
     """Whether the method models time (trains on dynamic captures)."""
+    auto_background: ClassVar[str] = "random"
+    """What ``--background auto`` trains RGBA captures on: "random" (a colour per step) or "scene" (the
+    colour the images are stored on, with an alpha loss; :func:`recon.train.config.training_background`)."""
 
     def __init__(self, cfg, scene, views, device: torch.device):
         """``cfg``: :class:`recon.train.config.TrainConfig` (``cfg.model`` is this method's Config);

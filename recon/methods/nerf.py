@@ -27,6 +27,7 @@ from recon.errors import ReconError
 from recon.methods.base import Batch, Method, RenderOutput
 from recon.nerf.field import Rays, VoxelField, camera_rays, contraction_of, density_bias, render_rays, sh_basis
 from recon.train.appearance import AppearanceModule
+from recon.train.config import training_background
 
 MODEL_FILE = "nerf.npz"
 MODEL_FORMAT = "recon-voxel-field"
@@ -385,7 +386,7 @@ class NerfMethod(Method):
     def __init__(self, cfg, scene, views, device: torch.device):
         super().__init__(cfg, scene, views, device)
         self.nc: NerfConfig = cfg.model
-        self.sampler = RaySampler(views, cfg.background, scene.background)
+        self.sampler = RaySampler(views, training_background(cfg, scene.background), scene.background)
         lo, hi = scene_box(scene, self.nc)
         contraction = None
         if self.nc.scene_contraction == "on":

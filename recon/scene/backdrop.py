@@ -10,7 +10,9 @@ loss (``--alpha-weight``).
 The key (:func:`key_alpha`): a pixel is backdrop when every channel is within ``tolerance`` of the
 backdrop colour *and* it is connected to the image border through pixels within ``3 * tolerance``
 (so dark or white parts inside the object stay opaque); between ``tolerance`` and ``3 * tolerance``
-alpha ramps linearly (anti-aliased edges).
+alpha ramps linearly. The object's anti-aliased edge (opaque pixels next to the backdrop) is matted:
+each is taken as a blend of the backdrop and the nearest object colour and gets that blend's alpha,
+so training on random backgrounds does not ask for a halo of backdrop colour around the object.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from recon.errors import ReconError
 KEY_MODES = ("none", "auto", "black", "white")
 DEFAULT_TOLERANCE = 4.0 / 255.0
 SOFT_FACTOR = 3.0
+EDGE_RADIUS = 2
+"""How far (pixels) an edge pixel looks into the object for the colour it blends with the backdrop."""
+EDGE_MIN_CONTRAST = 0.15
+"""Least distance (RGB, in [0, 1]) between that object colour and the backdrop for an edge pixel to be
+matted; closer colours cannot be told from the backdrop and the pixel stays opaque."""
 AUTO_FORMATS = ("blender", "dnerf")
 """Formats ``--background-key auto`` keys: renders saved as RGB on an exact black or white backdrop.
 Other folders are keyed by ``auto`` only when they declare a backdrop (``Scene.declared_backdrop``:
@@ -52,7 +59,32 @@ def key_alpha(rgb: np.ndarray, colour: Sequence[float], tolerance: float = DEFAU
     border = border[border > 0]
     outside = np.isin(labels, border)
     ramp = np.clip((d - tolerance) / (hi - tolerance), 0.0, 1.0)
-    return np.where(outside, ramp, 1.0).astype(np.float32)
+    alpha = np.where(outside, ramp, 1.0).astype(np.float32)
+    return _matte_edges(rgb, np.asarray(colour, np.float32), outside, alpha)
+
+
+def _matte_edges(rgb: np.ndarray, backdrop: np.ndarray, outside: np.ndarray, alpha: np.ndarray,
+                 radius: int = EDGE_RADIUS) -> np.ndarray:
+    """Fractional alpha for the anti-aliased edge pixels of the object: each opaque pixel next to the
+    backdrop is a blend ``C = a F + (1 - a) B`` of the backdrop ``B`` and the object colour ``F`` (the
+    mean of the interior pixels within ``radius``), so ``a = (C - B).(F - B) / |F - B|^2``. Pixels
+    whose object colour is too close to the backdrop to tell (``|F - B|`` under
+    :data:`EDGE_MIN_CONTRAST`) or with no interior pixel near stay opaque."""
+    from scipy import ndimage
+
+    band = ~outside & ndimage.binary_dilation(outside, structure=np.ones((3, 3), bool))
+    if not band.any():
+        return alpha
+    interior = (~outside & ~band).astype(np.float32)
+    diff = rgb - backdrop.reshape(1, 1, 3)
+    size = 2 * radius + 1
+    count = ndimage.uniform_filter(interior, size, mode="constant")
+    fg = np.stack([ndimage.uniform_filter(diff[..., c] * interior, size, mode="constant") for c in range(3)], axis=2)
+    fg /= np.maximum(count, 1e-12)[..., None]
+    norm2 = (fg * fg).sum(axis=2)
+    ok = band & (count > 0.5 / size ** 2) & (norm2 >= EDGE_MIN_CONTRAST ** 2)
+    a = np.clip((diff * fg).sum(axis=2) / np.maximum(norm2, 1e-12), 0.0, 1.0)
+    return np.where(ok, a, alpha).astype(np.float32)
 
 
 def detect_backdrop(scene, frames: list[int], probe: int = 3, tolerance: float = DEFAULT_TOLERANCE

@@ -64,18 +64,23 @@ class TrainConfig:
     gets points triangulated from its training images with the poses fixed, cached in its work folder,
     unless its images show an object on a plain or transparent background); scene (the scene's points,
     random without); triangulate (always triangulate when the scene has none); random (ignore points)."""
-    background: Literal["random", "white", "black", "scene"] = "random"
-    """Background for RGBA (and keyed, --background-key) captures during training (evaluation uses the scene's)."""
+    background: Literal["auto", "random", "white", "black", "scene"] = "auto"
+    """Background for RGBA (and keyed, --background-key) captures during training (evaluation uses the
+    scene's). auto: splat methods train on the colour the images are stored on (the scene's background:
+    white for RGBA renders, the backdrop for keyed ones) with an alpha loss (--alpha-weight, 0.1 unless
+    given) that keeps empty space empty; the nerf method and scenes without a background colour use
+    random. random: a random colour per step; white, black, scene: that colour."""
     background_key: Literal["auto", "none", "black", "white"] = field(default="auto", metadata={"hash_unless": "auto"})
     """Give RGB images of an object on a solid backdrop an alpha channel (a colour key: backdrop-coloured
     pixels connected to the border become transparent), so they train like RGBA captures (random
     backgrounds, --alpha-weight) and empty space stays empty. auto: Blender/D-NeRF folders whose RGB
     images are on pure black or white (renders saved without alpha); black/white: key that colour on
     any capture; none: train the images as they are."""
-    alpha_weight: float = field(default=0.0, metadata={"hash_unless": 0.0})
+    alpha_weight: Optional[float] = field(default=None, metadata={"hash_unless": None})
     """Weight of an L1 loss between rendered and captured alpha on RGBA views (0: off; views without
     alpha: no effect). Makes splats where the frames are transparent fade fast, e.g. after an object
-    was removed by inpainting its masks (docs/enhance.md)."""
+    was removed by inpainting its masks (docs/enhance.md). Default: 0.1 where --background auto trains
+    on the scene's background, else off."""
     edit: str = field(default="", metadata={"hash_unless": ""})
     """Edit the training targets during training (Instruct-NeRF2NeRF-style dataset updates, a generative
     mode): PLUGIN[:ARG][:KEY=VALUE...], e.g. sd-edit:FOLDER:prompt=... (a local diffusers img2img or
@@ -206,6 +211,32 @@ PRESETS: dict[str, dict] = {
     "none": {},
 }
 PRESET_NAMES = ("fast", "quality", "mcmc")
+
+
+AUTO_ALPHA_WEIGHT = 0.1
+"""The alpha loss's weight when ``--background auto`` trains on the scene's background (measured:
+docs/training.md, "Training background")."""
+
+
+def training_background(cfg: TrainConfig, scene_background) -> str:
+    """What ``--background`` means for ``cfg.method`` on a scene whose images are stored on
+    ``scene_background`` (``None``: no colour): ``auto`` resolves to the method's ``auto_background``
+    ("scene" for splat methods, "random" for nerf), and to "random" without a scene colour."""
+    if cfg.background != "auto":
+        return cfg.background
+    from recon.methods import get_method
+
+    mode = getattr(get_method(cfg.method), "auto_background", "random")
+    return "random" if scene_background is None else mode
+
+
+def alpha_weight(cfg: TrainConfig, scene_background) -> float:
+    """The alpha loss's weight: ``--alpha-weight`` when given, else :data:`AUTO_ALPHA_WEIGHT` where
+    ``--background auto`` trains on the scene's background, else 0."""
+    if cfg.alpha_weight is not None:
+        return float(cfg.alpha_weight)
+    auto_scene = cfg.background == "auto" and training_background(cfg, scene_background) == "scene"
+    return AUTO_ALPHA_WEIGHT if auto_scene else 0.0
 
 
 def preset_config(method: str, preset: str) -> TrainConfig:

@@ -38,11 +38,15 @@ def make_method(cfg: TrainConfig, scene: Scene, views: Views, device: torch.devi
     return cls(cfg, scene, views, device)
 
 
-def default_terms(cfg: TrainConfig, scene: Scene, train_idx: list[int]) -> list[LossTerm]:
-    """The loss terms the options ask for beyond the photometric one (depth and alpha losses)."""
+def default_terms(cfg: TrainConfig, scene: Scene, train_idx: list[int], has_alpha: bool = True) -> list[LossTerm]:
+    """The loss terms the options ask for beyond the photometric one (depth and alpha losses);
+    ``has_alpha``: whether the training views carry alpha (RGBA or keyed; without, the alpha loss
+    is only added when ``--alpha-weight`` asks for it)."""
+    from recon.train.config import alpha_weight
     from recon.train.losses import AlphaLoss
 
-    alpha = [AlphaLoss(cfg.alpha_weight)] if cfg.alpha_weight > 0 else []
+    w = alpha_weight(cfg, scene.background) if (has_alpha or cfg.alpha_weight is not None) else 0.0
+    alpha = [AlphaLoss(w)] if w > 0 else []
     if cfg.depth_loss == "none":
         return alpha
     have = sum(1 for i in train_idx if scene.frames[i].depth_path is not None)
@@ -177,7 +181,8 @@ class Trainer:
             log(note)
         self.handle = TrainHandle(self)
         """What callbacks may do beyond watching: render training views, replace their targets."""
-        self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + default_terms(cfg, scene, train_idx)
+        has_alpha = len(self.views) > 0 and self.views.get(0).alpha is not None  # one capture, one format
+        self.terms: list[LossTerm] = [Photometric(cfg.ssim_lambda)] + default_terms(cfg, scene, train_idx, has_alpha)
         self.terms += list(terms or [])
         self.need = frozenset().union(*(t.needs for t in self.terms))
         self.gen = torch.Generator().manual_seed(cfg.seed)

@@ -204,8 +204,7 @@ def train_in_process(method: str, scene, out: Path, minutes: Optional[float], st
     cfg.steps, cfg.max_minutes, cfg.downscale, cfg.log_every_seconds = steps, minutes, 1.0, 30.0
     cfg.threads = threads
     cfg.background_key = background_key
-    for k, v in model.items():
-        setattr(cfg.model, k, v)
+    apply_sets(cfg, model)
     t0 = time.perf_counter()
     tr = Trainer(cfg, scene, out, log=lambda s: print("   ", s, flush=True))
     res = tr.train()
@@ -248,8 +247,18 @@ def bench_lego(run: Path, static_minutes: float, out: Path, threads: int) -> Non
               f"{va['ssim']:.4f} |")
 
 
+def apply_sets(cfg, options: dict) -> None:
+    """Set each ``--set`` option on the method's options, or on the training options when the method
+    has no such option (``background``, ``alpha_weight``, ...)."""
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(cfg.model)}
+    for k, v in options.items():
+        setattr(cfg.model if k in own or not hasattr(cfg, k) else cfg, k, v)
+
+
 def parse_sets(sets: list[str]) -> dict:
-    """``--set NAME=VALUE`` items as method options (JSON values, else strings)."""
+    """``--set NAME=VALUE`` items as method (or training) options (JSON values, else strings)."""
     model = {}
     for item in sets:
         name, _, value = item.partition("=")
@@ -440,8 +449,7 @@ def bench_synth(kind: str, views: int, res: int, steps: int, minutes: float, thr
     cfg = preset_config("splat4d", "fast")
     cfg.steps, cfg.max_minutes, cfg.downscale, cfg.log_every_seconds, cfg.threads = steps, minutes, 1.0, 60.0, threads
     cfg.background_key = key
-    for k, v in model.items():
-        setattr(cfg.model, k, v)
+    apply_sets(cfg, model)
     t0 = time.perf_counter()
     tr = Trainer(cfg, scene, out / f"synth-{tag}", log=lambda s: print("   ", s, flush=True))
     res_t = tr.train()
