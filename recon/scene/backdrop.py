@@ -11,8 +11,9 @@ The key (:func:`key_alpha`): a pixel is backdrop when every channel is within ``
 backdrop colour *and* it is connected to the image border through pixels within ``3 * tolerance``
 (so dark or white parts inside the object stay opaque); between ``tolerance`` and ``3 * tolerance``
 alpha ramps linearly. The object's anti-aliased edge (opaque pixels next to the backdrop) is matted:
-each is taken as a blend of the backdrop and the nearest object colour and gets that blend's alpha,
-so training on random backgrounds does not ask for a halo of backdrop colour around the object.
+each is taken as a blend of the backdrop and the object colour next to it (the mean of the interior
+pixels within 2 px) and gets that blend's alpha, so training on another background does not ask
+for a halo of backdrop colour around the object.
 """
 
 from __future__ import annotations

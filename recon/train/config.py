@@ -72,8 +72,8 @@ class TrainConfig:
     random. random: a random colour per step; white, black, scene: that colour."""
     background_key: Literal["auto", "none", "black", "white"] = field(default="auto", metadata={"hash_unless": "auto"})
     """Give RGB images of an object on a solid backdrop an alpha channel (a colour key: backdrop-coloured
-    pixels connected to the border become transparent), so they train like RGBA captures (random
-    backgrounds, --alpha-weight) and empty space stays empty. auto: Blender/D-NeRF folders whose RGB
+    pixels connected to the border become transparent), so they train like RGBA captures (--background,
+    --alpha-weight) and empty space stays empty. auto: Blender/D-NeRF folders whose RGB
     images are on pure black or white (renders saved without alpha); black/white: key that colour on
     any capture; none: train the images as they are."""
     alpha_weight: Optional[float] = field(default=None, metadata={"hash_unless": None})
