@@ -196,7 +196,7 @@ def test_inpaint_fills_alpha_of_rgba_frames(tmp_path):
 def test_alpha_loss_measures_coverage_and_follows_the_background(synth):
     """--alpha-weight (the retraining half of remove-and-retrain): weight * mean |alpha - target|
     over used pixels, nothing for views without alpha; by default 0.1 where splats train on the
-    scene's background (--background auto), off with random backgrounds or for nerf."""
+    scene's background (--background auto), off with random backgrounds."""
     from recon.methods.base import Batch, RenderOutput
     from recon.train.config import TrainConfig
     from recon.train.losses import AlphaLoss
@@ -221,7 +221,7 @@ def test_alpha_loss_measures_coverage_and_follows_the_background(synth):
     auto = default_terms(TrainConfig(), sc, idx)
     assert len(auto) == 1 and isinstance(auto[0], AlphaLoss) and auto[0].weight == pytest.approx(0.1)
     assert default_terms(TrainConfig(background="random"), sc, idx) == []
-    assert default_terms(TrainConfig(method="nerf"), sc, idx) == []
+    assert len(default_terms(TrainConfig(method="nerf"), sc, idx)) == 1
     assert default_terms(TrainConfig(), sc, idx, has_alpha=False) == []  # RGB views: nothing to compare
     assert default_terms(TrainConfig(alpha_weight=0.0), sc, idx) == []
     terms = default_terms(TrainConfig(alpha_weight=0.25), sc, idx)

@@ -68,8 +68,7 @@ class TrainConfig:
     """Background for RGBA (and keyed, --background-key) captures during training (evaluation uses the
     scene's). auto: splat methods train on the colour the images are stored on (the scene's background:
     white for RGBA renders, the backdrop for keyed ones) with an alpha loss (--alpha-weight, 0.1 unless
-    given) that keeps empty space empty; the nerf method and scenes without a background colour use
-    random. random: a random colour per step; white, black, scene: that colour."""
+    given) that keeps empty space empty; scenes without a background colour use random. random: a random colour per step; white, black, scene: that colour."""
     background_key: Literal["auto", "none", "black", "white"] = field(default="auto", metadata={"hash_unless": "auto"})
     """Give RGB images of an object on a solid backdrop an alpha channel (a colour key: backdrop-coloured
     pixels connected to the border become transparent), so they train like RGBA captures (--background,
@@ -221,7 +220,7 @@ docs/training.md, "Training background")."""
 def training_background(cfg: TrainConfig, scene_background) -> str:
     """What ``--background`` means for ``cfg.method`` on a scene whose images are stored on
     ``scene_background`` (``None``: no colour): ``auto`` resolves to the method's ``auto_background``
-    ("scene" for splat methods, "random" for nerf), and to "random" without a scene colour."""
+    ("scene" for splat and nerf), and to "random" without a scene colour."""
     if cfg.background != "auto":
         return cfg.background
     from recon.methods import get_method
